@@ -31,7 +31,7 @@ The rows are column vectors of the maths stored as rows: the code computes ``h @
 authors' PyTorch code computes ``h @ A``, i.e. uses ``A^T``; ``A^T`` has the same symmetric part and
 the opposite skew part, so the two parameterise the same class of models.)
 
-The stability tools at the end (:func:`eigenvalue_bounds`, :func:`euler_max_step`,
+The stability tools at the end (:func:`eigenvalue_bounds`, :func:`max_stable_step`,
 :func:`lyapunov_certificate`) are analysis utilities, not part of training: they copy their input
 to host NumPy and use NumPy/SciPy eigen- and Lyapunov solvers, which the array API does not have.
 
@@ -81,7 +81,7 @@ __all__ = [
     "predict",
     "symmetric_skew",
     "eigenvalue_bounds",
-    "euler_max_step",
+    "max_stable_step",
     "LyapunovCertificate",
     "lyapunov_certificate",
 ]
@@ -532,29 +532,45 @@ def eigenvalue_bounds(M, beta, gamma):
     return (1.0 - beta) * float(lam[0]) - gamma, (1.0 - beta) * float(lam[-1]) - gamma
 
 
-def euler_max_step(A, alpha=1.0):
-    """Largest ``eps`` for which forward Euler on ``h' = alpha A h`` is stable.
+def max_stable_step(A, alpha=1.0, rho=0.0):
+    """Largest ``eps`` below which the linear part of the scheme is stable: ``sup{e : the update
+    matrix F of every eps in (0, e) has spectral radius < 1}``.
 
-    ``h_{t+1} = (I + eps alpha A) h_t`` contracts iff ``|1 + eps alpha lambda| < 1`` for every
-    eigenvalue ``lambda`` of A, i.e. ``eps < min_lambda 2 |Re lambda| / (alpha |lambda|^2)``, which
-    needs ``Re lambda < 0`` for all of them. Returns that supremum (strict inequality), ``0.0``
-    when some ``Re lambda >= 0`` (no step is stable; a skew-symmetric A is the limit case), and
-    ``inf`` when ``alpha = 0``. Runs on host NumPy.
+    ``rho = 0`` (the default) is forward Euler, ``h_{t+1} = (I + eps alpha A) h_t``: stable iff
+    ``|1 + eps alpha lambda| < 1`` for every eigenvalue ``lambda`` of A, that is
+    ``eps < min_lambda 2 |Re lambda| / (alpha |lambda|^2)``, which needs every ``Re lambda < 0``.
+    For the IMEX scheme with weight ``rho`` the eigenvalues of F are
+    ``(1 + c (1 - rho) lambda) / (1 - c rho lambda)`` (``c = eps alpha``) and the condition reads
+    ``2 Re lambda + c (1 - 2 rho) |lambda|^2 < 0``: the bound is divided by ``1 - 2 rho`` for
+    ``rho < 1/2``, and is ``inf`` for ``rho >= 1/2`` when A is Hurwitz (A-stability; for
+    ``rho > 1/2`` also when A has eigenvalues on the imaginary axis, other than 0).
+
+    Returns ``0.0`` when no small step is stable (some ``Re lambda > 0``, or a marginal eigenvalue
+    the scheme does not damp) and ``inf`` when ``alpha = 0``. An eigenvalue whose real part is
+    within ``1e-12 max|lambda|`` of zero counts as marginal. Runs on host NumPy.
+    Derivation: ``docs/derivations/lipschitz_rnn.md`` section 5.
 
     Examples
     --------
     >>> import numpy as np
-    >>> round(euler_max_step(np.array([[-1.0, 2.0], [-2.0, -1.0]])), 12)   # lambda = -1 +- 2i
-    0.4
+    >>> A = np.array([[-1.0, 2.0], [-2.0, -1.0]])           # lambda = -1 +- 2i
+    >>> round(max_stable_step(A), 12), round(max_stable_step(A, rho=0.25), 12), max_stable_step(A, rho=0.5)
+    (0.4, 0.8, inf)
     """
     a = _host_square("A", A)
     alpha = _float_in("alpha", alpha, 0.0, math.inf)
+    rho = _float_in("rho", rho, 0.0, 1.0)
     if alpha == 0.0:
         return math.inf
     lam = np.linalg.eigvals(a)
-    if np.any(lam.real >= 0.0):
-        return 0.0
-    return float(np.min(-2.0 * lam.real / (alpha * np.abs(lam) ** 2)))
+    mod2 = np.abs(lam) ** 2
+    re = np.where(np.abs(lam.real) <= 1e-12 * np.sqrt(np.max(mod2)), 0.0, lam.real)
+    q = (1.0 - 2.0 * rho) * mod2
+    bound = np.full(lam.shape, math.inf)
+    bound[(re > 0.0) | (mod2 == 0.0) | ((re == 0.0) & (q >= 0.0))] = 0.0
+    damped = (re < 0.0) & (q > 0.0)
+    bound[damped] = -2.0 * re[damped] / q[damped]
+    return float(np.min(bound)) / alpha
 
 
 class LyapunovCertificate(NamedTuple):

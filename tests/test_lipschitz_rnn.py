@@ -279,39 +279,55 @@ def _hurwitz_A(rng, N, beta=0.75):
     return lrnn.symmetric_skew(M, beta, gamma), M, gamma
 
 
+def _radius(cfg, xp, M):
+    direct = lrnn.init(cfg, 0, backend=xp)._replace(M=put(xp, M))
+    return np.max(np.abs(np.linalg.eigvals(host(lrnn.direct_to_explicit(cfg, direct)[0].F))))
+
+
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 3.0])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_euler_max_step_is_the_stability_edge(alpha, seed):
-    A, _, _ = _hurwitz_A(np.random.default_rng(seed), 6)
-    eps_max = lrnn.euler_max_step(A, alpha)
-    assert 0 < eps_max < math.inf
+@pytest.mark.parametrize("rho", [0.0, 0.2, 0.45])
+def test_max_stable_step_is_the_stability_edge(xp, alpha, rho):
+    """Just below the bound the update matrix F of ``direct_to_explicit`` contracts, just above
+    it does not (rho = 0 is forward Euler, the paper's scheme)."""
+    for seed in (0, 1):
+        A, M, gamma = _hurwitz_A(np.random.default_rng(seed), 6)
+        eps_max = lrnn.max_stable_step(A, alpha, rho)
+        assert 0 < eps_max < math.inf
 
-    def radius(eps):
-        return np.max(np.abs(np.linalg.eigvals(np.eye(6) + eps * alpha * A)))
+        def radius(eps):
+            scheme = "euler" if rho == 0.0 else "imex"
+            cfg = lrnn.Config(1, 6, 1, beta=0.75, gamma=gamma, eps=eps, alpha=alpha, scheme=scheme, rho=rho)
+            return _radius(cfg, xp, M)
 
-    assert radius(0.999 * eps_max) < 1.0 < radius(1.001 * eps_max)
-    assert radius(eps_max) == pytest.approx(1.0, abs=1e-10)
+        assert radius(0.999 * eps_max) < 1.0 < radius(1.001 * eps_max)
+        assert radius(eps_max) == pytest.approx(1.0, abs=1e-9)
+    if rho == 0.0:  # the closed form for Euler, eigenvalue by eigenvalue
+        lam = np.linalg.eigvals(A)
+        assert eps_max == pytest.approx(np.min(-2 * lam.real / (alpha * np.abs(lam) ** 2)), rel=1e-12)
 
 
-def test_euler_max_step_edge_cases():
+def test_max_stable_step_edge_cases():
     K = np.array([[0.0, 1.0], [-1.0, 0.0]])
-    assert lrnn.euler_max_step(K) == 0.0  # pure rotation: forward Euler always grows
-    assert lrnn.euler_max_step(np.eye(2)) == 0.0
-    assert lrnn.euler_max_step(-np.eye(3), alpha=0.0) == math.inf
-    assert lrnn.euler_max_step(-np.eye(3), alpha=2.0) == pytest.approx(1.0)
+    assert lrnn.max_stable_step(K) == 0.0  # pure rotation: forward Euler always grows
+    assert lrnn.max_stable_step(K, rho=0.5) == 0.0  # Crank-Nicolson keeps |mu| = 1: not contracting
+    assert lrnn.max_stable_step(K, rho=0.75) == math.inf  # rho > 1/2 damps the rotation
+    assert lrnn.max_stable_step(np.eye(2), rho=1.0) == 0.0  # unstable modes: small steps grow
+    assert lrnn.max_stable_step(np.zeros((2, 2)), rho=1.0) == 0.0
+    assert lrnn.max_stable_step(-np.eye(3), alpha=0.0) == math.inf
+    assert lrnn.max_stable_step(-np.eye(3), alpha=2.0) == pytest.approx(1.0)
+    assert lrnn.max_stable_step(-np.eye(3), rho=0.5) == math.inf
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.75, 1.0])
 def test_imex_is_stable_for_every_step_when_rho_at_least_half(xp, rho):
     rng = np.random.default_rng(5)
     A, M, gamma = _hurwitz_A(rng, 6)
+    assert lrnn.max_stable_step(A, rho=rho) == math.inf
     for eps in (0.01, 1.0, 100.0, 1e4):
         cfg = lrnn.Config(1, 6, 1, beta=0.75, gamma=gamma, eps=eps, scheme="imex", rho=rho)
-        direct = lrnn.init(cfg, 0, backend=xp)._replace(M=put(xp, M))
-        F = host(lrnn.direct_to_explicit(cfg, direct)[0].F)
-        assert np.max(np.abs(np.linalg.eigvals(F))) < 1.0
-    # forward Euler with the same large step is unstable
-    assert 1e4 > lrnn.euler_max_step(A)
+        assert _radius(cfg, xp, M) < 1.0
+    # forward Euler with the largest of these steps is unstable
+    assert lrnn.max_stable_step(A) < 1e4
 
 
 def test_imex_crank_nicolson_preserves_norm_for_skew_A(xp):
@@ -340,7 +356,7 @@ def test_lyapunov_certificate(xp, seed):
     np.testing.assert_allclose(cert_q.P @ A + A.T @ cert_q.P, -Q, atol=1e-9)
 
     # the discrete certificate of the Euler update matrix, at a stable step
-    cfg = lrnn.Config(1, 7, 1, beta=0.75, gamma=gamma, eps=0.5 * lrnn.euler_max_step(A))
+    cfg = lrnn.Config(1, 7, 1, beta=0.75, gamma=gamma, eps=0.5 * lrnn.max_stable_step(A))
     F = lrnn.direct_to_explicit(cfg, lrnn.init(cfg, 0, backend=xp)._replace(M=put(xp, M)))[0].F
     dcert = lrnn.lyapunov_certificate(F, discrete=True)
     Fh = host(F)
@@ -377,9 +393,11 @@ def test_stability_tools_validate():
     with pytest.raises(ValueError, match="M must be a square"):
         lrnn.eigenvalue_bounds(np.ones(3), 0.7, 0.0)
     with pytest.raises(ValueError, match="alpha"):
-        lrnn.euler_max_step(-np.eye(2), alpha=-1.0)
+        lrnn.max_stable_step(-np.eye(2), alpha=-1.0)
+    with pytest.raises(ValueError, match="rho"):
+        lrnn.max_stable_step(-np.eye(2), rho=2.0)
     with pytest.raises(ValueError, match="A must be a square"):
-        lrnn.euler_max_step(np.ones((0, 0)))
+        lrnn.max_stable_step(np.ones((0, 0)))
 
 
 # --- initialisation, validation, saving -----------------------------------------------------------
