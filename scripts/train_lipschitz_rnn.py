@@ -154,12 +154,38 @@ def train_one(model, task, data, s, seed, backend, log):
         histories.append(hist)
     seconds = time.perf_counter() - start
     acc = [a for h in histories for a in h.test_accuracy]
+    stability = stability_report(adapter, params)
     loss = [v for h in histories for v in h.train_loss]
     return adapter, params, dict(
         task=task, model=model, T=int(data.X_train.shape[0]), epochs=epochs, test_accuracy=acc[-1],
         best_test_accuracy=max(acc), final_train_loss=loss[-1], seconds=round(seconds, 1),
         accuracy_per_epoch=[round(a, 4) for a in acc], config=adapter.config.to_dict(),
+        stability=stability,
     )
+
+
+def stability_report(adapter, params):
+    """The stability tools on a trained Lipschitz RNN: Proposition 2's interval for Re(eig A), the
+    actual largest real part, the step bounds, the update matrix's spectral radius and, where they
+    exist, Lyapunov certificates of A and of F."""
+    cfg = adapter.config
+    if cfg.model != "lipschitz_rnn":
+        return None
+    explicit, _ = lipschitz_rnn.direct_to_explicit(cfg, params)
+    A, F = np.asarray(to_numpy(explicit.A)), np.asarray(to_numpy(explicit.F))
+    lo, hi = lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, cfg.gamma)
+    rho = cfg.rho if cfg.scheme == "imex" else 0.0
+    out = dict(
+        prop2_interval=[lo, hi], max_re_eig_A=float(np.max(np.linalg.eigvals(A).real)),
+        eps=cfg.eps, max_stable_step_euler=lipschitz_rnn.max_stable_step(A, cfg.alpha),
+        max_stable_step_scheme=lipschitz_rnn.max_stable_step(A, cfg.alpha, rho),
+        spectral_radius_F=float(np.max(np.abs(np.linalg.eigvals(F)))),
+    )
+    if out["max_re_eig_A"] < 0:
+        out["lyapunov_decay_rate_A"] = lipschitz_rnn.lyapunov_certificate(A).decay_rate
+    if out["spectral_radius_F"] < 1:
+        out["lyapunov_decay_rate_F"] = lipschitz_rnn.lyapunov_certificate(F, discrete=True).decay_rate
+    return out
 
 
 def robustness(adapter, params, flat, s, seed):
@@ -224,6 +250,8 @@ def main(argv=None):
             results["runs"].append(run)
             print(f"{task} / {model}: test accuracy {run['test_accuracy']:.4f} "
                   f"(best {run['best_test_accuracy']:.4f}) in {run['seconds']:.1f} s", flush=True)
+            if run["stability"]:
+                print("    stability: " + ", ".join(f"{k} {_fmt(v)}" for k, v in run["stability"].items()), flush=True)
             if args.robustness and task == "pixel":
                 flat = digits.load(seed=args.seed, backend=backend)
                 results["robustness"][model] = robustness(adapter, params, flat, s, args.seed)
@@ -234,6 +262,12 @@ def main(argv=None):
         with open(args.out, "w") as fh:
             json.dump(results, fh, indent=1)
     return results
+
+
+def _fmt(v):
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def report(results):

@@ -27,6 +27,9 @@ def test_main_runs_every_task_and_the_robustness_table(tmp_path, capsys):
     assert set(runs) == {(t, m) for t in script.TASKS for m in ("lipschitz_rnn", "tanh_rnn")}
     assert runs["pixel", "tanh_rnn"]["T"] == 64 and runs["noise_padded_fixed", "lipschitz_rnn"]["T"] == 13
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs.values())
+    stab = runs["pixel", "lipschitz_rnn"]["stability"]
+    lo, hi = stab["prop2_interval"]
+    assert lo <= stab["max_re_eig_A"] <= hi + 1e-12 and runs["pixel", "tanh_rnn"]["stability"] is None
     rob = results["robustness"]["lipschitz_rnn"]
     assert set(rob["gaussian"]) == {"0.1", "0.2", "0.4", "0.8"} and 0 <= rob["clean"] <= 1
     saved = json.loads(out.read_text())
