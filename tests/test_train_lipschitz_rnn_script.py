@@ -7,6 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
+from r2dn_np import tree
 from r2dn_np.data import digits
 
 from helpers import host
@@ -24,7 +25,7 @@ def test_main_runs_every_task_and_the_robustness_table(tmp_path, capsys):
         "--n-units", "6", "--noise-draws", "1", "--robustness", "--quiet", "--out", str(out),
     ])
     runs = {(r["task"], r["model"]): r for r in results["runs"]}
-    assert set(runs) == {(t, m) for t in script.TASKS for m in ("lipschitz_rnn", "tanh_rnn")}
+    assert set(runs) == {(t, m) for t in script.TASKS for m in ("lipschitz_rnn", "tanh_rnn", "r2dn")}
     assert runs["pixel", "tanh_rnn"]["T"] == 64 and runs["noise_padded_fixed", "lipschitz_rnn"]["T"] == 13
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs.values())
     stab = runs["pixel", "lipschitz_rnn"]["stability"]
@@ -37,9 +38,20 @@ def test_main_runs_every_task_and_the_robustness_table(tmp_path, capsys):
     assert "| pixel | 64 | lipschitz_rnn |" in capsys.readouterr().out
 
 
-def test_r2dn_adapter_is_pending():
-    with pytest.raises(NotImplementedError, match="r2dn adapter is pending"):
-        script.main(["--task", "pixel", "--model", "r2dn", "--train-limit", "10", "--epochs", "1", "--quiet"])
+def test_r2dn_adapter_trains_and_its_gradient_matches_finite_differences(capsys):
+    results = script.main(["--task", "pixel", "--model", "r2dn", "--train-limit", "40", "--epochs", "2",
+                           "--n-units", "6", "--quiet"])
+    (run,) = results["runs"]
+    assert run["model"] == "r2dn" and 0.0 <= run["test_accuracy"] <= 1.0 and np.isfinite(run["final_train_loss"])
+    adapter = script.r2dn_adapter(1, 10, dict(n_units=6), seed=1, backend="numpy")
+    rng = np.random.default_rng(0)
+    X, labels = rng.standard_normal((5, 3, 1)), np.array([0, 3, 9])
+    _, grads = adapter.value_and_grad(adapter.params, X, labels)
+    direction = tree.map(lambda a: rng.standard_normal(a.shape), adapter.params)
+    h = 1e-6
+    f = lambda s: float(adapter.value_and_grad(tree.map(lambda a, d: a + s * d, adapter.params, direction), X, labels)[0])
+    fd = (f(h) - f(-h)) / (2 * h)
+    np.testing.assert_allclose(tree.vdot(grads, direction), fd, rtol=1e-5)
 
 
 def test_tasks_and_pixel_sequences():
