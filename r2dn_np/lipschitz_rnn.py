@@ -379,6 +379,20 @@ def _decode(cfg, explicit, H):
     return xp.reshape(Y, (T, B, cfg.n_out))
 
 
+def _decode_backward(cfg, explicit, H, dY):
+    """Decoder cotangents as single products over all rows: ``(dD, dby, a, dH_out)`` with ``a``
+    the adjoint of ``h_T`` and ``dH_out[t]`` what the outputs send to ``h_{t+1}`` (None for
+    ``decoder="last"``)."""
+    xp = array_namespace(H)
+    T, B, N = int(H.shape[0]) - 1, int(H.shape[1]), int(H.shape[2])
+    if cfg.decoder == "last":
+        return dY.mT @ H[T, ...], xp.sum(dY, axis=0), dY @ explicit.D, None
+    dY_rows = xp.reshape(dY, (T * B, cfg.n_out))
+    dD = dY_rows.mT @ xp.reshape(H[1:, ...], (T * B, N))
+    dH_out = xp.reshape(dY_rows @ explicit.D, (T, B, N))
+    return dD, xp.sum(dY_rows, axis=0), dH_out[T - 1, ...], dH_out
+
+
 # --- stage 3: back-propagation through time ------------------------------------------------------
 
 
@@ -400,13 +414,17 @@ def backward(cfg, explicit, cache, d_outputs):
     -----
     ``docs/derivations/lipschitz_rnn.md``, equations (B1)-(B4).
     """
+    _check_d_outputs(cfg, cache, d_outputs)
+    return _backward(cfg, explicit, cache, d_outputs)
+
+
+def _check_d_outputs(cfg, cache, d_outputs):
     T, B = int(cache.X.shape[0]), int(cache.X.shape[1])
     if cfg.decoder == "last":
         shape = [("B", B), ("n_out", cfg.n_out)]
     else:
         shape = [("T", T), ("B", B), ("n_out", cfg.n_out)]
     _validate.array("d_outputs", d_outputs, shape, like=cache.X)
-    return _backward(cfg, explicit, cache, d_outputs)
 
 
 def _backward(cfg, explicit, cache, dY):
@@ -417,17 +435,7 @@ def _backward(cfg, explicit, cache, dY):
     H_prev = xp.reshape(H[:T, ...], (T * B, N))
 
     # decoder (B4): one product over all rows
-    if cfg.decoder == "last":
-        dD = dY.mT @ H[T, ...]
-        dby = xp.sum(dY, axis=0)
-        a = dY @ explicit.D  # adjoint of h_T
-        dH_out = None
-    else:
-        dY_rows = xp.reshape(dY, (T * B, cfg.n_out))
-        dD = dY_rows.mT @ xp.reshape(H[1:, ...], (T * B, N))
-        dby = xp.sum(dY_rows, axis=0)
-        dH_out = xp.reshape(dY_rows @ explicit.D, (T, B, N))  # dH_out[t] reaches h_{t+1}
-        a = dH_out[T - 1, ...]
+    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
 
     # the reverse loop only propagates the state adjoint (B1)-(B2)
     dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))

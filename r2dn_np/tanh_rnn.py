@@ -29,7 +29,16 @@ from array_api_compat import array_namespace, device
 
 from . import _validate, losses
 from .backend import asarray, namespace
-from .lipschitz_rnn import DECODERS, Cache, _check_h0, _check_labels, _check_sequence
+from .lipschitz_rnn import (
+    DECODERS,
+    Cache,
+    _check_d_outputs,
+    _check_h0,
+    _check_labels,
+    _check_sequence,
+    _decode,
+    _decode_backward,
+)
 
 __all__ = [
     "Config",
@@ -153,16 +162,6 @@ def _rollout(cfg, explicit, h0, X):
     return H
 
 
-def _decode(cfg, explicit, H):
-    xp = array_namespace(H)
-    T = int(H.shape[0]) - 1
-    if cfg.decoder == "last":
-        return H[T, ...] @ explicit.D.mT + explicit.by
-    B, N = int(H.shape[1]), int(H.shape[2])
-    Y = xp.reshape(H[1:, ...], (T * B, N)) @ explicit.D.mT + explicit.by
-    return xp.reshape(Y, (T, B, cfg.n_out))
-
-
 def backward(cfg, explicit, cache, d_outputs):
     """Cotangents of the initial state, the inputs and the weights.
 
@@ -172,12 +171,7 @@ def backward(cfg, explicit, cache, d_outputs):
     dX : (T, B, n_in) array
     d_explicit : Explicit
     """
-    T, B = int(cache.X.shape[0]), int(cache.X.shape[1])
-    if cfg.decoder == "last":
-        shape = [("B", B), ("n_out", cfg.n_out)]
-    else:
-        shape = [("T", T), ("B", B), ("n_out", cfg.n_out)]
-    _validate.array("d_outputs", d_outputs, shape, like=cache.X)
+    _check_d_outputs(cfg, cache, d_outputs)
     return _backward(cfg, explicit, cache, d_outputs)
 
 
@@ -186,17 +180,7 @@ def _backward(cfg, explicit, cache, dY):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    if cfg.decoder == "last":
-        dD = dY.mT @ H[T, ...]
-        dby = xp.sum(dY, axis=0)
-        a = dY @ explicit.D
-        dH_out = None
-    else:
-        dY_rows = xp.reshape(dY, (T * B, cfg.n_out))
-        dD = dY_rows.mT @ xp.reshape(H[1:, ...], (T * B, N))
-        dby = xp.sum(dY_rows, axis=0)
-        dH_out = xp.reshape(dY_rows @ explicit.D, (T, B, N))
-        a = dH_out[T - 1, ...]
+    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
     dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     W = explicit.W
     for t in range(T - 1, -1, -1):

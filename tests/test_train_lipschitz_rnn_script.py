@@ -5,7 +5,6 @@ import json
 import pathlib
 
 import numpy as np
-import pytest
 
 from r2dn_np import tree
 from r2dn_np.data import digits
