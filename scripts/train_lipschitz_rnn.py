@@ -104,9 +104,11 @@ def tanh_rnn_adapter(n_in, n_out, s, seed, backend):
 
 def r2dn_adapter(n_in, n_out, s, seed, backend):
     """A contracting R2DN classifying from its last output y_T; its state is as wide as the
-    RNNs', its LBDN has two hidden layers of half that width."""
+    RNNs', its LBDN has two hidden layers of half that width. The long-memory initialisation
+    (A close to I) lets it carry the digit through hundreds of noise rows."""
     width = s["n_units"]
-    cfg = r2dn.Config(nu=n_in, nx=width, nv=width // 2, ny=n_out, hidden=(width // 2, width // 2))
+    cfg = r2dn.Config(nu=n_in, nx=width, nv=width // 2, ny=n_out, hidden=(width // 2, width // 2),
+                      init="long_memory")
     direct = r2dn.init(cfg, seed, backend=backend)
     xp = array_namespace(direct.X)
 
