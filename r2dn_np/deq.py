@@ -67,6 +67,7 @@ __all__ = [
     "residual",
     "solve",
     "relative_residual",
+    "raise_unless_converged",
 ]
 
 SOLVERS = ("fixed_point", "anderson", "broyden")
@@ -89,7 +90,7 @@ class NotConverged(RuntimeError):
 class SolveResult(NamedTuple):
     z: object  # (N, n) the iterate whose residual was measured last
     fz: object  # (N, n) F(z), evaluated for that residual
-    residuals: tuple  # relative residual ||F(z) - z|| / ||F(z)|| at every evaluation of F
+    residuals: tuple  # relative_residual at every evaluation of F
     iterations: int  # evaluations of F
     converged: bool
     method: str
@@ -110,8 +111,9 @@ def _check_solver_options(solver, tol, max_iter, anderson_m, anderson_beta):
 class Config:
     """Sizes and solver options of a DEQ layer ``R^n_in -> R^n``.
 
-    ``tol`` bounds the relative residual ``||F(z) - z|| / ||F(z)||`` (Frobenius norms over the
-    batch) of both the forward solve and the adjoint solve of the backward pass; ``max_iter``
+    ``tol`` bounds the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` (Frobenius
+    norms over the batch; ``c`` the input injection, or ``dz`` for the adjoint solve of the
+    backward pass); ``max_iter``
     caps the evaluations of ``F``. ``anderson_m`` is Anderson's memory and
     ``anderson_beta`` its mixing (1 = undamped).
     """
@@ -203,22 +205,30 @@ def _norm(a):
     return xp.sqrt(xp.sum(a * a))
 
 
-def relative_residual(fz, z):
-    """``||F(z) - z|| / ||F(z)||`` over the whole batch, as a Python float (0 when both vanish)."""
+def relative_residual(fz, z, scale=0.0):
+    """``||F(z) - z|| / (||F(z)|| + scale)`` over the whole batch, as a Python float.
+
+    ``scale`` is the norm of what drives the equilibrium (the input injection ``U x + b``, or
+    the cotangent of an adjoint solve): with it the measure stays meaningful when the
+    equilibrium itself is zero, as it is for a ReLU layer whose units are all off.
+    Returns 0 when ``F(z) = z`` exactly.
+    """
     num = float(_norm(fz - z))
-    den = float(_norm(fz))
     if num == 0.0:
         return 0.0
+    den = float(_norm(fz)) + scale
     return num / den if den > 0.0 else math.inf
 
 
-def solve(F, z0, *, solver="anderson", tol=1e-8, max_iter=200, anderson_m=5, anderson_beta=1.0):
+def solve(F, z0, *, scale=0.0, solver="anderson", tol=1e-8, max_iter=200, anderson_m=5,
+          anderson_beta=1.0):
     """Find ``z = F(z)`` for a batch of rows, starting from ``z0``. Never raises on failure.
 
     Parameters
     ----------
     F : callable ``(N, n) -> (N, n)``, acting on each row independently.
     z0 : (N, n) array, the starting iterate.
+    scale : norm added to the residual's denominator (see :func:`relative_residual`).
 
     Returns
     -------
@@ -240,7 +250,7 @@ def solve(F, z0, *, solver="anderson", tol=1e-8, max_iter=200, anderson_m=5, and
     trace = []
     for _ in range(max_iter):
         fz = F(z)
-        res = relative_residual(fz, z)
+        res = relative_residual(fz, z, scale)
         trace.append(res)
         if res <= tol:
             return SolveResult(z, fz, tuple(trace), len(trace), True, solver)
@@ -332,16 +342,22 @@ def _row_norm(a):
     return xp.sqrt(xp.sum(a * a, axis=1))
 
 
-def _raise_unless_converged(cfg, result, what):
+_DEQ_HINT = (
+    "The equilibrium map may not be a contraction (an unconstrained W can have no equilibrium, "
+    "or several); try another solver, a larger max_iter, or the monotone parameterisation of "
+    "r2dn_np.mondeq"
+)
+
+
+def raise_unless_converged(result, what, tol, max_iter, hint=_DEQ_HINT):
+    """Raise :class:`NotConverged` (carrying ``result``) unless ``result.converged``."""
     if result.converged:
         return
     last = result.residuals[-1] if result.residuals else math.nan
     raise NotConverged(
-        f"{what}: the {result.method} solver did not reach tol={cfg.tol:g} in "
-        f"{result.iterations} iterations (max_iter={cfg.max_iter}); last relative residual "
-        f"{last:.3e}. The equilibrium map may not be a contraction (an unconstrained W can have "
-        "no equilibrium, or several); try another solver, a larger max_iter, or the monotone "
-        "parameterisation of r2dn_np.mondeq",
+        f"{what}: the {result.method} solver did not reach tol={tol:g} in "
+        f"{result.iterations} iterations (max_iter={max_iter}); last relative residual "
+        f"{last:.3e}. {hint}",
         result,
     )
 
@@ -372,7 +388,7 @@ def forward(cfg, explicit, x, z0=None):
 
     Returns
     -------
-    z : (N, n) array with ``relative_residual(F(z), z) <= cfg.tol``
+    z : (N, n) array with ``residual(cfg, explicit, x, z) <= cfg.tol``
     cache : Cache
 
     Raises
@@ -392,8 +408,8 @@ def forward(cfg, explicit, x, z0=None):
     def F(z):
         return activations.apply(cfg.activation, z @ W.mT + c)
 
-    result = solve(F, z0, **_solver_options(cfg))
-    _raise_unless_converged(cfg, result, "deq.forward")
+    result = solve(F, z0, scale=float(_norm(c)), **_solver_options(cfg))
+    raise_unless_converged(result, "deq.forward", cfg.tol, cfg.max_iter)
     return result.z, Cache(x, result.z, result.fz, result)
 
 
@@ -431,8 +447,8 @@ def backward(cfg, explicit, cache, dz, return_result=False):
     def G(mu):
         return dz + (J * mu) @ W
 
-    result = solve(G, dz, **_solver_options(cfg))
-    _raise_unless_converged(cfg, result, "deq.backward (adjoint solve)")
+    result = solve(G, dz, scale=float(_norm(dz)), **_solver_options(cfg))
+    raise_unless_converged(result, "deq.backward (adjoint solve)", cfg.tol, cfg.max_iter)
     v = J * result.z
     d_explicit = Explicit(v.mT @ cache.z, v.mT @ cache.x, xp.sum(v, axis=0))
     dx = v @ explicit.U
@@ -442,8 +458,10 @@ def backward(cfg, explicit, cache, dz, return_result=False):
 
 
 def residual(cfg, explicit, x, z):
-    """Relative equilibrium residual ``||sigma(z W^T + x U^T + b) - z|| / ||sigma(...)||``."""
+    """The residual the forward solve stops on: with ``c = x U^T + b`` and
+    ``F(z) = sigma(z W^T + c)``, ``||F(z) - z|| / (||F(z)|| + ||c||)``."""
     _check_x(cfg, explicit, x)
     _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
-    fz = activations.apply(cfg.activation, z @ explicit.W.mT + x @ explicit.U.mT + explicit.b)
-    return relative_residual(fz, z)
+    c = x @ explicit.U.mT + explicit.b
+    fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
+    return relative_residual(fz, z, float(_norm(c)))
