@@ -67,6 +67,7 @@ __all__ = [
     "residual",
     "solve",
     "relative_residual",
+    "frobenius_norm",
     "raise_unless_converged",
 ]
 
@@ -200,9 +201,17 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
 # --- fixed-point solvers, shared with r2dn_np.mondeq's callers ----------------------------------
 
 
-def _norm(a):
+def frobenius_norm(a):
+    """``sqrt(sum(a**2))`` as a Python float; ``inf`` once an entry is so large (or NaN) that
+    the sum of squares could overflow, which the solvers read as divergence."""
     xp = array_namespace(a)
-    return xp.sqrt(xp.sum(a * a))
+    size = math.prod(int(d) for d in a.shape)
+    if size == 0:
+        return 0.0
+    peak = float(xp.max(xp.abs(a)))
+    if not peak < 0.1 * math.sqrt(float(xp.finfo(a.dtype).max) / size):
+        return math.inf
+    return float(xp.sqrt(xp.sum(a * a)))
 
 
 def relative_residual(fz, z, scale=0.0):
@@ -213,10 +222,12 @@ def relative_residual(fz, z, scale=0.0):
     equilibrium itself is zero, as it is for a ReLU layer whose units are all off.
     Returns 0 when ``F(z) = z`` exactly.
     """
-    num = float(_norm(fz - z))
+    num = frobenius_norm(fz - z)
     if num == 0.0:
         return 0.0
-    den = float(_norm(fz)) + scale
+    den = frobenius_norm(fz) + scale
+    if math.isinf(den):
+        return math.inf
     return num / den if den > 0.0 else math.inf
 
 
@@ -354,12 +365,12 @@ def raise_unless_converged(result, what, tol, max_iter, hint=_DEQ_HINT):
     if result.converged:
         return
     last = result.residuals[-1] if result.residuals else math.nan
-    raise NotConverged(
-        f"{what}: the {result.method} solver did not reach tol={tol:g} in "
-        f"{result.iterations} iterations (max_iter={max_iter}); last relative residual "
-        f"{last:.3e}. {hint}",
-        result,
-    )
+    if math.isfinite(last):
+        why = f"did not reach tol={tol:g} in {result.iterations} iterations (max_iter={max_iter}); " \
+              f"last relative residual {last:.3e}"
+    else:
+        why = f"diverged (the iterate overflowed or became NaN) after {result.iterations} iterations"
+    raise NotConverged(f"{what}: the {result.method} solver {why}. {hint}", result)
 
 
 def _solver_options(cfg):
@@ -408,7 +419,7 @@ def forward(cfg, explicit, x, z0=None):
     def F(z):
         return activations.apply(cfg.activation, z @ W.mT + c)
 
-    result = solve(F, z0, scale=float(_norm(c)), **_solver_options(cfg))
+    result = solve(F, z0, scale=frobenius_norm(c), **_solver_options(cfg))
     raise_unless_converged(result, "deq.forward", cfg.tol, cfg.max_iter)
     return result.z, Cache(x, result.z, result.fz, result)
 
@@ -447,7 +458,7 @@ def backward(cfg, explicit, cache, dz, return_result=False):
     def G(mu):
         return dz + (J * mu) @ W
 
-    result = solve(G, dz, scale=float(_norm(dz)), **_solver_options(cfg))
+    result = solve(G, dz, scale=frobenius_norm(dz), **_solver_options(cfg))
     raise_unless_converged(result, "deq.backward (adjoint solve)", cfg.tol, cfg.max_iter)
     v = J * result.z
     d_explicit = Explicit(v.mT @ cache.z, v.mT @ cache.x, xp.sum(v, axis=0))
@@ -464,4 +475,4 @@ def residual(cfg, explicit, x, z):
     _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
     c = x @ explicit.U.mT + explicit.b
     fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
-    return relative_residual(fz, z, float(_norm(c)))
+    return relative_residual(fz, z, frobenius_norm(c))

@@ -213,7 +213,7 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
     """
     alpha = cfg.alpha
     z = u = z0
-    scale = _norm(rhs)
+    scale = deq.frobenius_norm(rhs)
     trace = []
     for _ in range(cfg.max_iter):
         a = apply_W(z) + rhs
@@ -231,11 +231,6 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
             u = 2.0 * apply_V(u_half + alpha * rhs) - u_half
             z = prox(u)
     return SolveResult(z, fz, tuple(trace), len(trace), False, cfg.splitting)
-
-
-def _norm(a):
-    xp = array_namespace(a)
-    return float(xp.sqrt(xp.sum(a * a)))
 
 
 def _hint(cfg):
@@ -365,4 +360,4 @@ def residual(cfg, explicit, x, z):
     _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
     c = x @ explicit.U.mT + explicit.b
     fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
-    return relative_residual(fz, z, _norm(c))
+    return relative_residual(fz, z, deq.frobenius_norm(c))

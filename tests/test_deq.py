@@ -233,3 +233,22 @@ def test_io_round_trip(tmp_path):
     assert loaded.config == cfg
     for u, v in zip(params, loaded.params):
         assert np.array_equal(u, v)
+
+
+def test_divergence_is_reported_before_overflow():
+    """z = relu(3 z + 1) has no solution; the iterate grows as 3^k and the solver stops with a
+    'diverged' report before any square overflows (warnings are errors in this suite)."""
+    cfg = deq.Config(1, 2, activation="relu", solver="fixed_point", max_iter=5000)
+    explicit = deq.Explicit(3.0 * np.eye(2), np.ones((2, 1)), np.zeros(2))
+    with pytest.raises(deq.NotConverged, match="diverged") as info:
+        deq.forward(cfg, explicit, np.ones((3, 1)))
+    result = info.value.result
+    assert result.residuals[-1] == np.inf and 300 < result.iterations < 5000
+    assert np.all(np.isfinite(result.z))
+
+
+def test_frobenius_norm(xp):
+    assert deq.frobenius_norm(put(xp, [[3.0, 4.0]])) == 5.0
+    assert deq.frobenius_norm(put(xp, [[1e300, 0.0]])) == np.inf
+    assert deq.frobenius_norm(put(xp, [[np.nan, 0.0]])) == np.inf
+    assert deq.frobenius_norm(put(xp, np.zeros((0, 3)))) == 0.0
