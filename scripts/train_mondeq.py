@@ -46,7 +46,7 @@ from r2dn_np.data import digits
 PRESETS = {
     # 2 shared CPU cores: about two minutes in all
     "quick": dict(
-        n=64, m=0.1, alpha=1.0, tol=1e-4, max_iter=1000, epochs=10, batch_size=64, lr=3e-3,
+        n=100, m=0.1, alpha=1.0, tol=1e-4, max_iter=1000, epochs=30, batch_size=64, lr=3e-3,
         alphas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), sweep_rows=256, sweep_max_iter=5000,
         scales=(0.5, 1.0, 2.0, 4.0), draws=10, demo_max_iter=500,
     ),
