@@ -17,7 +17,7 @@ Three parts:
 
 Examples
 --------
-The quick preset (2 CPU cores, about two minutes; the numbers in docs/deq.md)::
+The quick preset (2 shared CPU cores, about three minutes; the numbers in docs/deq.md)::
 
     python scripts/train_mondeq.py --preset quick --out runs/mondeq_quick.json
 
@@ -44,7 +44,7 @@ from r2dn_np.backend import asarray, namespace
 from r2dn_np.data import digits
 
 PRESETS = {
-    # 2 shared CPU cores: about two minutes in all
+    # 2 shared CPU cores: about three minutes in all
     "quick": dict(
         n=100, m=0.1, alpha=1.0, tol=1e-4, max_iter=1000, epochs=30, batch_size=64, lr=3e-3,
         alphas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), sweep_rows=256, sweep_max_iter=5000,
@@ -142,8 +142,12 @@ def demonstration(X, n, m, scales, draws, tol, max_iter, seed):
     return out
 
 
-def _iters(v, max_iter):
-    return f"no conv. (>{max_iter})" if v is None else str(v)
+def _iters(row, key, max_iter):
+    if row[key] is not None:
+        return str(row[key])
+    if key == "backward" and row["forward"] is None:
+        return "not run"  # the backward solve needs a forward equilibrium
+    return f"no conv. (>{max_iter})"
 
 
 def report(results):
@@ -167,8 +171,8 @@ def report(results):
     for alpha in s["alphas"]:
         pr, fb = by[alpha, "pr"], by[alpha, "fb"]
         lines.append(
-            f"| {alpha:g} | {_iters(pr['forward'], cap)} | {_iters(pr['backward'], cap)} | "
-            f"{_iters(fb['forward'], cap)} | {_iters(fb['backward'], cap)} |"
+            f"| {alpha:g} | {_iters(pr, 'forward', cap)} | {_iters(pr, 'backward', cap)} | "
+            f"{_iters(fb, 'forward', cap)} | {_iters(fb, 'backward', cap)} |"
         )
     lines += [
         "",
