@@ -3,7 +3,7 @@ iteration counts of Peaceman-Rachford against forward-backward splitting, and th
 unconstrained equilibrium layer (scikit-learn's 8x8 digits, no download; needs
 ``pip install 'r2dn_np[tasks]'``).
 
-Three parts:
+Four parts:
 
 1. **Training**: input (64 pixels) -> monDEQ layer (``n`` ReLU units) -> linear readout, Adam
    on softmax cross-entropy, Peaceman-Rachford splitting in the forward and the backward solve.
@@ -14,6 +14,8 @@ Three parts:
 3. **Lecture demonstration**: for several weight scales ``s`` and random draws, an
    unconstrained ReLU DEQ with ``W = s G / sqrt(n)`` (G standard normal) against a monDEQ whose
    ``A, B`` are drawn the same way; the fraction of draws whose equilibrium solve converged.
+4. **DEQ solvers**: forward and adjoint iteration counts of fixed-point iteration, Anderson
+   and Broyden on a tanh DEQ layer with ``W = rho Q`` (``Q`` orthogonal), as ``rho`` approaches 1.
 
 Examples
 --------
@@ -49,15 +51,18 @@ PRESETS = {
         n=100, m=0.1, alpha=1.0, tol=1e-4, max_iter=1000, epochs=30, batch_size=64, lr=3e-3,
         alphas=(0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), sweep_rows=256, sweep_max_iter=5000,
         scales=(0.5, 1.0, 2.0, 4.0), draws=10, demo_max_iter=500,
+        rhos=(0.5, 0.9, 0.99, 0.999), solver_tol=1e-8, solver_max_iter=5000,
     ),
     "full": dict(
         n=128, m=0.1, alpha=1.0, tol=1e-5, max_iter=2000, epochs=40, batch_size=64, lr=2e-3,
         alphas=(0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0), sweep_rows=450, sweep_max_iter=20000,
         scales=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0), draws=50, demo_max_iter=2000,
+        rhos=(0.5, 0.9, 0.99, 0.999), solver_tol=1e-10, solver_max_iter=20000,
     ),
 }
-_INT = ("n", "max_iter", "epochs", "batch_size", "sweep_rows", "sweep_max_iter", "draws", "demo_max_iter")
-_FLOAT = ("m", "alpha", "tol", "lr")
+_INT = ("n", "max_iter", "epochs", "batch_size", "sweep_rows", "sweep_max_iter", "draws", "demo_max_iter",
+        "solver_max_iter")
+_FLOAT = ("m", "alpha", "tol", "lr", "solver_tol")
 
 
 def train(s, data, seed, log):
@@ -142,6 +147,33 @@ def demonstration(X, n, m, scales, draws, tol, max_iter, seed):
     return out
 
 
+def solver_comparison(X, n, rhos, tol, max_iter, seed):
+    """Forward and adjoint iteration counts of the DEQ solvers on a tanh layer with
+    ``W = rho Q``, ``Q`` a random orthogonal matrix: every eigenvalue of ``W`` has modulus
+    ``rho``, the slowest case for plain iteration among contractions with factor ``rho``."""
+    xp = array_namespace(X)
+    n_in = int(X.shape[1])
+    rng = np.random.default_rng(seed)
+    G, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    U = rng.standard_normal((n, n_in)) / math.sqrt(n_in)
+    dz = asarray(rng.standard_normal((int(X.shape[0]), n)), xp, X.dtype)
+    rows = []
+    for rho in rhos:
+        W = rho * G
+        layer = deq.Explicit(*(asarray(a, xp, X.dtype) for a in (W, U, np.zeros(n))))
+        for solver in deq.SOLVERS:
+            cfg = deq.Config(n_in, n, activation="tanh", solver=solver, tol=tol, max_iter=max_iter)
+            row = dict(rho=rho, solver=solver, forward=None, backward=None)
+            try:
+                _, cache = deq.forward(cfg, layer, X)
+                row["forward"] = cache.result.iterations
+                row["backward"] = deq.backward(cfg, layer, cache, dz, return_result=True)[2].iterations
+            except deq.NotConverged:
+                pass
+            rows.append(row)
+    return rows
+
+
 def _iters(row, key, max_iter):
     if row[key] is not None:
         return str(row[key])
@@ -184,6 +216,19 @@ def report(results):
     ]
     for r in results["demonstration"]:
         lines.append(f"| {r['scale']:g} | {r['deq_fixed_point']:.2f} | {r['deq_anderson']:.2f} | {r['mondeq_pr']:.2f} |")
+    lines += [
+        "",
+        f"## DEQ solvers: iterations forward / adjoint (tanh, n = {s['n']}, W = rho Q, Q orthogonal, "
+        f"tol = {s['solver_tol']:g}, max_iter = {s['solver_max_iter']})",
+        "",
+        "| rho | " + " | ".join(deq.SOLVERS) + " |",
+        "|---|" + "---|" * len(deq.SOLVERS),
+    ]
+    by = {(r["rho"], r["solver"]): r for r in results["solvers"]}
+    cap = s["solver_max_iter"]
+    for rho in s["rhos"]:
+        cells = [f"{_iters(by[rho, k], 'forward', cap)} / {_iters(by[rho, k], 'backward', cap)}" for k in deq.SOLVERS]
+        lines.append(f"| {rho:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -202,13 +247,14 @@ def parse(argv):
         ap.add_argument("--" + key.replace("_", "-"), type=float, dest=key)
     ap.add_argument("--alphas", type=float, nargs="+")
     ap.add_argument("--scales", type=float, nargs="+")
+    ap.add_argument("--rhos", type=float, nargs="+")
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse(argv)
     s = dict(PRESETS[args.preset])
-    for key in _INT + _FLOAT + ("alphas", "scales"):
+    for key in _INT + _FLOAT + ("alphas", "scales", "rhos"):
         if getattr(args, key) is not None:
             s[key] = getattr(args, key)
     xp = namespace(args.backend)
@@ -224,6 +270,7 @@ def main(argv=None):
     X, y = data.X_test[:rows, ...], data.y_test[:rows]
     sweep, bound = splitting_sweep(cfg, direct, X, y, s["alphas"], s["sweep_max_iter"])
     demo = demonstration(X, s["n"], s["m"], s["scales"], s["draws"], s["tol"], s["demo_max_iter"], args.seed)
+    solvers = solver_comparison(X, s["n"], s["rhos"], s["solver_tol"], s["solver_max_iter"], args.seed)
 
     results = dict(
         preset=args.preset, seed=args.seed, backend=xp.__name__,
@@ -231,7 +278,7 @@ def main(argv=None):
         training=dict(test_accuracy=history.test_accuracy[-1], train_loss=history.train_loss,
                       test_accuracy_per_epoch=history.test_accuracy, seconds=seconds, iterations=counts,
                       config=cfg.to_dict()),
-        sweep=sweep, fb_alpha_bound=bound, demonstration=demo,
+        sweep=sweep, fb_alpha_bound=bound, demonstration=demo, solvers=solvers,
     )
     print(report(results))
     if args.out:

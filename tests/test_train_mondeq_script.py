@@ -15,7 +15,7 @@ def test_main_trains_sweeps_and_demonstrates(tmp_path, capsys):
     results = script.main([
         "--epochs", "2", "--n", "8", "--train-limit", "120", "--sweep-rows", "16",
         "--sweep-max-iter", "300", "--alphas", "0.1", "5", "--scales", "0.5", "3",
-        "--draws", "2", "--demo-max-iter", "100", "--quiet", "--out", str(out),
+        "--draws", "2", "--demo-max-iter", "100", "--rhos", "0.5", "0.9", "--quiet", "--out", str(out),
     ])
     t = results["training"]
     assert 0.0 <= t["test_accuracy"] <= 1.0 and len(t["train_loss"]) == 2
@@ -29,8 +29,12 @@ def test_main_trains_sweeps_and_demonstrates(tmp_path, capsys):
     assert set(demo) == {0.5, 3.0}
     assert all(r["mondeq_pr"] == 1.0 for r in demo.values())
     assert all(0.0 <= r["deq_fixed_point"] <= 1.0 for r in demo.values())
+    solvers = {(r["rho"], r["solver"]): r for r in results["solvers"]}
+    assert len(solvers) == 6 and all(r["forward"] and r["backward"] for r in solvers.values())
+    assert solvers[0.9, "anderson"]["forward"] < solvers[0.9, "fixed_point"]["forward"]
     saved = json.loads(out.read_text())
     assert saved["settings"]["n"] == 8 and saved["training"]["config"]["splitting"] == "pr"
     text = capsys.readouterr().out
     assert "| alpha | PR forward | PR backward | FB forward | FB backward |" in text
     assert "| scale s | DEQ fixed-point | DEQ Anderson | monDEQ PR |" in text
+    assert "| rho | fixed_point | anderson | broyden |" in text
