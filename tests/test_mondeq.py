@@ -231,3 +231,24 @@ def test_io_round_trip(tmp_path):
     assert loaded.config == cfg
     for u, v in zip(params, loaded.params):
         assert np.array_equal(u, v)
+
+
+@pytest.mark.parametrize("splitting, alpha", [("pr", 0.5), ("pr", 2.0), ("fb", 0.02)])
+def test_backward_prox_with_fractional_slopes(splitting, alpha):
+    """Equation (M4) for slopes strictly between 0 and 1 (ReLU only ever gives 0 or 1): the
+    splitting with prox y -> J y / (J + alpha (1 - J)) finds v = (I - J W^T)^{-1} J dz."""
+    cfg = mondeq.Config(3, 6, 2, splitting=splitting, alpha=alpha, tol=1e-13, max_iter=100000)
+    direct, _ = make(np, cfg, 1.0, 5, 1)
+    W = mondeq.direct_to_explicit(cfg, direct)[0].W
+    rng = np.random.default_rng(0)
+    J = rng.uniform(0.0, 1.0, (4, 6))
+    J[0, :2] = 0.0
+    dz = rng.standard_normal((4, 6))
+    V = mondeq.resolvent(cfg, mondeq.Explicit(W, None, None, None, None))
+    shrink = J / (J + alpha * (1.0 - J))
+    result = mondeq._split(cfg, lambda v: v @ W, lambda u: u @ V, lambda y: shrink * y,
+                           lambda y: J * y, dz, np.zeros_like(dz))
+    assert result.converged
+    for i in range(4):
+        want = np.linalg.solve(np.eye(6) - np.diag(J[i]) @ W.T, J[i] * dz[i])
+        np.testing.assert_allclose(result.z[i], want, rtol=1e-10, atol=1e-12)
