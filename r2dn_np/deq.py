@@ -114,9 +114,9 @@ class Config:
 
     ``tol`` bounds the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` (Frobenius
     norms over the batch; ``c`` the input injection, or ``dz`` for the adjoint solve of the
-    backward pass); ``max_iter``
-    caps the evaluations of ``F``. ``anderson_m`` is Anderson's memory and
-    ``anderson_beta`` its mixing (1 = undamped).
+    backward pass); ``max_iter`` caps the evaluations of ``F``. ``anderson_m`` is Anderson's
+    memory and ``anderson_beta`` its mixing (1 = undamped). The default ``tol`` suits float64;
+    float32 needs about ``1e-6`` or more.
     """
 
     n_in: int
@@ -198,7 +198,7 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
     return Direct(d_explicit.W, d_explicit.U, d_explicit.b)
 
 
-# --- fixed-point solvers, shared with r2dn_np.mondeq's callers ----------------------------------
+# --- fixed-point solvers (r2dn_np.mondeq reuses the residual, the result and the report) --------
 
 
 def frobenius_norm(a):
