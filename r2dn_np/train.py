@@ -13,7 +13,7 @@ streams, and each minibatch is run window by window: ``forward`` over ``window``
 the mean-squared error of the standardised output, ``backward``, one Adam step, and the
 final state handed to the next window as its initial state (not differentiated through).
 The loss ignores the first ``washout`` samples of each chunk, where the zero initial state
-has not yet been forgotten.
+has not yet been forgotten (windows wholly inside the washout only carry the state on).
 
 Examples
 --------
@@ -114,8 +114,8 @@ class Options:
             raise ValueError(f"window ({self.window}) must not exceed chunk ({self.chunk})")
         if self.val_samples and self.val_samples <= self.washout:
             raise ValueError(f"val_samples ({self.val_samples}) must exceed washout ({self.washout})")
-        if self.washout >= self.window:
-            raise ValueError(f"washout ({self.washout}) must be smaller than window ({self.window})")
+        if self.washout >= self.chunk:
+            raise ValueError(f"washout ({self.washout}) must be smaller than chunk ({self.chunk})")
 
 
 class Result(NamedTuple):
@@ -179,9 +179,13 @@ def _epoch(module, cfg, state, records, opts, xp, lr):
         x = xp.zeros((len(idx), cfg.nx), dtype=Ub.dtype)
         for k in range(n_win):
             sl = slice(k * opts.window, (k + 1) * opts.window)
+            skip = max(0, opts.washout - k * opts.window)
             explicit, map_cache = module.direct_to_explicit(cfg, params)
             x_next, Yp, cache = module.forward(cfg, explicit, x, Ub[sl, ...])
-            loss, dY = _window_loss(Yp, Yb[sl, ...], opts.washout if k == 0 else 0)
+            if skip >= opts.window:  # still in the washout: only carry the state on
+                x = x_next
+                continue
+            loss, dY = _window_loss(Yp, Yb[sl, ...], skip)
             d_explicit, _, _ = module.backward(cfg, explicit, cache, dY)
             grads = module.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
             grads = optim.clip_elementwise(grads, opts.clip)

@@ -60,6 +60,12 @@ def test_checkpoint_of_another_run_is_refused(data, tmp_path):
         train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, lr=0.5), checkpoint=ck, resume=True)
 
 
+def test_washout_longer_than_a_window(data):
+    # the first two windows of each chunk lie in the washout: fewer Adam steps, still learning
+    res = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, washout=40, epochs=3))
+    assert res.history["loss"][-1] < res.history["loss"][0]
+
+
 def test_early_stopping(data):
     # a learning rate so small that validation cannot improve for long
     opts = dataclasses.replace(OPTS, epochs=50, lr=1e-9, patience=2)
@@ -92,7 +98,7 @@ def test_bad_options_and_data(data):
     with pytest.raises(ValueError, match="window"):
         train.Options(chunk=10, window=20)
     with pytest.raises(ValueError, match="washout"):
-        train.Options(window=10, washout=10)
+        train.Options(chunk=20, window=10, washout=20)
     with pytest.raises(ValueError, match="schedule"):
         train.Options(schedule="cosine")
     with pytest.raises(ValueError, match="chunk"):
