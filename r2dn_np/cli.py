@@ -47,12 +47,12 @@ PRESETS = {
                    dict(period=512, n_train=2, transient=256, substeps=2),
                    dict(period=256, n_train=2, transient=100), linear_order=2),
     # the default: a few minutes on two CPU cores
-    "quick": Preset(16, 32, (32,), train.Options(epochs=150, chunk=1024, window=128, batch=40, lr=3e-3,
-                                                 decay_epochs=50, washout=100, val_samples=4096),
+    "quick": Preset(16, 32, (32,), train.Options(epochs=100, chunk=1024, window=64, batch=10, lr=3e-3,
+                                                 decay_epochs=33, washout=100, val_samples=4096),
                     {}, {}),
-    # a larger model trained longer, with early stopping
-    "paper": Preset(32, 64, (64, 64), train.Options(epochs=1500, chunk=2048, window=256, batch=16, lr=3e-3,
-                                                    decay_epochs=300, washout=100, patience=200),
+    # a larger model trained longer, with early stopping (not tuned: a starting point)
+    "paper": Preset(32, 64, (64, 64), train.Options(epochs=1000, chunk=2048, window=64, batch=10, lr=3e-3,
+                                                    decay_epochs=250, washout=100, patience=150),
                     {}, {}),
 }
 
@@ -78,7 +78,7 @@ def _make_config(module, **kw):
     return module.Config(**{k: v for k, v in kw.items() if k in fields and v is not None})
 
 
-def _plot(path, data, predictions, linear_predictions, washout):
+def _plot(path, data, predictions, linear_predictions, washout, label):
     try:
         import matplotlib
 
@@ -94,7 +94,7 @@ def _plot(path, data, predictions, linear_predictions, washout):
         sl = slice(washout, min(T, washout + 600))  # a window long enough to see the waveform
         t = np.arange(T)[sl] / data.fs
         ax.plot(t, rec.y[sl, 0], "k", lw=1.5, label="true")
-        ax.plot(t, predictions[name][sl, 0], "C0", lw=1, label="R2DN" if True else "")
+        ax.plot(t, predictions[name][sl, 0], "C0", lw=1, label=label)
         ax.plot(t, linear_predictions[name][sl, 0], "C1--", lw=1, label="linear")
         ax.set_title(f"{data.name}: test '{name}' ({data.output_names[0]})")
         ax.set_xlabel("time [s]")
@@ -110,7 +110,9 @@ def _sysid(args):
     xp = namespace(args.backend)  # BackendError before any work
     module = train.get_model(args.model)
     os.makedirs(args.out, exist_ok=True)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    def say(*a):
+        print(*a, flush=True)
+
     start = time.perf_counter()
 
     data = _load_data(args, preset)
@@ -132,6 +134,7 @@ def _sysid(args):
     t0 = time.perf_counter()
     result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=os.path.join(args.out, "checkpoint.npz"),
                        resume=args.resume, log=None if args.quiet else say)
+
     train_seconds = time.perf_counter() - t0
 
     names = list(data.test)
@@ -167,7 +170,7 @@ def _sysid(args):
         "history": result.history, "files": {"model": "model.npz", "checkpoint": "checkpoint.npz"},
     }
     plot_path = os.path.join(args.out, "prediction.png")
-    plotted = _plot(plot_path, data, preds, lin_preds, opts.washout)
+    plotted = _plot(plot_path, data, preds, lin_preds, opts.washout, f"{args.model.upper()} ({cfg.kind})")
     if plotted:
         results["files"]["plot"] = "prediction.png"
     with open(os.path.join(args.out, "results.json"), "w") as fh:
@@ -238,7 +241,7 @@ def _parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=os.path.join("runs", "sysid"), help="output folder (default runs/sysid)")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it is there")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress line per epoch")
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds")
     v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn")
