@@ -8,7 +8,8 @@
     r2dn verify --params runs/sysid/model.npz
 
 Errors a user can cause (a missing folder, a malformed file, no GPU) print one line and exit
-with status 1; ``r2dn verify`` exits with status 1 when any check fails.
+with status 1 (``R2DN_DEBUG=1`` shows the traceback instead); ``r2dn sysid`` exits with status 1
+when the trained model's certificate fails and ``r2dn verify`` when any check fails.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ PRESETS = {
                                                     decay_epochs=250, washout=100, patience=150),
                     {}, {}),
 }
+
+
+def say(*parts):
+    print(*parts, flush=True)
 
 
 class UserError(Exception):
@@ -110,9 +115,6 @@ def _sysid(args):
     xp = namespace(args.backend)  # BackendError before any work
     module = train.get_model(args.model)
     os.makedirs(args.out, exist_ok=True)
-    def say(*a):
-        print(*a, flush=True)
-
     start = time.perf_counter()
 
     data = _load_data(args, preset)
@@ -122,7 +124,7 @@ def _sysid(args):
     opts = dataclasses.replace(preset.options, seed=args.seed, dtype=args.dtype,
                                **({"epochs": args.epochs} if args.epochs else {}))
     cfg = _make_config(module, nu=data.nu, nx=preset.nx, nv=preset.nv, ny=data.ny, hidden=preset.hidden,
-                       kind=args.kind, gamma=args.gamma)
+                       kind=args.kind, gamma=args.gamma if args.kind == "lipschitz" else None)
 
     t0 = time.perf_counter()
     baseline = linear.fit(data.train, data.val, max_order=preset.linear_order, washout=opts.washout)
@@ -134,7 +136,6 @@ def _sysid(args):
     t0 = time.perf_counter()
     result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=os.path.join(args.out, "checkpoint.npz"),
                        resume=args.resume, log=None if args.quiet else say)
-
     train_seconds = time.perf_counter() - t0
 
     names = list(data.test)
@@ -155,7 +156,7 @@ def _sysid(args):
     seconds = result.history["seconds"]
     results = {
         "r2dn_np_version": __version__,
-        "command": "r2dn " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0].endswith("r2dn") else None,
+        "arguments": vars(args),
         "dataset": data.name, "data_info": data.info, "fs": data.fs,
         "model": args.model, "config": cfg.to_dict(), "preset": args.preset,
         "options": dataclasses.asdict(opts), "backend": args.backend or "numpy", "dtype": args.dtype,
@@ -177,7 +178,9 @@ def _sysid(args):
         json.dump(results, fh, indent=2, default=float)
 
     say("")
-    say(f"{'test set':<12} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   {data.output_names[0] if data.ny == 1 else 'RMSE units: the outputs'}")
+    units = data.output_names[0] if data.ny == 1 else "the outputs' units"
+    say(f"{'test set':<12} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
+        f"the true output; RMSE in {units})")
     for n, r in tests.items():
         say(f"{n:<12} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
     say(f"\ncertificate ({cfg.kind}): {'holds' if report.holds else 'FAILS'}")
@@ -263,6 +266,8 @@ def main(argv=None):
         return _verify(args)
     except (UserError, BackendError, io.FormatError, sequences.DataError, FileNotFoundError, ImportError,
             ValueError, TypeError, FloatingPointError) as exc:
+        if os.environ.get("R2DN_DEBUG"):  # developers: the full traceback
+            raise
         print(f"r2dn {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

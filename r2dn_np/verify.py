@@ -156,8 +156,10 @@ def perturbed(module, cfg, seed, tiny=False):
 
 def table(rows):
     """One line per ``(label, Check)`` with the measured value, its bound and the verdict."""
-    lines = [f"{'model':<24} {'check':<46} {'measured':>11} {'':>2} {'bound':>10}  ok"]
+    wl = max([5] + [len(label) for label, _ in rows])
+    wc = max([5] + [len(c.name) for _, c in rows])
+    lines = [f"{'model':<{wl}}  {'check':<{wc}} {'measured':>11} {'':>2} {'bound':>10}  ok"]
     for label, c in rows:
-        lines.append(f"{label:<24} {c.name:<46} {c.value:>11.3e} {c.sense:>2} {c.bound:>10.3e}  "
+        lines.append(f"{label:<{wl}}  {c.name:<{wc}} {c.value:>11.3e} {c.sense:>2} {c.bound:>10.3e}  "
                      f"{'yes' if c.holds else 'NO'}")
     return "\n".join(lines)
