@@ -132,3 +132,10 @@ def test_sequences_chunk_scale_and_metrics():
         sequences.check_record("r", np.zeros((5, 1)), np.zeros((4, 1)))
     with pytest.raises(ValueError, match="NaN"):
         sequences.check_record("r", np.full((5, 1), np.nan), np.zeros((5, 1)))
+
+
+def test_unwritable_cache_dir_still_gives_the_data(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    data = boucwen.load(SMALL, cache_dir=blocker / "cache")
+    np.testing.assert_array_equal(data.train[0].y, boucwen.load(SMALL, cache_dir=False).train[0].y)

@@ -94,5 +94,8 @@ def cached(kind, settings, generate, cache_dir):
         except io.FormatError:
             pass
     arrays = generate()
-    io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "cache_key": key})
+    try:
+        io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "cache_key": key})
+    except OSError:
+        pass  # a read-only or full disk: the cache only saves time, the data are right without it
     return arrays
