@@ -16,6 +16,8 @@ def tiny_run(tmp_path_factory):
     """``python -m r2dn_np sysid --preset tiny`` in a subprocess, as a user runs it."""
     out = tmp_path_factory.mktemp("run")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "R2DN_CLI_THREADS_SET"):
+        env.pop(var, None)
     proc = subprocess.run(
         [sys.executable, "-m", "r2dn_np", "sysid", "--preset", "tiny", "--out", str(out),
          "--cache-dir", str(out / "cache")],
@@ -35,6 +37,9 @@ def test_sysid_tiny_end_to_end(tiny_run):
         assert 0 < t["nrmse"] < 10 and 0 < t["linear_nrmse"] < 10 and t["rmse"] > 0
     assert res["certificate"]["holds"] is True
     assert res["seconds_per_epoch"] > 0
+    # the command restarted itself with single-threaded BLAS
+    assert res["machine"]["blas_threads"] == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                                              "MKL_NUM_THREADS": "1"}
     loaded = io.load(out / "model.npz")
     assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == cli.PRESETS["tiny"].nx
     assert loaded.metadata["dataset"] == "boucwen"
