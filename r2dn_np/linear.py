@@ -34,6 +34,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
+from . import _validate
 from .data import sequences
 
 __all__ = ["OEModel", "fit", "simulate", "nrmse_of"]
@@ -120,6 +121,10 @@ def fit(train, val, max_order=6, washout=100):
 
     ``train``, ``val`` : lists of ``Record(u (T, nu), y (T, ny))`` in original units.
     """
+    _validate.positive_int("max_order", max_order)
+    _validate.nonnegative_int("washout", washout)
+    if not train or not val:
+        raise ValueError("train and val must each hold at least one record")
     scaler = sequences.fit_scaler(train)
     tr = [sequences.Record(scaler.u(r.u), scaler.y(r.y)) for r in train]
     ny = train[0].y.shape[1]

@@ -36,3 +36,13 @@ def test_mimo_with_offsets():
     np.testing.assert_allclose(pred[50:], y[50:], atol=1e-6 * np.abs(y).max())
     d = model.to_dict()
     assert d["state_dim"] == 3 * d["order_per_output"] and len(d["c"]) == 3
+
+
+def test_bad_arguments():
+    import pytest
+
+    rec = Record(np.zeros((10, 1)), np.zeros((10, 1)))
+    with pytest.raises(ValueError, match="max_order"):
+        linear.fit([rec], [rec], max_order=0)
+    with pytest.raises(ValueError, match="at least one record"):
+        linear.fit([rec], [], max_order=1)
