@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from r2dn_np import io, optim, r2dn, train, tree
-from r2dn_np.data import pendulum, sequences
+from r2dn_np import io, r2dn, train, tree
+from r2dn_np.data import pendulum
 
 
 @pytest.fixture(scope="module")
