@@ -460,10 +460,71 @@ def value_and_grad(cfg, direct, x0, U, loss):
 
 # --- interoperability with the authors' JAX/Flax ContractingREN / LipschitzREN ------------------
 
+# every REN the authors build has all fourteen parameters; each kind reads only some of them
+_FLAX_COMMON = ("X", "p", "Y1", "B2", "D12", "C2", "D21", "bx", "bv", "by")
+
+
+def _flax_names(cfg):
+    if cfg.kind == "contracting":
+        return _FLAX_COMMON + ("D22",)
+    return _FLAX_COMMON + (("X3", "Y3", "Z3") if cfg.d22 == "free" else ())
+
 
 def to_flax(cfg, direct):
-    raise NotImplementedError
+    """The parameter tree of the authors' Flax ``ContractingREN`` / ``LipschitzREN`` (host
+    NumPy arrays under a top-level ``"params"`` key; ``p`` has shape (1,)).
+
+    Their modules always create all fourteen parameters; the ones this kind does not use are
+    filled with the authors' initial values (``D22 = 0``, ``X3 = I``, ``Y3 = Z3 = 0``). Build
+    theirs with ``abar``, ``gamma``, ``eps``, ``do_polar_param=cfg.polar`` and
+    ``d22_zero=(cfg.d22 == "zero")`` to compute what ours computes.
+    """
+    from .backend import to_numpy
+
+    d = cfg.d
+    dtype = np.asarray(to_numpy(direct.X)).dtype
+    params = {
+        "D22": np.zeros((cfg.ny, cfg.nu), dtype), "X3": np.eye(d, dtype=dtype),
+        "Y3": np.zeros((d, d), dtype), "Z3": np.zeros((abs(cfg.ny - cfg.nu), d), dtype),
+    }
+    for name in _flax_names(cfg):
+        params[name] = np.array(to_numpy(getattr(direct, name)))
+    params["p"] = params["p"].reshape(1)
+    return {"params": params}
 
 
 def from_flax(cfg, tree, backend=None, dtype=None):
-    raise NotImplementedError
+    """``Direct`` parameters from the authors' Flax ``ContractingREN`` / ``LipschitzREN`` tree.
+
+    ``tree`` is a nested dict of arrays, optionally under a top-level ``"params"`` key; only the
+    parameters this ``cfg`` uses are read (the polar scale may be named ``"p"``, as their code
+    creates it, or ``"polar"``, as their docstrings list it). ``dtype`` defaults to that of
+    ``tree["X"]``.
+    """
+    from .backend import to_numpy
+
+    params = tree.get("params", tree) if isinstance(tree, dict) else tree
+    if not isinstance(params, dict):
+        raise TypeError(f"tree must be a dict of arrays; got {type(tree).__name__}")
+    if "p" not in params and "polar" in params:
+        params = dict(params, p=params["polar"])
+    kind = "ContractingREN" if cfg.kind == "contracting" else "LipschitzREN"
+    missing = [n for n in _flax_names(cfg) if n not in params]
+    if missing:
+        raise KeyError(f"tree is missing {missing[0]!r} (expected a {kind} parameter tree)")
+    xp = namespace(backend)
+    ref = init(cfg, 0, backend="numpy")
+    dtype = dtype or str(np.asarray(to_numpy(params["X"])).dtype)
+
+    def take(name):
+        like = getattr(ref, name)
+        a = np.asarray(to_numpy(params[name]), dtype=np.float64)
+        if like.ndim == 0:
+            if a.size != 1:
+                raise ValueError(f"tree[{name!r}] must hold one number; got shape {a.shape}")
+            a = a.reshape(())
+        if a.shape != like.shape:
+            raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape} for {cfg}")
+        return asarray(a, xp, dtype)
+
+    return ref._replace(**{n: take(n) for n in _flax_names(cfg)})
