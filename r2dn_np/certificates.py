@@ -157,10 +157,11 @@ def implicit_lmi(cfg, cache):
 def _ren_multiplier_terms(explicit, lam):
     """``Lambda C1``, ``Lambda D11 + D11^T Lambda - 2 Lambda`` and ``Lambda D12``."""
     xp = array_namespace(lam)
-    col = xp.reshape(lam, (int(lam.shape[0]), 1))
+    nv = int(lam.shape[0])
+    col = xp.reshape(lam, (nv, 1))
     LD11 = col * _f64(explicit.D11)
-    return col * _f64(explicit.C1), LD11 + LD11.mT - 2.0 * (linalg.eye_like(int(lam.shape[0]), lam) * lam), \
-        col * _f64(explicit.D12)
+    W = LD11 + LD11.mT - 2.0 * (linalg.eye_like(nv, lam) * lam)
+    return col * _f64(explicit.C1), W, col * _f64(explicit.D12)
 
 
 def ren_contracting_lmi(explicit, M, lam, abar=1.0):
@@ -168,9 +169,7 @@ def ren_contracting_lmi(explicit, M, lam, abar=1.0):
     with ``L = diag(lam)``; negative definite for a REN contracting at rate ``abar``."""
     xp = array_namespace(M)
     A, B1 = _f64(explicit.A), _f64(explicit.B1)
-    lam = _f64(lam)
-    nx, nv = int(A.shape[0]), int(B1.shape[1])
-    LC1, W, _ = _ren_multiplier_terms(explicit, lam)
+    LC1, W, _ = _ren_multiplier_terms(explicit, _f64(lam))
     AB = xp.concat([A, B1], axis=1)
     Q = _block([[-(abar**2) * M, LC1.mT], [LC1, W]])
     return linalg.sym(AB.mT @ M @ AB + Q)
@@ -183,9 +182,8 @@ def ren_lipschitz_lmi(explicit, M, lam, gamma, abar=1.0):
     xp = array_namespace(M)
     A, B1, B2 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.B2)
     C2, D21, D22 = _f64(explicit.C2), _f64(explicit.D21), _f64(explicit.D22)
-    lam = _f64(lam)
-    nx, nv, nu = int(A.shape[0]), int(B1.shape[1]), int(B2.shape[1])
-    LC1, W, LD12 = _ren_multiplier_terms(explicit, lam)
+    nx, nu = int(A.shape[0]), int(B2.shape[1])
+    LC1, W, LD12 = _ren_multiplier_terms(explicit, _f64(lam))
     ABB = xp.concat([A, B1, B2], axis=1)
     N2 = xp.concat([C2, D21, D22], axis=1)
     Q = _block([
@@ -203,7 +201,6 @@ def ren_implicit_lmi(cfg, cache):
     for the Lipschitz kind the Schur form ``[[Hc - m_Q^T m_Q / gamma, m_R^T], [m_R, R_gamma]]``."""
     E, P, F = _f64(cache.E), _f64(cache.P), _f64(cache.F)
     B1t, C1t, D11t = _f64(cache.B1t), _f64(cache.C1t), _f64(cache.D11t)
-    xp = array_namespace(E)
     lam = 1.0 / _f64(cache.lam_inv)  # Lambda = diag(H22) / 2
     W = 2.0 * (linalg.eye_like(cfg.nv, E) * lam) - D11t - D11t.mT
     Hc = linalg.sym(_block([

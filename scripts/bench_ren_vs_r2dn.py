@@ -5,10 +5,13 @@ Two passes per model, both including the parameterisation (the map runs once per
 - forward: ``direct_to_explicit`` + rollout;
 - forward+backward: map + rollout + BPTT + map VJP (``value_and_grad`` with a mean-squared loss).
 
-Sizes: the authors' F16 models (REN nx 75, nv 150; R2DN nx 75, nv 75 with an LBDN of three hidden
-layers of 87; nu 2, ny 3; batch 64, T 256), and two smaller ones. Both models are the contracting
-kind with ReLU, as in the authors' timing scripts. Reports the median and minimum of repeated runs
-after one warm-up run, the parameter counts and the R2DN/REN time ratio, and writes a CSV.
+Sizes (``SIZES``): the authors' F16 models (REN nx 75, nv 150; R2DN nx 75, nv 75 with an LBDN of three
+hidden layers of 87; nu 2, ny 3; batch 64, T 256), and the smallest and largest models of their
+expressivity sweep (batch 64, T 128). Both models are the contracting kind; the R2DN's LBDN ends with
+a Sandwich layer, as the authors build it. The two models run in turn, repeat by repeat, so they see
+the same background load. Reports the median and minimum over the repeats after one warm-up run, the
+parameter counts and the R2DN/REN time ratio (median of the per-repeat ratios, and ratio of the
+minima), and writes a CSV.
 
 Usage::
 
@@ -28,76 +31,89 @@ import numpy as np
 from r2dn_np import losses, r2dn, ren, tree
 from r2dn_np.backend import asarray, namespace
 
-# name: (REN (nu, nx, nv, ny), R2DN (nu, nx, nv, ny, hidden), batch, T)
+# name: (REN Config kwargs, R2DN Config kwargs, batch, T)
 SIZES = {
-    "f16": ((2, 75, 150, 3), (2, 75, 75, 3, (87, 87, 87)), 64, 256),
-    "medium": ((2, 32, 64, 3), (2, 32, 32, 3, (40, 40)), 64, 128),
-    "small": ((2, 8, 16, 3), (2, 8, 8, 3, (16,)), 32, 64),
+    # the F16 models of the R2DN paper's system-identification comparison
+    "f16": (dict(nu=2, nx=75, nv=150, ny=3, activation="relu"),
+            dict(nu=2, nx=75, nv=75, ny=3, hidden=(87, 87, 87), activation="relu"), 64, 256),
+    # the smallest and largest of the paper's expressivity sweep (nu = nx = ny = 1; REN tanh with nv
+    # neurons, R2DN nv = 16 and four ReLU layers of nh), timed there at batch 64, horizon 128
+    "expr_small": (dict(nu=1, nx=1, nv=20, ny=1, activation="tanh"),
+                   dict(nu=1, nx=1, nv=16, ny=1, hidden=(8,) * 4, activation="relu"), 64, 128),
+    "expr_large": (dict(nu=1, nx=1, nv=100, ny=1, activation="tanh"),
+                   dict(nu=1, nx=1, nv=16, ny=1, hidden=(128,) * 4, activation="relu"), 64, 128),
+    "small": (dict(nu=2, nx=8, nv=16, ny=3, activation="relu"),
+              dict(nu=2, nx=8, nv=8, ny=3, hidden=(16,), activation="relu"), 32, 64),
 }
 
 
 def _models(size):
-    (nu, nx, nv, ny), (rnu, rnx, rnv, rny, hidden), B, T = SIZES[size]
-    ren_cfg = ren.Config(nu, nx, nv, ny, activation="relu", kind="contracting")
-    r2dn_cfg = r2dn.Config(rnu, rnx, rnv, rny, hidden=hidden, activation="relu", output_layer="sandwich",
-                           kind="contracting")
+    ren_kw, r2dn_kw, B, T = SIZES[size]
+    ren_cfg = ren.Config(**ren_kw, kind="contracting")
+    r2dn_cfg = r2dn.Config(**r2dn_kw, output_layer="sandwich", kind="contracting")
     return [("REN", ren, ren_cfg), ("R2DN", r2dn, r2dn_cfg)], B, T
 
 
 def _sync(xp, a):
     """Wait for the device (CuPy runs asynchronously); a no-op on the host."""
-    if hasattr(xp, "cuda") or "cupy" in getattr(xp, "__name__", ""):
+    if "cupy" in getattr(xp, "__name__", ""):
         import cupy
 
         cupy.cuda.Device().synchronize()
     return a
 
 
-def _time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _interleaved(fns, repeats):
+    """Times of each function, run in turn (REN, R2DN, REN, ...) after one warm-up each, so
+    that both see the same background load on a shared machine."""
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def _passes(module, cfg, backend, dtype, B, T):
+    xp = namespace(backend)
+    direct = module.init(cfg, seed=0, backend=backend, dtype=dtype)
+    rng = np.random.default_rng(0)
+    U = asarray(rng.standard_normal((T, B, cfg.nu)), xp, dtype)
+    x0 = asarray(np.zeros((B, cfg.nx)), xp, dtype)
+    target = asarray(rng.standard_normal((T, B, cfg.ny)), xp, dtype)
+
+    def forward():
+        explicit, _ = module.direct_to_explicit(cfg, direct)
+        _sync(xp, module.forward(cfg, explicit, x0, U)[1])
+
+    def forward_backward():
+        _, grads = module.value_and_grad(cfg, direct, x0, U, lambda Y: losses.mse(Y, target))
+        _sync(xp, grads.direct.X)
+
+    return tree.size(direct), {"forward": forward, "forward+backward": forward_backward}
 
 
 def bench(size, dtype, backend, repeats):
     models, B, T = _models(size)
-    xp = namespace(backend)
+    built = [(name, cfg) + _passes(module, cfg, backend, dtype, B, T) for name, module, cfg in models]
     rows = []
-    for name, module, cfg in models:
-        direct = module.init(cfg, seed=0, backend=backend, dtype=dtype)
-        rng = np.random.default_rng(0)
-        U = asarray(rng.standard_normal((T, B, cfg.nu)), xp, dtype)
-        x0 = asarray(np.zeros((B, cfg.nx)), xp, dtype)
-        target = asarray(rng.standard_normal((T, B, cfg.ny)), xp, dtype)
-
-        def forward():
-            explicit, _ = module.direct_to_explicit(cfg, direct)
-            _sync(xp, module.forward(cfg, explicit, x0, U)[1])
-
-        def forward_backward():
-            _, grads = module.value_and_grad(cfg, direct, x0, U, lambda Y: losses.mse(Y, target))
-            _sync(xp, grads.direct.X)
-
-        for label, fn in (("forward", forward), ("forward+backward", forward_backward)):
-            med, best = _time(fn, repeats)
+    for label in ("forward", "forward+backward"):
+        times = _interleaved([fns[label] for *_, fns in built], repeats)
+        ratios = [b / a for a, b in zip(*times)]  # R2DN / REN, repeat by repeat
+        for (name, cfg, n_params, _), ts in zip(built, times):
             rows.append(dict(size=size, model=name, dtype=dtype, backend=backend, nu=cfg.nu, nx=cfg.nx,
                              nv=cfg.nv, ny=cfg.ny, hidden=" ".join(map(str, getattr(cfg, "hidden", ()))),
-                             batch=B, T=T, n_params=tree.size(direct), pass_=label, repeats=repeats,
-                             median_s=med, min_s=best))
-            print(f"{size:>7} {dtype:>8} {name:>5} {label:>17}: median {med * 1e3:9.2f} ms, "
-                  f"min {best * 1e3:9.2f} ms  ({tree.size(direct)} parameters)", flush=True)
-    for label in ("forward", "forward+backward"):
-        ren_row, r2dn_row = (r for r in rows if r["pass_"] == label)
-        ratio = r2dn_row["median_s"] / ren_row["median_s"]
-        for r in (ren_row, r2dn_row):
-            r["r2dn_over_ren_median"] = ratio
-            r["r2dn_over_ren_min"] = r2dn_row["min_s"] / ren_row["min_s"]
-        print(f"{size:>7} {dtype:>8} {label:>17}: R2DN/REN time ratio {ratio:.3f} (median), "
-              f"(the R2DN takes {ratio:.0%} of the REN's time)", flush=True)
+                             activation=cfg.activation, batch=B, T=T, n_params=n_params, pass_=label,
+                             repeats=repeats, median_s=statistics.median(ts), min_s=min(ts),
+                             r2dn_over_ren_median=statistics.median(ratios),
+                             r2dn_over_ren_min=min(times[1]) / min(times[0])))
+            print(f"{size:>10} {dtype:>8} {name:>5} {label:>17}: median {rows[-1]['median_s'] * 1e3:9.2f} ms, "
+                  f"min {rows[-1]['min_s'] * 1e3:9.2f} ms  ({n_params} parameters)", flush=True)
+        print(f"{size:>10} {dtype:>8} {label:>17}: R2DN/REN time ratio {statistics.median(ratios):.3f} "
+              f"(median of paired repeats), {rows[-1]['r2dn_over_ren_min']:.3f} (ratio of minima)", flush=True)
     return rows
 
 
@@ -110,7 +126,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 5; quick 2)")
     args = parser.parse_args(argv)
 
-    sizes = ["small", "medium"] if args.quick else ["small", "medium", "f16"]
+    sizes = ["small", "expr_small"] if args.quick else ["expr_small", "expr_large", "f16"]
     repeats = args.repeats or (2 if args.quick else 5)
     rows = []
     for size in sizes:
