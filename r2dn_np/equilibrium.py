@@ -77,8 +77,11 @@ def solve(activation, D11, b):
     Only the strictly lower triangle of ``D11`` is read.
     """
     xp = array_namespace(b)
-    sigma = _elementwise(activation, xp)
-    R = _unit_triangular(D11, lower=True)
+    return _forward_rows(_elementwise(activation, xp), _unit_triangular(D11, lower=True), b)
+
+
+def _forward_rows(sigma, R, b):
+    xp = array_namespace(b)
     S = xp.asarray(b.mT, copy=True)  # (nv, B): row i holds b_i, then w_i
     for i in range(int(R.shape[0])):
         S[i, ...] = sigma(R[i, :i + 1] @ S[:i + 1, ...])
@@ -90,12 +93,14 @@ def solve_vjp(activation, D11, w, dw):
 
     Back-substitution, ``i = nv .. 1``: ``dz_i = sigma'(z_i) (dw_i + sum_{j>i} D11_ji dz_j)``.
     """
+    return _backward_rows(activation, _unit_triangular(D11, lower=False), w, dw)
+
+
+def _backward_rows(activation, R, w, dw):
     xp = array_namespace(dw)
     J = activations.slope_from_output(activation, w).mT  # (nv, B)
-    R = _unit_triangular(D11, lower=False)  # D11^T + I, unit upper triangular
     S = xp.asarray(dw.mT, copy=True)  # row i holds dw_i, then dz_i
-    n = int(R.shape[0])
-    for i in range(n - 1, -1, -1):
+    for i in range(int(R.shape[0]) - 1, -1, -1):
         S[i, ...] = J[i, ...] * (R[i, i:] @ S[i:, ...])
     return S.mT
 
@@ -108,13 +113,23 @@ def weight_grads(dz, w):
 
 def as_phi(activation):
     """The equilibrium layer as the feedback map ``phi``; its parameters are ``Params(D11)``."""
+    # The time loop calls phi with the same D11 at every step; building the unit-triangular
+    # matrices once per D11 instead of once per step saves about a tenth of a rollout.
+    memo = {}
+
+    def triangular(D11, lower):
+        hit = memo.get(lower)
+        if hit is None or hit[0] is not D11:
+            hit = memo[lower] = (D11, _unit_triangular(D11, lower))
+        return hit[1]
 
     def forward(params, v):
-        w = solve(activation, params.D11, v)
+        sigma = _elementwise(activation, array_namespace(v))
+        w = _forward_rows(sigma, triangular(params.D11, True), v)
         return w, Cache(w)
 
     def backward(params, cache, dw):
-        dz = solve_vjp(activation, params.D11, cache.w, dw)
+        dz = _backward_rows(activation, triangular(params.D11, False), cache.w, dw)
         return dz, GradCache(dz)
 
     def grads(params, cache, grad_cache):
