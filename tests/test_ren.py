@@ -43,6 +43,19 @@ def test_equilibrium_reads_only_the_strict_lower_triangle(xp):
     np.testing.assert_array_equal(host(equilibrium.solve("tanh", noisy, b)), host(equilibrium.solve("tanh", D11, b)))
 
 
+def test_phi_follows_a_changed_D11(xp):
+    """The phi caches matrices built from D11 across time-steps; a new D11 must not reuse them."""
+    rng = np.random.default_rng(2)
+    phi = equilibrium.as_phi("tanh")
+    for _ in range(3):
+        D11, b = _layer_inputs(xp, rng, 6, 2, 1.0)
+        w, cache = phi.forward(equilibrium.Params(D11), b)
+        np.testing.assert_array_equal(host(w), host(equilibrium.solve("tanh", D11, b)))
+        dw = put(xp, rng.standard_normal((2, 6)))
+        dz, _ = phi.backward(equilibrium.Params(D11), cache, dw)
+        np.testing.assert_array_equal(host(dz), host(equilibrium.solve_vjp("tanh", D11, w, dw)))
+
+
 def _layer_f(act):
     def f(args):
         D11, b = args
