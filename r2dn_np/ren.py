@@ -474,19 +474,19 @@ def to_flax(cfg, direct):
     """The parameter tree of the authors' Flax ``ContractingREN`` / ``LipschitzREN`` (host
     NumPy arrays under a top-level ``"params"`` key; ``p`` has shape (1,)).
 
-    Their modules always create all fourteen parameters; the ones this kind does not use are
-    filled with the authors' initial values (``D22 = 0``, ``X3 = I``, ``Y3 = Z3 = 0``). Build
-    theirs with ``abar``, ``gamma``, ``eps``, ``do_polar_param=cfg.polar`` and
-    ``d22_zero=(cfg.d22 == "zero")`` to compute what ours computes.
+    Their modules always create all fourteen parameters; the ones this kind never reads
+    (``X3, Y3, Z3`` of the contracting kind, ``D22`` of the Lipschitz kind, and all four with
+    ``d22="zero"``) are filled with zeros: any value gives the same model, and zeros make the
+    tree of a gradient read right. Build theirs with ``abar``, ``gamma``, ``eps``,
+    ``do_polar_param=cfg.polar`` and ``d22_zero=(cfg.d22 == "zero")`` to compute what ours
+    computes.
     """
     from .backend import to_numpy
 
     d = cfg.d
     dtype = np.asarray(to_numpy(direct.X)).dtype
-    params = {
-        "D22": np.zeros((cfg.ny, cfg.nu), dtype), "X3": np.eye(d, dtype=dtype),
-        "Y3": np.zeros((d, d), dtype), "Z3": np.zeros((abs(cfg.ny - cfg.nu), d), dtype),
-    }
+    shapes = dict(D22=(cfg.ny, cfg.nu), X3=(d, d), Y3=(d, d), Z3=(abs(cfg.ny - cfg.nu), d))
+    params = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
     for name in _flax_names(cfg):
         params[name] = np.array(to_numpy(getattr(direct, name)))
     params["p"] = params["p"].reshape(1)
