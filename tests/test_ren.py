@@ -282,7 +282,9 @@ def test_gradients_against_finite_differences(xp):
     check()
 
 
-EDGE_SIZES = [(1, 1, 1, 1), (3, 2, 1, 1), (1, 2, 3, 4), (4, 3, 2, 1), (2, 2, 3, 2)]
+# (1, 1, 2, 1) pins a counterexample Hypothesis found: with nu = nx = 1 < nv the row-scaling
+# cotangents (nv, nx), (nv, nv), (nv, nu) broadcast silently if summed before the row sums
+EDGE_SIZES = [(1, 1, 1, 1), (3, 2, 1, 1), (1, 2, 3, 4), (4, 3, 2, 1), (2, 2, 3, 2), (1, 1, 2, 1)]
 
 
 @pytest.mark.parametrize("kind, d22", [("contracting", "free"), ("lipschitz", "zero"), ("lipschitz", "free")])
