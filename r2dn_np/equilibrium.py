@@ -11,7 +11,7 @@ written for the fewest array operations per row: the batch is transposed once to
 so each neuron is a contiguous row, and ``b`` is written into the same buffer that collects
 ``w``. With the unit-triangular ``R = D11 + I``, row ``i`` of that buffer holds ``b_i`` until
 it is overwritten, so ``z_i = R[i, :i+1] @ S[:i+1]`` is one product with no separate addition.
-Derivation: ``docs/derivations/ren.md`` section 3.
+Derivation: ``docs/derivations/ren.md`` section 4.
 
 Examples
 --------
