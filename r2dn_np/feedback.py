@@ -26,9 +26,11 @@ per segment, so they match the plain pass to rounding of that sum.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Callable, NamedTuple, Optional
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_numpy_namespace
 
 from . import tree
 
@@ -59,6 +61,62 @@ class Cache(NamedTuple):
     W: object  # (T, B, nv)
     phi_cache: object  # phi's step caches stacked to (T, B, ...)
     checkpoint_every: Optional[int] = None
+
+
+class _BufferPool:
+    """Hands the large NumPy buffers of one pass out again in the next.
+
+    The kernel supplies a fresh allocation of many MB page by page on first write; for a
+    gradient pass that allocates ~100 MB of (T, B, n) buffers this costs about a fifth of
+    the arithmetic. A buffer is reused only once nothing but the pool refers to it: any
+    cache, output or view still held by a caller keeps its owner's reference count up, so
+    it is never overwritten. CuPy has its own memory pool; other namespaces allocate fresh.
+    """
+
+    MIN_BYTES = 2**18
+    MAX_BYTES = 2**30
+
+    def __init__(self):
+        self.free = {}
+        self.total = 0
+        self.lock = threading.Lock()
+        probe = [object()]
+        self.idle_refs = self._refs(probe, 0)  # the count of a buffer only the pool holds
+
+    @staticmethod
+    def _refs(bufs, i):
+        return sys.getrefcount(bufs[i:i + 1][0])
+
+    def empty(self, xp, shape, dtype):
+        n = 1
+        for s in shape:
+            n *= s
+        nbytes = n * (8 if dtype == xp.float64 else 4)
+        if not is_numpy_namespace(xp) or nbytes < self.MIN_BYTES:
+            return xp.empty(shape, dtype=dtype)
+        key = (tuple(shape), dtype)
+        with self.lock:
+            bufs = self.free.setdefault(key, [])
+            for i in range(len(bufs)):
+                if self._refs(bufs, i) == self.idle_refs:
+                    return bufs[i]
+            buf = xp.empty(shape, dtype=dtype)
+            if self.total + nbytes <= self.MAX_BYTES:
+                bufs.append(buf)
+                self.total += nbytes
+            return buf
+
+    def clear(self):
+        with self.lock:
+            self.free.clear()
+            self.total = 0
+
+
+_POOL = _BufferPool()
+
+
+def _empty(xp, shape, dtype):
+    return _POOL.empty(xp, shape, dtype)
 
 
 def _rows(a):
@@ -103,7 +161,7 @@ class _Stack:
 
     @classmethod
     def like(cls, xp, example, T):
-        return cls(tree.map(lambda a: xp.empty((T,) + tuple(a.shape), dtype=a.dtype), example))
+        return cls(tree.map(lambda a: _empty(xp, (T,) + tuple(a.shape), a.dtype), example))
 
     def store(self, values, t):
         for buf, val in zip(self.buffers, self.flatten(values)):
@@ -129,11 +187,11 @@ def _rollout(e, phi, x0, U, keep_cache):
     T, B, _ = (int(s) for s in U.shape)
     nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
     U2 = _rows(U)
-    X = xp.empty((T + 1, B, nx), dtype=U.dtype)
+    X = _empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
     X[1:, ...] = xp.reshape(U2 @ e.B2.mT + e.bx, (T, B, nx))  # the input part of x_{t+1}
     V = xp.reshape(U2 @ e.D12.mT + e.bv, (T, B, nv))  # becomes v_t in the loop
-    W = xp.empty((T, B, nv), dtype=U.dtype)
+    W = _empty(xp, (T, B, nv), U.dtype)
     # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
     AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
     B1T = e.B1.mT
@@ -210,11 +268,11 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
     U2 = _rows(U)
 
     # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
-    dXs = xp.empty((T + 1, B, nx), dtype=dY.dtype)
+    dXs = _empty(xp, (T + 1, B, nx), dY.dtype)
     dXs[T, ...] = dx
     dXs[:T, ...] = xp.reshape(dY2 @ e.C2, (T, B, nx))
     dWs = xp.reshape(dY2 @ e.D21, (T, B, nv))
-    dV = xp.empty((T, B, nv), dtype=dY.dtype)
+    dV = _empty(xp, (T, B, nv), dY.dtype)
     AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
     grad_stack = None
     for t in range(T - 1, -1, -1):
