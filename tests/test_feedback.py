@@ -1,4 +1,6 @@
-"""The time-loop driver: checkpointed BPTT against plain BPTT, float32 end to end."""
+"""The time-loop driver: checkpointed BPTT against plain BPTT, float32 end to end, buffer reuse."""
+
+import weakref
 
 import numpy as np
 import pytest
@@ -113,3 +115,25 @@ def test_float32_end_to_end(xp, kind, k):
     assert len(seen) > 0
     bad = [str(a.dtype) for a in arrays if a.dtype != xp.float32] + [str(d) for d in seen if d != xp.float32]
     assert not bad, bad
+
+
+def test_buffer_pool_never_overwrites_a_held_cache():
+    """Large NumPy buffers are reused between passes, but only once the caller let go."""
+    cfg = r2dn.Config(1, 2, 16, 1, hidden=(16,))
+    direct, x0, U, dY, _ = _problem(np, cfg, 64, 64, 0)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    _, Y1, cache1 = r2dn.forward(cfg, explicit, x0, U)
+    held = [host(a).copy() for a in tree.leaves(cache1.phi_cache)] + [host(cache1.W).copy()]
+    _, Y2, cache2 = r2dn.forward(cfg, explicit, x0, 2.0 * U)  # different values, same shapes
+    assert not any(a is b for a, b in zip(tree.leaves(cache1), tree.leaves(cache2)))
+    for before, now in zip(held, tree.leaves(cache1.phi_cache) + [cache1.W]):
+        assert np.array_equal(before, now)
+    g1 = r2dn.backward(cfg, explicit, cache1, dY)
+    released = [weakref.ref(a) for a in [cache2.W] + tree.leaves(cache2.phi_cache)]
+    del cache2
+    _, _, cache3 = r2dn.forward(cfg, explicit, x0, U)
+    for a in [cache3.W] + tree.leaves(cache3.phi_cache):  # reused rather than allocated again
+        assert any(a is r() for r in released)
+    g3 = r2dn.backward(cfg, explicit, cache3, dY)
+    for (name, a), (_, b) in zip(tree.paths(g1), tree.paths(g3)):
+        assert np.array_equal(host(a), host(b)), name
