@@ -7,6 +7,8 @@ batch 64, T 256). For each: parameter count, forward time (map + rollout) and gr
 (map + rollout + BPTT + map VJP), median and minimum of repeated runs after a warm-up; for
 the R2DN also the analytic FLOP count (``r2dn_np.flops``), the achieved GFLOP/s and its
 fraction of a large matrix product's GFLOP/s measured in the same run, backend and dtype.
+Times in the table are wall seconds; the rates use the fastest run's CPU time on NumPy (a
+shared machine steals wall time, not CPU time) and wall time on CuPy.
 
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/bench_timing.py --quick       # minutes
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/bench_timing.py --out runs/timing
@@ -86,15 +88,17 @@ def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None):
 
 
 def timed(fn, repeats, warmup=2):
-    """Seconds of each of ``repeats`` calls after ``warmup`` untimed ones (synchronised)."""
+    """Wall and CPU seconds of each of ``repeats`` calls after ``warmup`` untimed ones
+    (synchronised). CPU time leaves out time the process waited for a shared core."""
     for _ in range(warmup):
         flops.sync(fn())
-    out = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         flops.sync(fn())
-        out.append(time.perf_counter() - t0)
-    return out
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def run_timing(args):
@@ -102,26 +106,34 @@ def run_timing(args):
     rows = []
     if ren is None:
         print("note: r2dn_np.ren is not importable here; REN rows skipped")
+    # On a GPU the host's CPU time says nothing: rate the wall time there.
+    on_cpu = args.backend == "numpy"
+    clock = time.process_time if on_cpu else time.perf_counter
     for dtype in args.dtypes:
-        peak = flops.matmul_gflops(args.backend, dtype, n=args.matmul_n, repeats=args.repeats)
-        print(f"\n{args.backend} {dtype}: {args.matmul_n}x{args.matmul_n} matmul {peak:.1f} GFLOP/s")
+        peak = flops.matmul_gflops(args.backend, dtype, args.matmul_n, args.repeats, clock)
+        print(f"\n{args.backend} {dtype}: {args.matmul_n}x{args.matmul_n} matmul {peak:.1f} GFLOP/s "
+              f"({'CPU' if on_cpu else 'wall'} time)")
         print(f"{'model':9} {'size':7} {'params':>7} {'fwd med':>9} {'fwd min':>9} "
               f"{'grad med':>9} {'grad min':>9} {'GFLOP/s':>8} {'of mm':>6}")
         for model, mod, cfg, T, B, label in cases(args.quick, not args.no_f16):
             direct, x0, U, target = problem(mod, cfg, T, B, xp, dtype)
             n_params = tree.size(direct)
-            fwd = timed(lambda: forward_pass(mod, cfg, direct, x0, U, target), args.repeats)
-            grad = timed(lambda: gradient_pass(mod, cfg, direct, x0, U, target), args.repeats)
+            fwd, fwd_cpu = timed(lambda: forward_pass(mod, cfg, direct, x0, U, target), args.repeats)
+            grad, grad_cpu = timed(lambda: gradient_pass(mod, cfg, direct, x0, U, target), args.repeats)
             row = dict(
                 backend=args.backend, dtype=dtype, model=model, size=label, params=n_params, T=T, B=B,
                 fwd_median_s=float(np.median(fwd)), fwd_min_s=min(fwd),
-                grad_median_s=float(np.median(grad)), grad_min_s=min(grad), matmul_gflops=peak,
+                grad_median_s=float(np.median(grad)), grad_min_s=min(grad),
+                fwd_cpu_min_s=min(fwd_cpu), grad_cpu_min_s=min(grad_cpu),
+                grad_cpu_median_s=float(np.median(grad_cpu)), matmul_gflops=peak,
             )
             if mod is r2dn:
                 count = flops.r2dn_counts(cfg, T, B)
-                rate = count["gradient"] / row["grad_min_s"] / 1e9
+                best = row["grad_cpu_min_s"] if on_cpu else row["grad_min_s"]
+                best_fwd = row["fwd_cpu_min_s"] if on_cpu else row["fwd_min_s"]
+                rate = count["gradient"] / best / 1e9
                 row.update(fwd_gflop=count["forward"] / 1e9, grad_gflop=count["gradient"] / 1e9,
-                           fwd_gflops=count["forward"] / row["fwd_min_s"] / 1e9,
+                           fwd_gflops=count["forward"] / best_fwd / 1e9,
                            grad_gflops=rate, grad_fraction=rate / peak)
             rows.append(row)
             rate = f"{row['grad_gflops']:8.1f} {row['grad_fraction']:6.0%}" if "grad_gflops" in row else ""
