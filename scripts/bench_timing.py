@@ -241,6 +241,8 @@ def main(argv=None):
     args.repeats = args.repeats or (3 if args.quick else 7)
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"cores allowed: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     if args.memory:
         rows = run_memory(args)
         if args.out:
@@ -250,7 +252,6 @@ def main(argv=None):
     for (model, dtype), s in sorted(slopes(rows).items()):
         print(f"slope of log gradient time against log parameters, {model} {dtype}: {s:.3f}")
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         write_csv(args.out + ".csv", rows)
         plot(args.out + ".png", rows)
     return rows
