@@ -189,8 +189,11 @@ def _rollout(e, phi, x0, U, keep_cache):
     U2 = _rows(U)
     X = _empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
-    X[1:, ...] = xp.reshape(U2 @ e.B2.mT + e.bx, (T, B, nx))  # the input part of x_{t+1}
-    V = xp.reshape(U2 @ e.D12.mT + e.bv, (T, B, nv))  # becomes v_t in the loop
+    # in-place bias additions: every fresh (T*B, n) temporary costs page faults at large T*B
+    X[1:, ...] = xp.reshape(U2 @ e.B2.mT, (T, B, nx))  # the input part of x_{t+1}
+    X[1:, ...] += e.bx
+    V = xp.reshape(U2 @ e.D12.mT, (T, B, nv))  # becomes v_t in the loop
+    V += e.bv
     W = _empty(xp, (T, B, nv), U.dtype)
     # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
     AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
@@ -214,7 +217,8 @@ def _outputs(e, U, X, W):
     """``y_t`` for all rows of a stretch at once; ``X`` holds its len+1 states."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
-    Y2 = _rows(X[:T, ...]) @ e.C2.mT + _rows(W) @ e.D21.mT
+    Y2 = _rows(X[:T, ...]) @ e.C2.mT
+    Y2 += _rows(W) @ e.D21.mT
     Y2 += e.by
     if e.D22 is not None:
         Y2 += _rows(U) @ e.D22.mT
@@ -288,7 +292,8 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
 
     # weight gradients: one product over all rows each
     X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXs[1:, ...]), _rows(dV)
-    dU2 = dXn2 @ e.B2 + dV2 @ e.D12
+    dU2 = dXn2 @ e.B2
+    dU2 += dV2 @ e.D12
     if e.D22 is not None:
         dU2 += dY2 @ e.D22
     grads = dict(

@@ -142,6 +142,7 @@ def main(argv=None):
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--epochs", type=int, default=None, help="override the preset")
     ap.add_argument("--seeds", type=int, default=None, help="override the preset")
+    ap.add_argument("--decay-every", type=int, default=None, help="override the preset (epochs)")
     ap.add_argument("--out", default=None, help="path prefix for the CSV and PNG")
     args = ap.parse_args(argv)
     p = dict(PRESETS["quick" if args.quick else args.preset])
@@ -149,6 +150,8 @@ def main(argv=None):
         p["epochs"] = args.epochs
     if args.seeds:
         p["seeds"] = args.seeds
+    if args.decay_every:
+        p["decay_every"] = args.decay_every
     xp = namespace(args.backend)
     if ren is None:
         print("note: r2dn_np.ren is not importable here; REN rows skipped")
