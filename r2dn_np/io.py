@@ -47,6 +47,7 @@ MODELS = {
     "r2dn": "r2dn_np.r2dn",
     "ren": "r2dn_np.ren",
     "lipschitz_rnn": "r2dn_np.lipschitz_rnn",
+    "tanh_rnn": "r2dn_np.tanh_rnn",
     "deq": "r2dn_np.deq",
     "mondeq": "r2dn_np.mondeq",
 }

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, feedback, lbdn, losses, r2dn, tree
+from r2dn_np import certificates, lbdn, losses, r2dn, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
