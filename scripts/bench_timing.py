@@ -42,6 +42,7 @@ R2DN_WIDTHS = (8, 16, 24, 32, 48, 64, 80, 96)
 REN_WIDTHS = (20, 30, 40, 60, 80, 100, 128, 200)
 QUICK_R2DN, QUICK_REN = (8, 32, 96), (20, 60, 200)
 F16 = dict(nu=2, nx=75, nv=75, ny=3, hidden=(87,) * 3, T=256, B=64)
+MEMORY_HORIZONS, QUICK_MEMORY_HORIZONS = (64, 128, 256, 512, 1024), (64, 256)
 
 
 def cases(quick, with_f16=True):
@@ -149,7 +150,7 @@ def run_memory(args):
     if args.backend != "numpy":
         raise SystemExit("--memory traces host allocations: use --backend numpy")
     xp = namespace("numpy")
-    horizons = (64, 256) if args.quick else (64, 128, 256, 512, 1024)
+    horizons = QUICK_MEMORY_HORIZONS if args.quick else MEMORY_HORIZONS
     rows = []
     print(f"\npeak memory of the gradient pass (float64, batch 64, F16 size), checkpoint k")
     f = dict(F16)
