@@ -1,5 +1,5 @@
 """Certificates: the matrix inequalities that make a model contracting or gamma-Lipschitz,
-evaluated on a concrete model (math.md sections 4, 5.4 and 8).
+evaluated on a concrete model (math.md sections 4, 5.4, 6.3, 6.4 and 8): the R2DN and the REN.
 
 The certificate of every model here uses the metric ``M = E^T P^-1 E`` (not ``P = H22``).
 The explicit forms are built from the explicit weights, so they see a tampered weight; the
@@ -34,6 +34,9 @@ __all__ = [
     "contracting_lmi",
     "lipschitz_lmi",
     "implicit_lmi",
+    "ren_contracting_lmi",
+    "ren_lipschitz_lmi",
+    "ren_implicit_lmi",
     "balanced_max_eig",
     "certify",
 ]
@@ -148,6 +151,70 @@ def implicit_lmi(cfg, cache):
     return linalg.sym(_block([[top, FB.mT], [FB, P]]))
 
 
+# --- REN (math.md 6.3, 6.4): the multiplier Lambda and the equilibrium layer's D11 enter -------
+
+
+def _ren_multiplier_terms(explicit, lam):
+    """``Lambda C1``, ``Lambda D11 + D11^T Lambda - 2 Lambda`` and ``Lambda D12``."""
+    xp = array_namespace(lam)
+    nv = int(lam.shape[0])
+    col = xp.reshape(lam, (nv, 1))
+    LD11 = col * _f64(explicit.D11)
+    W = LD11 + LD11.mT - 2.0 * (linalg.eye_like(nv, lam) * lam)
+    return col * _f64(explicit.C1), W, col * _f64(explicit.D12)
+
+
+def ren_contracting_lmi(explicit, M, lam, abar=1.0):
+    """``[A B1]^T M [A B1] - blkdiag(abar^2 M, 0) + [[0, C1^T L], [L C1, L D11 + D11^T L - 2 L]]``
+    with ``L = diag(lam)``; negative definite for a REN contracting at rate ``abar``."""
+    xp = array_namespace(M)
+    A, B1 = _f64(explicit.A), _f64(explicit.B1)
+    LC1, W, _ = _ren_multiplier_terms(explicit, _f64(lam))
+    AB = xp.concat([A, B1], axis=1)
+    Q = _block([[-(abar**2) * M, LC1.mT], [LC1, W]])
+    return linalg.sym(AB.mT @ M @ AB + Q)
+
+
+def ren_lipschitz_lmi(explicit, M, lam, gamma, abar=1.0):
+    """math.md 6.4 over ``(x, w, u)``: ``[A B1 B2]^T M [A B1 B2] - blkdiag(abar^2 M, 0, gamma I)
+    + [C2 D21 D22]^T [C2 D21 D22] / gamma + Q_Lambda``; negative definite for a
+    gamma-Lipschitz REN."""
+    xp = array_namespace(M)
+    A, B1, B2 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.B2)
+    C2, D21, D22 = _f64(explicit.C2), _f64(explicit.D21), _f64(explicit.D22)
+    nx, nu = int(A.shape[0]), int(B2.shape[1])
+    LC1, W, LD12 = _ren_multiplier_terms(explicit, _f64(lam))
+    ABB = xp.concat([A, B1, B2], axis=1)
+    N2 = xp.concat([C2, D21, D22], axis=1)
+    Q = _block([
+        [-(abar**2) * M, LC1.mT, _zeros(xp, nx, nu)],
+        [LC1, W, LD12],
+        [_zeros(xp, nu, nx), LD12.mT, -gamma * linalg.eye_like(nu, M)],
+    ])
+    return linalg.sym(ABB.mT @ M @ ABB + Q + (N2.mT @ N2) / gamma)
+
+
+def ren_implicit_lmi(cfg, cache):
+    """The inverse-free form, positive definite when the certificate holds: the matrix
+    ``Hc = [[E+E^T-P/abar^2, -C1~^T, F^T], [-C1~, 2 Lambda - D11~ - D11~^T, B1~^T], [F, B1~, P]]``
+    rebuilt from the implicit model (it equals ``polar + eps I`` for the contracting kind), and
+    for the Lipschitz kind the Schur form ``[[Hc - m_Q^T m_Q / gamma, m_R^T], [m_R, R_gamma]]``."""
+    E, P, F = _f64(cache.E), _f64(cache.P), _f64(cache.F)
+    B1t, C1t, D11t = _f64(cache.B1t), _f64(cache.C1t), _f64(cache.D11t)
+    lam = 1.0 / _f64(cache.lam_inv)  # Lambda = diag(H22) / 2
+    W = 2.0 * (linalg.eye_like(cfg.nv, E) * lam) - D11t - D11t.mT
+    Hc = linalg.sym(_block([
+        [E + E.mT - P / cfg.abar**2, -C1t.mT, F.mT],
+        [-C1t, W, B1t.mT],
+        [F, B1t, P],
+    ]))
+    if cfg.kind == "contracting":
+        return Hc
+    lip = cache.lip
+    mQ, mR, Rg = _f64(lip.mQ), _f64(lip.mR), _f64(lip.Rg)
+    return linalg.sym(_block([[Hc - (mQ.mT @ mQ) / cfg.gamma, mR.mT], [mR, Rg]]))
+
+
 def balanced_max_eig(Q, M):
     """Largest eigenvalue of ``T^T Q T`` with ``T = blkdiag(L_M^-T, I)``, ``M = L_M L_M^T``."""
     xp = array_namespace(Q)
@@ -166,7 +233,7 @@ def certify(cfg, explicit, cache, tol=1e-10):
 
     Parameters
     ----------
-    cfg : the model's Config.
+    cfg : the model's Config (an R2DN's or a REN's; ``cfg.model`` picks the certificates).
     explicit : the explicit model to certify (its weights enter the explicit forms).
     cache : the map cache from ``direct_to_explicit`` (gives ``H, E, P`` and the implicit form).
     tol : bound on the balanced largest eigenvalue of the explicit forms when
@@ -191,12 +258,23 @@ def certify(cfg, explicit, cache, tol=1e-10):
         ok = value <= bound if sense == "<=" else value >= bound
         checks.append(Check(name, value, bound, sense, ok or not counts))
 
-    add("contraction LMI, balanced max eigenvalue", balanced_max_eig(contracting_lmi(explicit, M), M),
-        explicit_tol, "<=", decisive)
-    if cfg.kind == "lipschitz":
-        add("gamma-Lipschitz LMI, balanced max eigenvalue",
-            balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", decisive)
-    lam = float(xp.min(xp.linalg.eigvalsh(implicit_lmi(cfg, cache)))) / scale_H
+    if cfg.model == "ren":
+        lam_ren = 1.0 / _f64(cache.lam_inv)
+        add("REN contraction LMI (rate abar), balanced max eigenvalue",
+            balanced_max_eig(ren_contracting_lmi(explicit, M, lam_ren, cfg.abar), M), explicit_tol, "<=", decisive)
+        if cfg.kind == "lipschitz":
+            add("REN gamma-Lipschitz LMI, balanced max eigenvalue",
+                balanced_max_eig(ren_lipschitz_lmi(explicit, M, lam_ren, cfg.gamma, cfg.abar), M),
+                explicit_tol, "<=", decisive)
+        implicit = ren_implicit_lmi(cfg, cache)
+    else:
+        add("contraction LMI, balanced max eigenvalue", balanced_max_eig(contracting_lmi(explicit, M), M),
+            explicit_tol, "<=", decisive)
+        if cfg.kind == "lipschitz":
+            add("gamma-Lipschitz LMI, balanced max eigenvalue",
+                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", decisive)
+        implicit = implicit_lmi(cfg, cache)
+    lam = float(xp.min(xp.linalg.eigvalsh(implicit))) / scale_H
     add("implicit LMI, min eigenvalue / max|H|", lam, -1e-12, ">=")
     margin = min((c.bound - c.value) if c.sense == "<=" else (c.value - c.bound) for c in checks)
     return Report(all(c.holds for c in checks), margin, cond_H, checks)

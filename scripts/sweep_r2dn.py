@@ -22,8 +22,7 @@ import time
 
 import numpy as np
 
-from r2dn_np import certificates, empirical, r2dn, tree
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import certificates, empirical, r2dn, verify
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import phis  # noqa: E402  (MaxMin and orthogonal test maps)
@@ -31,32 +30,6 @@ import phis  # noqa: E402  (MaxMin and orthogonal test maps)
 import array_api_compat.numpy as xp  # noqa: E402
 
 SIZES = [(1, 1, 2, 1), (2, 3, 4, 2), (3, 2, 5, 1), (1, 4, 3, 3), (4, 5, 6, 2)]
-
-
-def draw(cfg, seed, tiny):
-    rng = np.random.default_rng(seed)
-    d = tree.map(lambda a: a + 0.5 * rng.standard_normal(a.shape), r2dn.init(cfg, seed))
-    n = math.sqrt(float(np.sum(d.X**2)))
-    return d._replace(p=np.asarray(1e-4 * n if tiny else n * math.exp(rng.normal(0, 0.5))))
-
-
-def gradient_error(cfg, direct, rng):
-    x0, U = rng.standard_normal((2, cfg.nx)), rng.standard_normal((5, 2, cfg.nu))
-
-    def f(a):
-        e, _ = r2dn.direct_to_explicit(cfg, a[0])
-        return r2dn.forward(cfg, e, a[1], a[2])[1]
-
-    def vjp(a, dY):
-        e, mc = r2dn.direct_to_explicit(cfg, a[0])
-        _, _, c = r2dn.forward(cfg, e, a[1], a[2])
-        de, dx0, dU = r2dn.backward(cfg, e, c, dY)
-        return r2dn.direct_to_explicit_vjp(cfg, mc, de), dx0, dU
-
-    try:
-        return check_vjp(f, vjp, (direct, x0, U), n_directions=1, raises=False).worst_error
-    except FiniteDifferenceUnreliable:
-        return float("nan")
 
 
 def main(argv=None):
@@ -77,10 +50,10 @@ def main(argv=None):
             continue
         tiny = seed % 2 == 1
         cfg = r2dn.Config(*sizes, hidden=(4,), activation="tanh", kind=kind, gamma=gamma, d22=d22)
-        direct = draw(cfg, seed, tiny)
+        direct = verify.perturbed(r2dn, cfg, seed, tiny)
         rng = np.random.default_rng(1000 + seed)
         worst["n"] += 1
-        worst["grad_rel_err"] = np.nanmax([worst["grad_rel_err"], gradient_error(cfg, direct, rng)])
+        worst["grad_rel_err"] = np.nanmax([worst["grad_rel_err"], verify.gradient_error(r2dn, cfg, direct, rng)])
         explicit, cache = r2dn.direct_to_explicit(cfg, direct)
         report = certificates.certify(cfg, explicit, cache)
         worst["certificates_failed"] += not report.holds

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from r2dn_np import r2dn, tree
+from r2dn_np import r2dn, ren, tree
 
 from helpers import host, put
 
@@ -44,6 +44,12 @@ def _r2dn_config(c, eps):
                        activation=c["activation"], output_layer="sandwich", kind="contracting", eps=eps)
 
 
+def _ren_config(c, eps):
+    return ren.Config(nu=c["nu"], nx=c["nx"], nv=c["nv"], ny=c["ny"], activation=c["activation"],
+                      kind=c["kind"], abar=c["abar"], gamma=c.get("gamma", 1.0), d22=c.get("d22", "free"),
+                      eps=eps)
+
+
 def _check_case(xp, module, cfg, a):
     direct = module.from_flax(cfg, {"params": _nested(a, "params/")}, backend=xp)
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
@@ -72,3 +78,10 @@ def test_r2dn_outputs_and_gradients_equal_the_authors(xp, name):
     meta, arrays = _load("flax_contracting_r2dn.npz")
     c, a = _case(meta, arrays, name)
     _check_case(xp, r2dn, _r2dn_config(c, meta["eps"]), a)
+
+
+@pytest.mark.parametrize("name", ["contracting_relu", "lipschitz_tanh", "lipschitz_relu_d22zero"])
+def test_ren_outputs_and_gradients_equal_the_authors(xp, name):
+    meta, arrays = _load("flax_ren.npz")
+    c, a = _case(meta, arrays, name)
+    _check_case(xp, ren, _ren_config(c, meta["eps"]), a)

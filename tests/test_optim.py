@@ -65,3 +65,37 @@ def test_reduce_on_plateau():
     assert (s.lr, s.best, s.wait) == (0.5, 5.0, 0)
     with pytest.raises(ValueError, match="factor"):
         optim.plateau_update(s, 1.0, factor=2.0)
+
+
+def test_plateau_min_lr_and_recovery():
+    s = optim.plateau_init(1.0)
+    for metric in (5.0, 5.0, 5.0, 5.0, 5.0):
+        s = optim.plateau_update(s, metric, factor=0.1, patience=1, min_lr=0.05)
+    # 1.0 -> 0.1 -> 0.05 (floored), stays at the floor
+    assert s.lr == 0.05 and s.best == 5.0
+    s = optim.plateau_update(s, 1.0, factor=0.1, patience=1, min_lr=0.05)
+    assert (s.lr, s.best, s.wait) == (0.05, 1.0, 0)
+
+
+def test_global_norm_and_elementwise_clip_keep_absent_leaves(xp):
+    g = (put(xp, [[1.0, -2.0], [2.0, 0.0]]), None, put(xp, [-40.0]))
+    assert float(optim.global_norm(g)) == pytest.approx(math.sqrt(1 + 4 + 4 + 1600))
+    out = optim.clip_elementwise(g, 1.5)
+    np.testing.assert_array_equal(host(out[0]), [[1.0, -1.5], [1.5, 0.0]])
+    assert out[1] is None
+    np.testing.assert_array_equal(host(out[2]), [-1.5])
+    with pytest.raises(ValueError, match="limit"):
+        optim.clip_elementwise(g, -1.0)
+
+
+def test_adam_third_step_by_hand():
+    # three steps on f(p) = p^2 / 2 (gradient p) from p = 1, lr = 0.01, computed by hand
+    p, m, v = 1.0, 0.0, 0.0
+    params, state = (np.array([1.0]),), optim.adam_init((np.array([1.0]),))
+    for t in (1, 2, 3):
+        g = p
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        p = p - 0.01 * (m / (1 - 0.9**t)) / (math.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        params, state = optim.adam_step(params, (params[0].copy(),), state, lr=0.01)
+        assert float(params[0][0]) == pytest.approx(p, rel=1e-14)
+    assert state.step == 3

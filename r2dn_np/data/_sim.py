@@ -1,0 +1,101 @@
+"""Shared pieces of the simulated benchmarks: excitation signals, a batched fixed-step RK4
+integrator with the input held between samples, and the on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from .. import io
+
+CACHE_ENV = "R2DN_CACHE_DIR"
+_CACHE_VERSION = 1
+
+
+def multisine(rng, n_signals, period, fs, f_min, f_max, rms):
+    """Random-phase multisines, flat amplitude on every DFT bin in ``[f_min, f_max]``.
+
+    Returns ``(n_signals, period)`` signals of exactly the given RMS; phases are drawn
+    uniformly on ``[0, 2 pi)`` from ``rng``.
+    """
+    f = np.fft.rfftfreq(period, d=1.0 / fs)
+    bins = np.flatnonzero((f >= f_min) & (f <= f_max))
+    if bins.size == 0:
+        raise ValueError(f"no DFT bin of a {period}-sample period at {fs} Hz lies in [{f_min}, {f_max}] Hz")
+    spectrum = np.zeros((n_signals, f.size), dtype=np.complex128)
+    spectrum[:, bins] = np.exp(2j * np.pi * rng.uniform(size=(n_signals, bins.size)))
+    u = np.fft.irfft(spectrum, n=period, axis=1)
+    return u * (rms / np.sqrt(np.mean(u * u, axis=1, keepdims=True)))
+
+
+def sine_sweep(n, fs, f_start, f_stop, amplitude):
+    """A linear sine sweep from ``f_start`` to ``f_stop`` Hz over ``n`` samples."""
+    t = np.arange(n) / fs
+    duration = n / fs
+    phase = 2 * np.pi * (f_start * t + 0.5 * (f_stop - f_start) * t * t / duration)
+    return amplitude * np.sin(phase)
+
+
+def rk4_zoh(f, s0, U, dt, substeps):
+    """Integrate ``ds/dt = f(s, u)`` with the input held constant over each sample interval.
+
+    Parameters
+    ----------
+    f : callable ``(s (n_state, B), u (B,)) -> ds (n_state, B)``.
+    s0 : (n_state, B) initial state.
+    U : (T, B) inputs; ``U[t]`` acts on ``[t dt, (t + 1) dt)``.
+    dt : sampling interval; ``substeps`` classical RK4 steps per interval.
+
+    Returns
+    -------
+    S : (T + 1, n_state, B) states at the sampling instants, ``S[0] = s0``.
+    """
+    T = U.shape[0]
+    h = dt / substeps
+    S = np.empty((T + 1,) + s0.shape)
+    S[0] = s = s0
+    for t in range(T):
+        u = U[t]
+        for _ in range(substeps):
+            k1 = f(s, u)
+            k2 = f(s + (0.5 * h) * k1, u)
+            k3 = f(s + (0.5 * h) * k2, u)
+            k4 = f(s + h * k3, u)
+            s = s + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+        S[t + 1] = s
+    return S
+
+
+def default_cache_dir():
+    """``$R2DN_CACHE_DIR``, else ``$XDG_CACHE_HOME/r2dn_np``, else ``~/.cache/r2dn_np``."""
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "r2dn_np")
+
+
+def cached(kind, settings, generate, cache_dir):
+    """Return ``generate()`` (a dict of arrays), read from or written to a cache file whose
+    name is a hash of ``kind`` and ``settings``. ``cache_dir=False`` disables the cache; a
+    cache file that cannot be read is regenerated and rewritten."""
+    if cache_dir is False:
+        return generate()
+    folder = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    key = json.dumps({"kind": kind, "settings": settings, "version": _CACHE_VERSION}, sort_keys=True)
+    path = os.path.join(folder, f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+    if os.path.exists(path):
+        try:
+            arrays, meta = io.read_arrays(path)
+            if meta.get("cache_key") == key:
+                return arrays
+        except io.FormatError:
+            pass
+    arrays = generate()
+    try:
+        io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "cache_key": key})
+    except OSError:
+        pass  # a read-only or full disk: the cache only saves time, the data are right without it
+    return arrays

@@ -1,0 +1,530 @@
+"""Recurrent equilibrium network (REN): an LTI system in feedback with an equilibrium layer.
+
+Revay, Wang & Manchester, "Recurrent Equilibrium Networks: Flexible Dynamic Models with
+Guaranteed Stability and Robustness" (IEEE TAC 2023); math.md section 6. The baseline the
+R2DN paper compares against. Two kinds, each guaranteed for every value of the free
+parameters:
+
+- ``kind="contracting"``: contracting with rate ``abar`` in the metric ``M = E^T P^-1 E``.
+- ``kind="lipschitz"``: gamma-Lipschitz from input to output, with a free ``D22`` of norm
+  below gamma (``d22="free"``, the authors' default) or ``D22 = 0`` (``d22="zero"``).
+
+The network in the loop is ``w = sigma(D11 w + C1 x + D12 u + bv)`` with ``D11`` strictly
+lower triangular, solved exactly row by row (``r2dn_np.equilibrium``). Read with
+``equilibrium.py`` and ``feedback.py``. Derivations: ``docs/derivations/ren.md``.
+
+Examples
+--------
+>>> import numpy as np
+>>> from r2dn_np import ren, losses
+>>> cfg = ren.Config(nu=2, nx=4, nv=8, ny=3, kind="lipschitz", gamma=2.0, activation="tanh")
+>>> direct = ren.init(cfg, seed=0)
+>>> U = np.random.default_rng(0).standard_normal((20, 5, 2))     # (T, B, nu)
+>>> x0 = np.zeros((5, 4))
+>>> loss, grads = ren.value_and_grad(cfg, direct, x0, U, lambda Y: losses.mse(Y, 0 * Y))
+>>> grads.direct.X.shape, grads.direct.Z3.shape, grads.U.shape
+((16, 16), (1, 2), (20, 5, 2))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, NamedTuple, Optional
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import _validate, activations, equilibrium, feedback, linalg
+from ._random import lecun_normal
+from .backend import asarray, namespace
+
+__all__ = [
+    "Config",
+    "Direct",
+    "Explicit",
+    "Grads",
+    "init",
+    "direct_to_explicit",
+    "direct_to_explicit_vjp",
+    "forward",
+    "backward",
+    "step",
+    "value_and_grad",
+    "phi",
+    "from_flax",
+    "to_flax",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sizes and options of a REN.
+
+    ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz kind;
+    the contracting kind always has a free ``D22``. ``eps`` is used in ``eps I`` (in ``H``
+    and in the ``D22`` map) and inside the Frobenius norm of the polar map, as in the
+    authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
+    """
+
+    nu: int
+    nx: int
+    nv: int
+    ny: int
+    activation: str = "relu"
+    kind: str = "contracting"
+    gamma: float = 1.0
+    abar: float = 1.0
+    d22: str = "free"
+    eps: float = 2.0**-23
+    polar: bool = True
+    init: str = "random"
+
+    model: ClassVar[str] = "ren"
+
+    def __post_init__(self):
+        for name in ("nu", "nx", "nv", "ny"):
+            _validate.positive_int(name, getattr(self, name))
+        _validate.one_of("activation", self.activation, activations.NAMES)
+        _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
+        _validate.one_of("d22", self.d22, ("zero", "free"))
+        _validate.one_of("init", self.init, ("random", "long_memory"))
+        object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
+        abar = _validate.positive_float("abar", self.abar)
+        if abar > 1.0:
+            raise ValueError(f"abar must lie in (0, 1]; got {self.abar!r}")
+        object.__setattr__(self, "abar", abar)
+        object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
+        if not isinstance(self.polar, bool):
+            raise TypeError(f"polar must be a bool; got {self.polar!r}")
+
+    @property
+    def n(self):
+        """Size of ``X`` and ``H``: ``2 nx + nv``."""
+        return 2 * self.nx + self.nv
+
+    @property
+    def d(self):
+        """Size of the square blocks ``X3, Y3`` of the ``D22`` map: ``min(nu, ny)``."""
+        return min(self.nu, self.ny)
+
+    @property
+    def free_d22_map(self):
+        return self.kind == "lipschitz" and self.d22 == "free"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**data)
+
+
+class Direct(NamedTuple):
+    """Free parameters, named as in the authors' code. ``B2`` and ``D12`` are the implicit
+    matrices (B2-tilde and D12-tilde of math.md 6.1). The contracting kind has a free
+    ``D22``; the Lipschitz kind has ``X3, Y3, Z3`` with ``d22="free"`` and none of the four
+    with ``d22="zero"``. Absent fields are None."""
+
+    X: object  # (2nx+nv, 2nx+nv)
+    p: object  # ()
+    Y1: object  # (nx, nx)
+    B2: object  # (nx, nu)
+    D12: object  # (nv, nu)
+    C2: object  # (ny, nx)
+    D21: object  # (ny, nv)
+    D22: Optional[object]  # (ny, nu)
+    X3: Optional[object]  # (d, d)
+    Y3: Optional[object]  # (d, d)
+    Z3: Optional[object]  # (|ny - nu|, d)
+    bx: object
+    bv: object
+    by: object
+
+
+class Explicit(NamedTuple):
+    """Explicit model; the equilibrium layer's weight sits in ``phi.D11`` (``.D11`` reads it)."""
+
+    A: object
+    B1: object
+    B2: object
+    C1: object
+    C2: object
+    D12: object
+    D21: object
+    D22: object
+    bx: object
+    bv: object
+    by: object
+    phi: equilibrium.Params
+
+    @property
+    def D11(self):
+        return self.phi.D11
+
+
+class Grads(NamedTuple):
+    direct: Direct
+    x0: object
+    U: object
+
+
+class MapCache(NamedTuple):
+    """Intermediate quantities of the map; certificates read ``H, E, P, F, B1t, C1t, Lam``."""
+
+    direct: Direct
+    H: object  # (n, n), the matrix whose blocks define the implicit model
+    E: object
+    P: object
+    F: object
+    B1t: object  # B1-tilde = H32
+    C1t: object  # C1-tilde = -H21
+    D11t: object  # D11-tilde = -strict_lower(H22)
+    lam_inv: object  # (nv,) 2 / diag(H22) = Lambda^-1
+    AB: object  # E^-1 [F B1t B2t]
+    lip: Optional[object]  # _LipCache for the Lipschitz kind
+
+
+class _LipCache(NamedTuple):
+    D22: object
+    N: Optional[object]
+    K: Optional[object]  # I + M3 (or its transpose), the matrix the D22 map solves with
+    Nw: Optional[object]  # solve(K, ...) before the transpose
+    mQ: object  # [C2, D21, 0]
+    mR: object  # [C2t, D21t, B2t^T]
+    Rg: object  # gamma I - D22^T D22 / gamma
+    S: object  # Rg^-1 mR
+
+
+def phi(cfg):
+    """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.feedback.Phi``)."""
+    return equilibrium.as_phi(cfg.activation)
+
+
+# --- initialisation ---------------------------------------------------------------------------
+
+
+def init(cfg, seed=0, backend=None, dtype="float64"):
+    """Seeded free parameters, as the authors initialise them.
+
+    Lecun-normal weights, zero biases and ``D22``, ``X3 = I``, ``Y3 = Z3 = 0`` (so the
+    Lipschitz ``D22`` starts at zero), ``p = ||X||``. ``init="long_memory"`` sets ``Y1 = I``
+    and ``X`` the upper Cholesky factor of the ``H`` with ``E = P = I``,
+    ``F = I - diag(0.05 U(0, 1))``, ``B1~ = C1~ = 0`` and ``H22 = 2 Lambda - D11 - D11^T``
+    for a random ``D11`` (math.md section 4 and the authors' ``RENBase``).
+    """
+    xp = namespace(backend)
+    rng = np.random.default_rng(seed)
+    nu, nx, nv, ny, n, d = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.n, cfg.d
+
+    def put(a):
+        return None if a is None else asarray(np.asarray(a, dtype=np.float64), xp, dtype)
+
+    B2 = lecun_normal(rng, (nx, nu))
+    D12 = lecun_normal(rng, (nv, nu))
+    C2 = lecun_normal(rng, (ny, nx))
+    D21 = lecun_normal(rng, (ny, nv))
+    if cfg.init == "random":
+        X = lecun_normal(rng, (n, n))
+        Y1 = lecun_normal(rng, (nx, nx))
+    else:
+        I = np.eye(nx)
+        F = I - np.diag(0.05 * rng.uniform(size=nx))
+        D11 = lecun_normal(rng, (nv, nv))
+        lam = np.linalg.eigvalsh(D11 + D11.T).max() / 2 + 1e-4  # keeps H22 positive definite
+        H = np.block([
+            [I, np.zeros((nx, nv)), F.T],
+            [np.zeros((nv, nx)), 2 * lam * np.eye(nv) - D11 - D11.T, np.zeros((nv, nx))],
+            [F, np.zeros((nx, nv)), I],
+        ]) + cfg.eps * np.eye(n)
+        X = np.linalg.cholesky(H).T
+        Y1 = I
+    p = np.sqrt(np.sum(X * X) + cfg.eps)
+    D22 = np.zeros((ny, nu)) if cfg.kind == "contracting" else None
+    X3 = Y3 = Z3 = None
+    if cfg.free_d22_map:
+        X3, Y3, Z3 = np.eye(d), np.zeros((d, d)), np.zeros((abs(ny - nu), d))
+    return Direct(
+        put(X), put(p), put(Y1), put(B2), put(D12), put(C2), put(D21), put(D22),
+        put(X3), put(Y3), put(Z3), put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)),
+    )
+
+
+# --- stage 1: free parameters -> explicit model -------------------------------------------------
+
+
+def _column(v):
+    """``(n,) -> (n, 1)`` so that ``_column(s) * M`` scales the rows of ``M``."""
+    return array_namespace(v).reshape(v, (int(v.shape[0]), 1))
+
+
+def direct_to_explicit(cfg, direct):
+    """Map free parameters to the explicit model. Returns ``(explicit, cache)``.
+
+    Notes
+    -----
+    ``docs/derivations/ren.md`` (N1)-(N4) (common map from ``H``), (N5)-(N8) (Lipschitz).
+    """
+    d = direct
+    xp = array_namespace(d.X)
+    nx, nv = cfg.nx, cfg.nv
+    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(cfg.n, d.X)
+    lip = None
+    D22 = d.D22
+    if cfg.kind == "lipschitz":
+        lip = _lipschitz_terms(cfg, d)
+        H = H + (lip.mQ.mT @ lip.mQ) / cfg.gamma + lip.mR.mT @ lip.S
+        D22 = lip.D22
+    # block order (x, w, x+) with sizes (nx, nv, nx)
+    w_, x1_ = slice(nx, nx + nv), slice(nx + nv, None)
+    H22 = H[w_, w_]
+    P = H[x1_, x1_]
+    F = H[x1_, :nx]
+    B1t = H[x1_, w_]
+    C1t = -H[w_, :nx]
+    D11t = -xp.tril(H22, k=-1)
+    lam_inv = 2.0 / xp.linalg.diagonal(H22)
+    E = 0.5 * (H[:nx, :nx] + P / cfg.abar**2 + d.Y1 - d.Y1.mT)
+    AB = linalg.solve(E, xp.concat([F, B1t, d.B2], axis=1))
+    s = _column(lam_inv)
+    explicit = Explicit(
+        AB[:, :nx], AB[:, nx:nx + nv], AB[:, nx + nv:], s * C1t, d.C2, s * d.D12, d.D21, D22,
+        d.bx, d.bv, d.by, equilibrium.Params(s * D11t),
+    )
+    return explicit, MapCache(d, H, E, P, F, B1t, C1t, D11t, lam_inv, AB, lip)
+
+
+def _d22_map(cfg, X3, Y3, Z3):
+    """``N`` of math.md 6.4 with ``||N|| < 1``, shape ``(ny, nu)``, and what its VJP needs.
+
+    Both shapes are one solve: ``N = (I + M3)^-1 [I - M3, -2 Z3^T]`` when ``ny < nu``, and
+    the transpose of the same expression in ``M3^T`` when ``ny >= nu``.
+    """
+    xp = array_namespace(X3)
+    I = linalg.eye_like(cfg.d, X3)
+    M3 = X3.mT @ X3 + Y3 - Y3.mT + Z3.mT @ Z3 + cfg.eps * I
+    wide = cfg.ny < cfg.nu
+    Mw = M3 if wide else M3.mT
+    K = I + Mw
+    Nw = linalg.solve(K, xp.concat([I - Mw, -2.0 * Z3.mT], axis=1))
+    return (Nw if wide else Nw.mT), K, Nw
+
+
+def _d22_map_vjp(cfg, d, K, Nw, dN):
+    wide = cfg.ny < cfg.nu
+    dK, drhs = linalg.solve_vjp(K, Nw, dN if wide else dN.mT)
+    dMw = dK - drhs[:, :cfg.d]
+    dZ3 = -2.0 * drhs[:, cfg.d:].mT
+    dM3 = dMw if wide else dMw.mT
+    dM3s = dM3 + dM3.mT
+    return d.X3 @ dM3s, dM3 - dM3.mT, dZ3 + d.Z3 @ dM3s
+
+
+def _lipschitz_terms(cfg, d):
+    """``D22``, ``m_Q``, ``m_R`` and ``R_gamma`` of math.md 6.4 steps 1-3."""
+    xp = array_namespace(d.X)
+    g = cfg.gamma
+    if cfg.d22 == "free":
+        N, K, Nw = _d22_map(cfg, d.X3, d.Y3, d.Z3)
+        D22 = g * N
+    else:
+        N = K = Nw = None
+        D22 = xp.zeros((cfg.ny, cfg.nu), dtype=d.X.dtype)
+    C2t = -(D22.mT @ d.C2) / g
+    D21t = -(D22.mT @ d.D21) / g - d.D12.mT
+    Rg = g * linalg.eye_like(cfg.nu, d.X) - (D22.mT @ D22) / g
+    mQ = xp.concat([d.C2, d.D21, xp.zeros((cfg.ny, cfg.nx), dtype=d.X.dtype)], axis=1)
+    mR = xp.concat([C2t, D21t, d.B2.mT], axis=1)
+    return _LipCache(D22, N, K, Nw, mQ, mR, Rg, linalg.solve(Rg, mR))
+
+
+def direct_to_explicit_vjp(cfg, cache, d_explicit):
+    """Cotangent of the free parameters given that of the explicit model (``None`` = zero)."""
+    d = cache.direct
+    xp = array_namespace(d.X)
+    nx, nv = cfg.nx, cfg.nv
+    de = d_explicit
+    z = lambda g, like: xp.zeros_like(like) if g is None else g  # noqa: E731
+
+    # [A B1 B2] = E^-1 [F B1~ B2~]
+    dAB = xp.concat([z(de.A, cache.F), z(de.B1, cache.B1t), z(de.B2, d.B2)], axis=1)
+    dE, drhs = linalg.solve_vjp(cache.E, cache.AB, dAB)
+    dF, dB1t, dB2 = drhs[:, :nx], drhs[:, nx:nx + nv], drhs[:, nx + nv:]
+    # row scalings by Lambda^-1 = 2 / diag(H22)
+    dC1 = z(de.C1, cache.C1t)
+    dD11 = z(None if de.phi is None else de.phi.D11, cache.D11t)
+    dD12e = z(de.D12, d.D12)
+    s = _column(cache.lam_inv)
+    dlam_inv = (xp.sum(dC1 * cache.C1t, axis=1) + xp.sum(dD11 * cache.D11t, axis=1)
+                + xp.sum(dD12e * d.D12, axis=1))
+    dD12 = s * dD12e
+    I_v = linalg.eye_like(nv, d.X)
+    dH22 = -xp.tril(s * dD11, k=-1) - I_v * (0.5 * cache.lam_inv**2 * dlam_inv)
+    dH21 = -(s * dC1)
+    dH11 = 0.5 * dE
+    dP = (0.5 / cfg.abar**2) * dE
+    zeros = lambda m, k: xp.zeros((m, k), dtype=d.X.dtype)  # noqa: E731
+    dH = xp.concat([
+        xp.concat([dH11, zeros(nx, nv), zeros(nx, nx)], axis=1),
+        xp.concat([dH21, dH22, zeros(nv, nx)], axis=1),
+        xp.concat([dF, dB1t, dP], axis=1),
+    ], axis=0)
+    out = dict(Y1=0.5 * (dE - dE.mT), C2=z(de.C2, d.C2), D21=z(de.D21, d.D21),
+               bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by))
+    if cfg.kind == "contracting":
+        out["D22"] = z(de.D22, d.D22)
+    else:
+        dB2, dD12 = _lipschitz_terms_vjp(cfg, d, cache.lip, dH, z(de.D22, cache.lip.D22), dB2, dD12, out)
+    out["X"], out["p"] = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
+    out.update(B2=dB2, D12=dD12)
+    return d._replace(**out)
+
+
+def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
+    """Back through ``H += m_Q^T m_Q / gamma + m_R^T R_gamma^-1 m_R`` and the ``D22`` map.
+
+    Adds to ``out["C2"]``, ``out["D21"]`` and sets ``X3, Y3, Z3``; returns ``(dB2, dD12)``.
+    """
+    g = cfg.gamma
+    nx, nv = cfg.nx, cfg.nv
+    dmQ = lip.mQ @ (dH + dH.mT) / g
+    dRg, dmR = linalg.solve_vjp(lip.Rg, lip.S, lip.mR @ dH)
+    dmR = dmR + lip.S @ dH.mT
+    dC2t, dD21t = dmR[:, :nx], dmR[:, nx:nx + nv]
+    dB2 = dB2 + dmR[:, nx + nv:].mT
+    dD12 = dD12 - dD21t.mT
+    out["C2"] = out["C2"] + dmQ[:, :nx] - (lip.D22 @ dC2t) / g
+    out["D21"] = out["D21"] + dmQ[:, nx:nx + nv] - (lip.D22 @ dD21t) / g
+    if cfg.d22 == "free":
+        dD22 = dD22 - (d.C2 @ dC2t.mT + d.D21 @ dD21t.mT + lip.D22 @ (dRg + dRg.mT)) / g
+        out["X3"], out["Y3"], out["Z3"] = _d22_map_vjp(cfg, d, lip.K, lip.Nw, g * dD22)
+    return dB2, dD12
+
+
+# --- stages 2 and 3: rollout and backpropagation through time -----------------------------------
+
+
+def _check_sequence(cfg, explicit, x0, U):
+    _validate.array("U", U, [("T", None), ("B", None), ("nu", cfg.nu)], like=explicit.A)
+    T, B = int(U.shape[0]), int(U.shape[1])
+    if T < 1 or B < 1:
+        raise ValueError(f"U must have T >= 1 time-steps and B >= 1 sequences; got shape {tuple(U.shape)}")
+    _validate.array("x0", x0, [("B", B), ("nx", cfg.nx)], like=explicit.A)
+
+
+def forward(cfg, explicit, x0, U):
+    """Roll the model out. ``x0 : (B, nx)``, ``U : (T, B, nu)``.
+
+    Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
+    """
+    _check_sequence(cfg, explicit, x0, U)
+    return feedback.forward(explicit, phi(cfg), x0, U)
+
+
+def backward(cfg, explicit, cache, dY, dxT=None):
+    """BPTT. ``dY : (T, B, ny)``, ``dxT : (B, nx)`` or None.
+
+    Returns ``(d_explicit, dx0, dU)``.
+    """
+    T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
+    _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
+    if dxT is not None:
+        _validate.array("dxT", dxT, [("B", B), ("nx", cfg.nx)], like=explicit.A)
+    return feedback.backward(explicit, phi(cfg), cache, dY, dxT)
+
+
+def step(cfg, explicit, x, u):
+    """One time-step: ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
+    _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
+    _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
+    return feedback.step(explicit, phi(cfg), x, u)
+
+
+def value_and_grad(cfg, direct, x0, U, loss):
+    """Map, roll out, backpropagate through time and through the map.
+
+    Parameters
+    ----------
+    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``.
+
+    Returns
+    -------
+    value : the loss value.
+    grads : Grads(direct, x0, U).
+    """
+    explicit, map_cache = direct_to_explicit(cfg, direct)
+    _, Y, cache = forward(cfg, explicit, x0, U)
+    value, dY = loss(Y)
+    d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
+    return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
+
+
+# --- interoperability with the authors' JAX/Flax ContractingREN / LipschitzREN ------------------
+
+# every REN the authors build has all fourteen parameters; each kind reads only some of them
+_FLAX_COMMON = ("X", "p", "Y1", "B2", "D12", "C2", "D21", "bx", "bv", "by")
+
+
+def _flax_names(cfg):
+    if cfg.kind == "contracting":
+        return _FLAX_COMMON + ("D22",)
+    return _FLAX_COMMON + (("X3", "Y3", "Z3") if cfg.d22 == "free" else ())
+
+
+def to_flax(cfg, direct):
+    """The parameter tree of the authors' Flax ``ContractingREN`` / ``LipschitzREN`` (host
+    NumPy arrays under a top-level ``"params"`` key; ``p`` has shape (1,)).
+
+    Their modules always create all fourteen parameters; the ones this kind never reads
+    (``X3, Y3, Z3`` of the contracting kind, ``D22`` of the Lipschitz kind, and all four with
+    ``d22="zero"``) are filled with zeros: any value gives the same model, and zeros make the
+    tree of a gradient read right. Build theirs with ``abar``, ``gamma``, ``eps``,
+    ``do_polar_param=cfg.polar`` and ``d22_zero=(cfg.d22 == "zero")`` to compute what ours
+    computes.
+    """
+    from .backend import to_numpy
+
+    d = cfg.d
+    dtype = np.asarray(to_numpy(direct.X)).dtype
+    shapes = dict(D22=(cfg.ny, cfg.nu), X3=(d, d), Y3=(d, d), Z3=(abs(cfg.ny - cfg.nu), d))
+    params = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
+    for name in _flax_names(cfg):
+        params[name] = np.array(to_numpy(getattr(direct, name)))
+    params["p"] = params["p"].reshape(1)
+    return {"params": params}
+
+
+def from_flax(cfg, tree, backend=None, dtype=None):
+    """``Direct`` parameters from the authors' Flax ``ContractingREN`` / ``LipschitzREN`` tree.
+
+    ``tree`` is a nested dict of arrays, optionally under a top-level ``"params"`` key; only the
+    parameters this ``cfg`` uses are read (the polar scale may be named ``"p"``, as their code
+    creates it, or ``"polar"``, as their docstrings list it). ``dtype`` defaults to that of
+    ``tree["X"]``.
+    """
+    from .backend import to_numpy
+
+    params = tree.get("params", tree) if isinstance(tree, dict) else tree
+    if not isinstance(params, dict):
+        raise TypeError(f"tree must be a dict of arrays; got {type(tree).__name__}")
+    if "p" not in params and "polar" in params:
+        params = dict(params, p=params["polar"])
+    kind = "ContractingREN" if cfg.kind == "contracting" else "LipschitzREN"
+    missing = [n for n in _flax_names(cfg) if n not in params]
+    if missing:
+        raise KeyError(f"tree is missing {missing[0]!r} (expected a {kind} parameter tree)")
+    xp = namespace(backend)
+    ref = init(cfg, 0, backend="numpy")
+    dtype = dtype or str(np.asarray(to_numpy(params["X"])).dtype)
+
+    def take(name):
+        like = getattr(ref, name)
+        a = np.asarray(to_numpy(params[name]), dtype=np.float64)
+        if like.ndim == 0:
+            if a.size != 1:
+                raise ValueError(f"tree[{name!r}] must hold one number; got shape {a.shape}")
+            a = a.reshape(())
+        if a.shape != like.shape:
+            raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape} for {cfg}")
+        return asarray(a, xp, dtype)
+
+    return ref._replace(**{n: take(n) for n in _flax_names(cfg)})

@@ -1,0 +1,356 @@
+"""Training recurrent models on input-output records: truncated backpropagation through time
+with the state carried from one window to the next, Adam with element-wise gradient
+clipping and a learning-rate schedule, validation NRMSE after a washout, early stopping, and
+checkpoints from which training resumes exactly as if it had not stopped.
+
+The model enters as a module with the library's common interface (``Config``, ``init``,
+``direct_to_explicit``, ``direct_to_explicit_vjp``, ``forward``, ``backward``), so any
+recurrent model of the package trains here: ``get_model("r2dn")``, ``get_model("ren")``.
+
+One epoch: every training record is cut into chunks of ``chunk`` samples (from a random
+offset below ``window``), the chunks are shuffled into minibatches of ``batch`` parallel
+streams, and each minibatch is run window by window: ``forward`` over ``window`` samples,
+the mean-squared error of the standardised output, ``backward``, one Adam step, and the
+final state handed to the next window as its initial state (not differentiated through).
+The loss ignores the first ``washout`` samples of each chunk, where the zero initial state
+has not yet been forgotten (windows wholly inside the washout only carry the state on).
+
+Examples
+--------
+>>> import numpy as np
+>>> from r2dn_np import r2dn, train
+>>> from r2dn_np.data import sequences
+>>> rng = np.random.default_rng(0)
+>>> u = rng.standard_normal((400, 1)); y = np.cumsum(u, axis=0) * 0.1
+>>> data = sequences.SysIdData("toy", 1.0, [sequences.Record(u, y)], [sequences.Record(u, y)], {}, ("u",), ("y",), {})
+>>> cfg = r2dn.Config(nu=1, nx=4, nv=4, ny=1, hidden=(8,))
+>>> opts = train.Options(epochs=2, chunk=100, window=50, batch=4, washout=10)
+>>> result = train.fit(r2dn, cfg, data, opts)
+>>> len(result.history["loss"]), result.history["loss"][1] < result.history["loss"][0]
+(2, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import os
+import time
+from typing import NamedTuple
+
+import numpy as np
+from array_api_compat import array_namespace
+
+from . import _validate, io, optim, tree
+from .backend import asarray, namespace, to_numpy
+from .data import sequences
+
+__all__ = ["Options", "Result", "get_model", "fit", "simulate", "evaluate", "save_checkpoint", "load_checkpoint"]
+
+RECURRENT_MODELS = ("r2dn", "ren")
+SCHEDULES = ("exponential", "plateau", "constant")
+_CHECKPOINT_KIND = "r2dn_np.train checkpoint"
+
+
+def get_model(name):
+    """The module of a recurrent model by name (``"r2dn"`` or ``"ren"``).
+
+    Raises
+    ------
+    ValueError
+        Unknown name.
+    ImportError
+        The model's module is not part of this installation.
+    """
+    _validate.one_of("model", name, RECURRENT_MODELS)
+    try:
+        return importlib.import_module(io.MODELS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name != io.MODELS[name]:
+            raise
+        raise ImportError(
+            f"model {name!r} needs the module {io.MODELS[name]}, which this installation of r2dn_np "
+            "does not have yet; use --model r2dn"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Training options (all saved with a checkpoint and in ``results.json``)."""
+
+    epochs: int = 100
+    chunk: int = 2048  # samples per stream
+    window: int = 256  # samples per truncated-BPTT window (one Adam step)
+    batch: int = 16  # streams per minibatch
+    lr: float = 3e-3
+    schedule: str = "exponential"
+    decay_rate: float = 0.5  # exponential: lr * decay_rate ** (epoch // decay_epochs)
+    decay_epochs: int = 40
+    plateau_factor: float = 0.5  # plateau: lr * factor after plateau_patience epochs without progress
+    plateau_patience: int = 10
+    clip: float = 10.0  # element-wise gradient clipping, as the R2DN authors
+    washout: int = 100  # samples ignored by the loss at each chunk start and by validation
+    val_samples: int = 0  # validate on the first val_samples samples of each record; 0: all
+    patience: int = 0  # early stopping after this many epochs without a better validation; 0: never
+    min_improvement: float = 1e-4  # relative: "better" means below best * (1 - min_improvement)
+    seed: int = 0
+    dtype: str = "float64"
+
+    def __post_init__(self):
+        for name in ("epochs", "chunk", "window", "batch", "decay_epochs", "plateau_patience"):
+            _validate.positive_int(name, getattr(self, name))
+        for name in ("washout", "patience", "seed", "val_samples"):
+            _validate.nonnegative_int(name, getattr(self, name))
+        for name in ("lr", "decay_rate", "clip"):
+            _validate.positive_float(name, getattr(self, name))
+        _validate.one_of("schedule", self.schedule, SCHEDULES)
+        _validate.one_of("dtype", self.dtype, ("float32", "float64"))
+        if not 0 <= self.min_improvement < 1:
+            raise ValueError(f"min_improvement must be in [0, 1); got {self.min_improvement!r}")
+        if not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_factor must be in (0, 1); got {self.plateau_factor!r}")
+        if self.window > self.chunk:
+            raise ValueError(f"window ({self.window}) must not exceed chunk ({self.chunk})")
+        if self.val_samples and self.val_samples <= self.washout:
+            raise ValueError(f"val_samples ({self.val_samples}) must exceed washout ({self.washout})")
+        if self.washout >= self.chunk:
+            raise ValueError(f"washout ({self.washout}) must be smaller than chunk ({self.chunk})")
+
+
+class Result(NamedTuple):
+    params: object  # the parameters of the best validation epoch
+    scaler: sequences.Scaler
+    history: dict  # per epoch: loss, val_nrmse, lr, seconds
+    best_epoch: int  # 1-based
+    best_val_nrmse: float
+    epochs_run: int
+    stopped_early: bool
+
+
+class _State(NamedTuple):
+    """Everything training needs to continue exactly: the checkpoint's content."""
+
+    params: object
+    adam: optim.AdamState
+    best_params: object
+    epoch: int  # epochs completed
+    rng: dict  # numpy bit-generator state
+    plateau: optim.PlateauState
+    best_val: float
+    best_epoch: int
+    since_best: int
+    history: dict
+
+
+def _lr(opts, state):
+    if opts.schedule == "exponential":
+        return optim.exponential_decay(state.epoch, opts.lr, opts.decay_rate, opts.decay_epochs)
+    if opts.schedule == "plateau":
+        return state.plateau.lr
+    return opts.lr
+
+
+def _window_loss(Y, Yt, skip):
+    """MSE over samples ``t >= skip`` and its cotangent (zero on the skipped samples)."""
+    xp = array_namespace(Y)
+    r = Y[skip:, ...] - Yt[skip:, ...]
+    n = 1
+    for s in r.shape:
+        n *= int(s)
+    dY = xp.zeros_like(Y)
+    dY[skip:, ...] = (2.0 / n) * r
+    return xp.sum(r * r) / n, dY
+
+
+def _epoch(module, cfg, state, records, opts, xp, lr):
+    rng = np.random.default_rng(0)
+    rng.bit_generator.state = state.rng
+    offsets = rng.integers(0, opts.window, size=len(records)) if opts.window > 1 else [0] * len(records)
+    U, Y = sequences.chunk(records, opts.chunk, offsets)
+    order = rng.permutation(U.shape[1])
+    params, adam = state.params, state.adam
+    total, count = 0.0, 0
+    n_win = opts.chunk // opts.window
+    for b in range(0, len(order), opts.batch):
+        idx = order[b:b + opts.batch]
+        Ub = asarray(U[:, idx, :], xp, opts.dtype)
+        Yb = asarray(Y[:, idx, :], xp, opts.dtype)
+        x = xp.zeros((len(idx), cfg.nx), dtype=Ub.dtype)
+        for k in range(n_win):
+            sl = slice(k * opts.window, (k + 1) * opts.window)
+            skip = max(0, opts.washout - k * opts.window)
+            explicit, map_cache = module.direct_to_explicit(cfg, params)
+            x_next, Yp, cache = module.forward(cfg, explicit, x, Ub[sl, ...])
+            if skip >= opts.window:  # still in the washout: only carry the state on
+                x = x_next
+                continue
+            loss, dY = _window_loss(Yp, Yb[sl, ...], skip)
+            d_explicit, _, _ = module.backward(cfg, explicit, cache, dY)
+            grads = module.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+            grads = optim.clip_elementwise(grads, opts.clip)
+            params, adam = optim.adam_step(params, grads, adam, lr)
+            loss = float(loss)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"training loss became {loss} at epoch {state.epoch + 1}; lower the learning rate (lr={lr:g})"
+                )
+            total += loss
+            count += 1
+            x = x_next
+    return params, adam, total / max(count, 1), rng.bit_generator.state
+
+
+def simulate(module, cfg, params, records, scaler, dtype=None):
+    """Free-run simulation from the zero state. Returns one ``(T, ny)`` host array per record,
+    in the records' original units."""
+    leaf = tree.leaves(params)[0]
+    xp = array_namespace(leaf)
+    explicit, _ = module.direct_to_explicit(cfg, params)
+    out = []
+    for rec in records:
+        u = asarray(scaler.u(rec.u)[:, None, :], xp, dtype or str(to_numpy(leaf).dtype))
+        _, Yp, _ = module.forward(cfg, explicit, xp.zeros((1, cfg.nx), dtype=u.dtype), u)
+        out.append(scaler.y_inverse(np.asarray(to_numpy(Yp), dtype=np.float64)[:, 0, :]))
+    return out
+
+
+def evaluate(predictions, records, washout):
+    """NRMSE and RMSE of each prediction against its record, after ``washout`` samples;
+    the mean NRMSE and the pooled RMSE over all records."""
+    per = [(sequences.nrmse(p, r.y, washout), sequences.rmse(p, r.y, washout)) for p, r in zip(predictions, records)]
+    n = [r.y.shape[0] - washout for r in records]
+    pooled = math.sqrt(sum(k * e * e for k, (_, e) in zip(n, per)) / sum(n))
+    return float(np.mean([a for a, _ in per])), pooled
+
+
+def _validate_data(data, opts, cfg):
+    if data.nu != cfg.nu or data.ny != cfg.ny:
+        raise ValueError(f"the model has nu={cfg.nu}, ny={cfg.ny} but the data has nu={data.nu}, ny={data.ny}")
+    if max(r.u.shape[0] for r in data.train) < opts.chunk:
+        raise ValueError(
+            f"chunk ({opts.chunk}) is longer than every training record "
+            f"(longest {max(r.u.shape[0] for r in data.train)} samples)"
+        )
+    if min(r.u.shape[0] for r in data.val) <= opts.washout:
+        raise ValueError(f"every validation record must be longer than washout ({opts.washout})")
+
+
+def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=None, resume=False,
+        log=None, stop_after=None):
+    """Train ``module`` with config ``cfg`` on ``data`` (a ``SysIdData``).
+
+    Parameters
+    ----------
+    params : initial free parameters; default ``module.init(cfg, opts.seed, backend, opts.dtype)``.
+    checkpoint : path of a checkpoint file written after every epoch.
+    resume : continue from ``checkpoint`` if it exists (it must have been written with the
+        same ``cfg``, ``opts`` and data); the result equals an uninterrupted run bit for bit.
+    log : callable receiving one progress line per epoch (``print``, say).
+    stop_after : stop after this many epochs in this call (for tests of resumption).
+
+    Returns
+    -------
+    Result, with the parameters of the epoch of the best validation NRMSE.
+    """
+    opts = Options() if opts is None else opts
+    _validate_data(data, opts, cfg)
+    xp = namespace(backend)
+    scaler = sequences.fit_scaler(data.train)
+    records = [sequences.Record(scaler.u(r.u), scaler.y(r.y)) for r in data.train]
+    fingerprint = {"config": cfg.to_dict(), "model": cfg.model, "options": dataclasses.asdict(opts),
+                   "scaler": scaler.to_dict()}
+    state = None
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        state = load_checkpoint(checkpoint, module, cfg, fingerprint, xp)
+    if state is None:
+        if params is None:
+            params = module.init(cfg, seed=opts.seed, backend=xp, dtype=opts.dtype)
+        state = _State(params, optim.adam_init(params), params, 0,
+                       np.random.default_rng(opts.seed).bit_generator.state, optim.plateau_init(opts.lr),
+                       math.inf, 0, 0, {"loss": [], "val_nrmse": [], "lr": [], "seconds": []})
+    val_records = data.val
+    if opts.val_samples:
+        val_records = [sequences.Record(r.u[:opts.val_samples], r.y[:opts.val_samples]) for r in data.val]
+    stopped_early = False
+    done_here = 0
+    while state.epoch < opts.epochs:
+        if opts.patience and state.since_best >= opts.patience:
+            stopped_early = True
+            break
+        if stop_after is not None and done_here >= stop_after:
+            break
+        start = time.perf_counter()
+        lr = _lr(opts, state)
+        params, adam, loss, rng_state = _epoch(module, cfg, state, records, opts, xp, lr)
+        pred = simulate(module, cfg, params, val_records, scaler, opts.dtype)
+        val, _ = evaluate(pred, val_records, opts.washout)
+        seconds = time.perf_counter() - start
+        better = val < state.best_val * (1.0 - opts.min_improvement) or (
+            math.isinf(state.best_val) and math.isfinite(val))
+        new = {"loss": loss, "val_nrmse": val, "lr": lr, "seconds": seconds}
+        history = {k: state.history[k] + [new[k]] for k in new}
+        plateau = optim.plateau_update(state.plateau, val, opts.plateau_factor, opts.plateau_patience) \
+            if opts.schedule == "plateau" else state.plateau
+        state = _State(params, adam, params if better else state.best_params, state.epoch + 1, rng_state,
+                       plateau, val if better else state.best_val,
+                       state.epoch + 1 if better else state.best_epoch, 0 if better else state.since_best + 1,
+                       history)
+        done_here += 1
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, cfg, state, fingerprint)
+        if log is not None:
+            mean_s = float(np.mean(history["seconds"]))
+            left = mean_s * (opts.epochs - state.epoch)
+            log(f"epoch {state.epoch:4d}/{opts.epochs}  loss {loss:.4e}  val NRMSE {val:.4f}"
+                f"{' *' if better else '  '}  lr {lr:.2e}  {seconds:.2f} s/epoch  ~{_duration(left)} left")
+    return Result(state.best_params, scaler, state.history, state.best_epoch, state.best_val, state.epoch,
+                  stopped_early)
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def save_checkpoint(path, cfg, state, fingerprint):
+    """Write the whole training state to one ``.npz`` (arrays) with a JSON record (the rest)."""
+    arrays = {}
+    for prefix, container in (("params", state.params), ("adam_m", state.adam.m), ("adam_v", state.adam.v),
+                              ("best", state.best_params)):
+        for name, leaf in tree.paths(container):
+            arrays[f"{prefix}.{name}"] = np.array(to_numpy(leaf))
+    meta = {
+        "format": io.FORMAT, "format_version": io.FORMAT_VERSION, "kind": _CHECKPOINT_KIND,
+        "fingerprint": fingerprint, "adam_step": state.adam.step, "epoch": state.epoch,
+        "rng": state.rng, "plateau": list(state.plateau), "best_val": state.best_val,
+        "best_epoch": state.best_epoch, "since_best": state.since_best, "history": state.history,
+    }
+    io.write_arrays(path, arrays, meta)
+
+
+def load_checkpoint(path, module, cfg, fingerprint, xp):
+    """Read a checkpoint written by :func:`save_checkpoint` for the same run."""
+    arrays, meta = io.read_arrays(path)
+    if meta.get("kind") != _CHECKPOINT_KIND:
+        raise io.FormatError(f"{path}: not a training checkpoint")
+    if meta.get("fingerprint") != fingerprint:
+        raise io.FormatError(
+            f"{path}: checkpoint of a different run (model, options or data differ); "
+            "delete it or choose another output folder"
+        )
+    template = module.init(cfg, seed=0, backend="numpy", dtype=fingerprint["options"]["dtype"])
+
+    def part(prefix):
+        values = {}
+        for name, ref in tree.paths(template):
+            key = f"{prefix}.{name}"
+            if key not in arrays or arrays[key].shape != ref.shape or arrays[key].dtype != ref.dtype:
+                raise io.FormatError(f"{path}: field {key!r} is missing or of the wrong shape or dtype")
+            values[name] = xp.asarray(arrays[key])
+        return tree.from_paths(template, values)
+
+    lr, best, wait = meta["plateau"]
+    return _State(part("params"), optim.AdamState(part("adam_m"), part("adam_v"), int(meta["adam_step"])),
+                  part("best"), int(meta["epoch"]), meta["rng"], optim.PlateauState(float(lr), float(best), int(wait)),
+                  float(meta["best_val"]), int(meta["best_epoch"]), int(meta["since_best"]), meta["history"])

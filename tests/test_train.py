@@ -1,0 +1,123 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from r2dn_np import io, r2dn, train, tree
+from r2dn_np.data import pendulum
+
+
+@pytest.fixture(scope="module")
+def data():
+    return pendulum.load(pendulum.Settings(period=256, n_train=2, transient=100), cache_dir=False)
+
+
+CFG = r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(6,), kind="contracting")
+OPTS = train.Options(epochs=4, chunk=64, window=32, batch=3, lr=1e-2, washout=8, decay_epochs=2, seed=3)
+
+
+def test_tiny_training_lowers_the_loss(data):
+    res = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=6))
+    h = res.history
+    assert len(h["loss"]) == 6 and res.epochs_run == 6
+    assert h["loss"][-1] < 0.7 * h["loss"][0]
+    assert min(h["val_nrmse"]) < h["val_nrmse"][0]
+    assert res.best_val_nrmse == min(h["val_nrmse"])  # decreasing enough here for min_improvement
+    assert h["lr"] == [1e-2, 1e-2, 5e-3, 5e-3, 2.5e-3, 2.5e-3]
+    # the returned parameters are those of the best validation epoch
+    pred = train.simulate(r2dn, CFG, res.params, data.val, res.scaler)
+    assert train.evaluate(pred, data.val, OPTS.washout)[0] == pytest.approx(res.best_val_nrmse, rel=1e-12)
+
+
+def _same(a, b):
+    for (na, x), (nb, y) in zip(tree.paths(a), tree.paths(b)):
+        assert na == nb
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=na)
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "plateau"])
+def test_resume_equals_uninterrupted_bit_for_bit(data, tmp_path, schedule):
+    opts = dataclasses.replace(OPTS, schedule=schedule, plateau_patience=1)
+    whole = train.fit(r2dn, CFG, data, opts)
+    ck = tmp_path / "ck.npz"
+    part = train.fit(r2dn, CFG, data, opts, checkpoint=ck, stop_after=2)
+    assert part.epochs_run == 2
+    rest = train.fit(r2dn, CFG, data, opts, checkpoint=ck, resume=True)
+    assert rest.epochs_run == 4
+    _same(whole.params, rest.params)
+    assert whole.history["loss"] == rest.history["loss"]
+    assert whole.history["val_nrmse"] == rest.history["val_nrmse"]
+    assert whole.history["lr"] == rest.history["lr"]
+    # resuming needs the optimiser state: restarting Adam from scratch gives other numbers
+    fresh = train.fit(r2dn, CFG, data, dataclasses.replace(opts, epochs=2), params=part.params)
+    assert fresh.history["loss"] != whole.history["loss"][2:]
+
+
+def test_checkpoint_of_another_run_is_refused(data, tmp_path):
+    ck = tmp_path / "ck.npz"
+    train.fit(r2dn, CFG, data, OPTS, checkpoint=ck, stop_after=1)
+    with pytest.raises(io.FormatError, match="different run"):
+        train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, lr=0.5), checkpoint=ck, resume=True)
+
+
+def test_washout_longer_than_a_window(data):
+    # the first two windows of each chunk lie in the washout: fewer Adam steps, still learning
+    res = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, washout=40, epochs=3))
+    assert res.history["loss"][-1] < res.history["loss"][0]
+
+
+def test_early_stopping(data):
+    # a learning rate so small that validation cannot improve for long
+    opts = dataclasses.replace(OPTS, epochs=50, lr=1e-9, patience=2)
+    res = train.fit(r2dn, CFG, data, opts)
+    assert res.stopped_early and res.epochs_run < 50
+    assert res.epochs_run - res.best_epoch == 2
+
+
+def test_float32_training(data):
+    res = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2, dtype="float32"))
+    assert all(leaf.dtype == np.float32 for leaf in tree.leaves(res.params))
+    assert np.isfinite(res.best_val_nrmse)
+
+
+def test_progress_line(data):
+    lines = []
+    train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2), log=lines.append)
+    assert len(lines) == 2
+    for key in ("epoch    1/2", "loss", "val NRMSE", "lr 1.00e-02", "s/epoch", "left"):
+        assert key in lines[0]
+
+
+def test_lipschitz_kind_trains(data):
+    cfg = dataclasses.replace(CFG, kind="lipschitz", gamma=5.0)
+    res = train.fit(r2dn, cfg, data, dataclasses.replace(OPTS, epochs=3))
+    assert res.history["loss"][-1] < res.history["loss"][0]
+
+
+def test_bad_options_and_data(data):
+    with pytest.raises(ValueError, match="window"):
+        train.Options(chunk=10, window=20)
+    with pytest.raises(ValueError, match="washout"):
+        train.Options(chunk=20, window=10, washout=20)
+    with pytest.raises(ValueError, match="schedule"):
+        train.Options(schedule="cosine")
+    with pytest.raises(ValueError, match="chunk"):
+        train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, chunk=4096, window=32))
+    with pytest.raises(ValueError, match="nu=2"):
+        train.fit(r2dn, dataclasses.replace(CFG, nu=2), data, OPTS)
+    with pytest.raises(ValueError, match="model must be one of"):
+        train.get_model("lstm")
+
+
+def test_missing_model_module_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(io.MODELS, "ren", "r2dn_np._no_such_module")
+    with pytest.raises(ImportError, match="needs the module r2dn_np._no_such_module"):
+        train.get_model("ren")
+
+
+def test_window_loss_ignores_washout():
+    Y = np.arange(12.0).reshape(4, 3, 1)
+    value, dY = train._window_loss(Y, np.zeros_like(Y), 2)
+    assert float(value) == pytest.approx(np.mean(Y[2:] ** 2))
+    np.testing.assert_array_equal(dY[:2], 0.0)
+    np.testing.assert_allclose(dY[2:], 2 * Y[2:] / 6)
