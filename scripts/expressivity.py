@@ -143,6 +143,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=None, help="override the preset")
     ap.add_argument("--seeds", type=int, default=None, help="override the preset")
     ap.add_argument("--decay-every", type=int, default=None, help="override the preset (epochs)")
+    ap.add_argument("--models", default="r2dn,ren", help="comma-separated subset of r2dn,ren")
     ap.add_argument("--out", default=None, help="path prefix for the CSV and PNG")
     args = ap.parse_args(argv)
     p = dict(PRESETS["quick" if args.quick else args.preset])
@@ -157,7 +158,8 @@ def main(argv=None):
         print("note: r2dn_np.ren is not importable here; REN rows skipped")
     print(f"preset {p}")
     rows = []
-    for model, mod, cfg, label in models(p):
+    wanted = {m.strip() for m in args.models.split(",")}
+    for model, mod, cfg, label in [m for m in models(p) if m[0] in wanted]:
         for seed in range(p["seeds"]):
             direct, stats = train(mod, cfg, seed, p, xp, args.dtype)
             row = dict(model=model, size=label, params=tree.size(direct), seed=seed, **stats)
