@@ -10,13 +10,27 @@ projections happen before it and outputs after it as single matrix products over
 rows; the reverse loop propagates only the state and phi adjoints, and every weight
 gradient is one matrix product over T*B rows afterwards. Derivation:
 ``docs/derivations/r2dn.md`` section 4.
+
+The loops write into preallocated ``(T, B, n)`` buffers with in-place updates (``+=`` and
+``buf[t, ...] =``), keep one matrix product per step for each of ``x_t [A^T C1^T]`` and
+``dx_{t+1} [A B1]``, and never pull a value to the host, so a CuPy run queues the whole loop
+without synchronising.
+
+Checkpointed BPTT (``checkpoint_every=k``): the forward pass keeps only the state at the
+start of every segment of ``k`` steps; the backward pass reruns each segment from its
+checkpoint, then backpropagates through it. Memory of the stored sequences falls from
+``O(T)`` to ``O(T/k + k)`` at the cost of a second rollout. Every recomputed quantity is
+bitwise the one of the first rollout; the weight gradients are sums of one matrix product
+per segment, so they match the plain pass to rounding of that sum.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import sys
+import threading
+from typing import Callable, NamedTuple, Optional
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_numpy_namespace
 
 from . import tree
 
@@ -39,10 +53,70 @@ class Phi(NamedTuple):
 
 
 class Cache(NamedTuple):
+    """What BPTT needs. With ``checkpoint_every=k``, ``X`` holds only the states at
+    ``t = 0, k, 2k, ...`` and ``W`` and ``phi_cache`` are None (recomputed)."""
+
     U: object  # (T, B, nu)
-    X: object  # (T + 1, B, nx): x_0 .. x_T
+    X: object  # (T + 1, B, nx): x_0 .. x_T; (ceil(T/k), B, nx) when checkpointed
     W: object  # (T, B, nv)
     phi_cache: object  # phi's step caches stacked to (T, B, ...)
+    checkpoint_every: Optional[int] = None
+
+
+class _BufferPool:
+    """Hands the large NumPy buffers of one pass out again in the next.
+
+    The kernel supplies a fresh allocation of many MB page by page on first write; for a
+    gradient pass that allocates ~100 MB of (T, B, n) buffers this costs about a fifth of
+    the arithmetic. A buffer is reused only once nothing but the pool refers to it: any
+    cache, output or view still held by a caller keeps its owner's reference count up, so
+    it is never overwritten. CuPy has its own memory pool; other namespaces allocate fresh.
+    """
+
+    MIN_BYTES = 2**18
+    MAX_BYTES = 2**30
+
+    def __init__(self):
+        self.free = {}
+        self.total = 0
+        self.lock = threading.Lock()
+        probe = [object()]
+        self.idle_refs = self._refs(probe, 0)  # the count of a buffer only the pool holds
+
+    @staticmethod
+    def _refs(bufs, i):
+        return sys.getrefcount(bufs[i:i + 1][0])
+
+    def empty(self, xp, shape, dtype):
+        n = 1
+        for s in shape:
+            n *= s
+        nbytes = n * (8 if dtype == xp.float64 else 4)
+        if not is_numpy_namespace(xp) or nbytes < self.MIN_BYTES:
+            return xp.empty(shape, dtype=dtype)
+        key = (tuple(shape), dtype)
+        with self.lock:
+            bufs = self.free.setdefault(key, [])
+            for i in range(len(bufs)):
+                if self._refs(bufs, i) == self.idle_refs:
+                    return bufs[i]
+            buf = xp.empty(shape, dtype=dtype)
+            if self.total + nbytes <= self.MAX_BYTES:
+                bufs.append(buf)
+                self.total += nbytes
+            return buf
+
+    def clear(self):
+        with self.lock:
+            self.free.clear()
+            self.total = 0
+
+
+_POOL = _BufferPool()
+
+
+def _empty(xp, shape, dtype):
+    return _POOL.empty(xp, shape, dtype)
 
 
 def _rows(a):
@@ -51,21 +125,107 @@ def _rows(a):
     return xp.reshape(a, (a.shape[0] * a.shape[1],) + tuple(a.shape[2:]))
 
 
-def _stack_buffers(xp, example, T):
-    """Preallocated ``(T, ...)`` buffers shaped like ``example``'s leaves."""
-    return tree.map(lambda leaf: xp.empty((T,) + tuple(leaf.shape), dtype=leaf.dtype), example)
+def _plan(node):
+    """``(flatten, unflatten)`` for containers shaped like ``node``: walking the structure
+    once here keeps the per-step cost of storing a cache to a few function calls."""
+    if node is None:
+        return (lambda n: []), (lambda it: None)
+    if isinstance(node, (tuple, list, dict)):
+        keys = tuple(node) if isinstance(node, dict) else range(len(node))
+        plans = [_plan(node[k]) for k in keys]
+        if isinstance(node, dict):
+            build = lambda kids: dict(zip(keys, kids))  # noqa: E731
+        elif hasattr(node, "_fields"):
+            build = lambda kids: type(node)(*kids)  # noqa: E731
+        else:
+            build = type(node)
+
+        def flatten(n):
+            return [leaf for (f, _), k in zip(plans, keys) for leaf in f(n[k])]
+
+        def unflatten(it):
+            return build([u(it) for _, u in plans])
+
+        return flatten, unflatten
+    return (lambda n: [n]), (lambda it: next(it))
 
 
-def _store(buffers, values, t):
-    for buf, val in zip(tree.leaves(buffers), tree.leaves(values)):
-        buf[t, ...] = val
+class _Stack:
+    """Per-step containers of one structure stored in ``(T, ...)`` buffers; ``tree`` is the
+    buffers in that structure (what ``Cache.phi_cache`` holds)."""
+
+    def __init__(self, tree_of_buffers):
+        self.tree = tree_of_buffers
+        self.flatten, self.unflatten = _plan(tree_of_buffers)
+        self.buffers = self.flatten(tree_of_buffers)
+
+    @classmethod
+    def like(cls, xp, example, T):
+        return cls(tree.map(lambda a: _empty(xp, (T,) + tuple(a.shape), a.dtype), example))
+
+    def store(self, values, t):
+        for buf, val in zip(self.buffers, self.flatten(values)):
+            buf[t, ...] = val
+
+    def at(self, t):
+        return self.unflatten(iter([buf[t, ...] for buf in self.buffers]))
+
+    def rows(self):
+        """The whole stack with time and batch merged: ``(T*B, ...)`` leaves."""
+        return self.unflatten(iter([_rows(buf) for buf in self.buffers]))
 
 
-def _at(buffers, t):
-    return tree.map(lambda buf: buf[t, ...], buffers)
+def _segments(T, k):
+    k = T if k is None else k
+    return [(s, min(s + k, T)) for s in range(0, T, k)]
 
 
-def forward(explicit, phi, x0, U):
+def _rollout(e, phi, x0, U, keep_cache):
+    """The recurrence over one stretch of inputs: ``X`` (len+1 states), ``W`` and phi's
+    stacked caches (None unless ``keep_cache``)."""
+    xp = array_namespace(U)
+    T, B, _ = (int(s) for s in U.shape)
+    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    U2 = _rows(U)
+    X = _empty(xp, (T + 1, B, nx), U.dtype)
+    X[0, ...] = x0
+    # in-place bias additions: every fresh (T*B, n) temporary costs page faults at large T*B
+    X[1:, ...] = xp.reshape(U2 @ e.B2.mT, (T, B, nx))  # the input part of x_{t+1}
+    X[1:, ...] += e.bx
+    V = xp.reshape(U2 @ e.D12.mT, (T, B, nv))  # becomes v_t in the loop
+    V += e.bv
+    W = _empty(xp, (T, B, nv), U.dtype)
+    # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
+    AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
+    B1T = e.B1.mT
+    stack = None
+    for t in range(T):
+        xa = X[t, ...] @ AC
+        V[t, ...] += xa[:, nx:]
+        w, c = phi.forward(e.phi, V[t, ...])
+        if keep_cache:
+            if stack is None:
+                stack = _Stack.like(xp, c, T)
+            stack.store(c, t)
+        W[t, ...] = w
+        X[t + 1, ...] += xa[:, :nx]
+        X[t + 1, ...] += w @ B1T
+    return X, W, stack
+
+
+def _outputs(e, U, X, W):
+    """``y_t`` for all rows of a stretch at once; ``X`` holds its len+1 states."""
+    xp = array_namespace(U)
+    T, B, _ = (int(s) for s in U.shape)
+    Y2 = _rows(X[:T, ...]) @ e.C2.mT
+    Y2 += _rows(W) @ e.D21.mT
+    Y2 += e.by
+    if e.D22 is not None:
+        Y2 += _rows(U) @ e.D22.mT
+    return xp.reshape(Y2, (T, B, int(e.C2.shape[0])))
+
+
+def forward(explicit, phi, x0, U, checkpoint_every=None):
     """Roll the feedback system out over a whole input sequence.
 
     Parameters
@@ -75,6 +235,8 @@ def forward(explicit, phi, x0, U):
     phi : Phi
     x0 : (B, nx) initial state.
     U : (T, B, nu) inputs.
+    checkpoint_every : int or None
+        Keep only every ``k``-th state for a checkpointed ``backward``; None keeps all.
 
     Returns
     -------
@@ -84,39 +246,76 @@ def forward(explicit, phi, x0, U):
     """
     e = explicit
     xp = array_namespace(U)
+    if checkpoint_every is None:
+        X, W, stack = _rollout(e, phi, x0, U, keep_cache=True)
+        return X[-1, ...], _outputs(e, U, X, W), Cache(U, X, W, stack.tree)
+    T, B = int(U.shape[0]), int(U.shape[1])
+    segments = _segments(T, checkpoint_every)
+    Xc = xp.empty((len(segments), B, int(e.A.shape[0])), dtype=U.dtype)
+    Y = xp.empty((T, B, int(e.C2.shape[0])), dtype=U.dtype)
+    x = x0
+    for i, (s, f) in enumerate(segments):
+        Xc[i, ...] = x
+        X, W, _ = _rollout(e, phi, x, U[s:f, ...], keep_cache=False)
+        Y[s:f, ...] = _outputs(e, U[s:f, ...], X, W)
+        x = X[-1, ...]
+    return x, Y, Cache(U, Xc, None, None, checkpoint_every)
+
+
+def _segment_backward(e, phi, U, X, W, stack, dY, dx):
+    """BPTT through one stretch given the adjoint ``dx`` of its last state. Returns the
+    adjoint of its first state, its weight gradients (a dict) and ``dU``."""
+    xp = array_namespace(dY)
     T, B, nu = (int(s) for s in U.shape)
     nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    dY2 = _rows(dY)
     U2 = _rows(U)
-    Ux = xp.reshape(U2 @ e.B2.mT + e.bx, (T, B, nx))
-    Uv = xp.reshape(U2 @ e.D12.mT + e.bv, (T, B, nv))
-    # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
-    AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
-    B1T = e.B1.mT
 
-    X = xp.empty((T + 1, B, nx), dtype=U.dtype)
-    W = xp.empty((T, B, nv), dtype=U.dtype)
-    X[0, ...] = x0
-    x = x0
-    buffers = None
-    for t in range(T):
-        xa = x @ AC
-        w, c = phi.forward(e.phi, xa[:, nx:] + Uv[t, ...])
-        if buffers is None:
-            buffers = _stack_buffers(xp, c, T)
-        _store(buffers, c, t)
-        W[t, ...] = w
-        x = xa[:, :nx] + w @ B1T + Ux[t, ...]
-        X[t + 1, ...] = x
+    # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
+    dXs = _empty(xp, (T + 1, B, nx), dY.dtype)
+    dXs[T, ...] = dx
+    dXs[:T, ...] = xp.reshape(dY2 @ e.C2, (T, B, nx))
+    dWs = xp.reshape(dY2 @ e.D21, (T, B, nv))
+    dV = _empty(xp, (T, B, nv), dY.dtype)
+    AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
+    grad_stack = None
+    for t in range(T - 1, -1, -1):
+        g = dXs[t + 1, ...] @ AB1
+        dWs[t, ...] += g[:, nx:]
+        dv, gc = phi.backward(e.phi, stack.at(t), dWs[t, ...])
+        if grad_stack is None:
+            grad_stack = _Stack.like(xp, gc, T)
+        grad_stack.store(gc, t)
+        dV[t, ...] = dv
+        dXs[t, ...] += g[:, :nx]
+        dXs[t, ...] += dv @ e.C1
 
-    Y2 = _rows(X[:T, ...]) @ e.C2.mT + _rows(W) @ e.D21.mT + e.by
+    # weight gradients: one product over all rows each
+    X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXs[1:, ...]), _rows(dV)
+    dU2 = dXn2 @ e.B2
+    dU2 += dV2 @ e.D12
     if e.D22 is not None:
-        Y2 = Y2 + U2 @ e.D22.mT
-    Y = xp.reshape(Y2, (T, B, int(e.C2.shape[0])))
-    return x, Y, Cache(U, X, W, buffers)
+        dU2 += dY2 @ e.D22
+    grads = dict(
+        A=dXn2.mT @ X2,
+        B1=dXn2.mT @ W2,
+        B2=dXn2.mT @ U2,
+        C1=dV2.mT @ X2,
+        C2=dY2.mT @ X2,
+        D12=dV2.mT @ U2,
+        D21=dY2.mT @ W2,
+        D22=None if e.D22 is None else dY2.mT @ U2,
+        bx=xp.sum(dXn2, axis=0),
+        bv=xp.sum(dV2, axis=0),
+        by=xp.sum(dY2, axis=0),
+        phi=phi.weight_grads(e.phi, stack.rows(), grad_stack.rows()),
+    )
+    return dXs[0, ...], grads, xp.reshape(dU2, (T, B, nu))
 
 
 def backward(explicit, phi, cache, dY, dxT=None):
-    """Backpropagation through time.
+    """Backpropagation through time (checkpointed if ``cache`` came from a checkpointed
+    ``forward``).
 
     Parameters
     ----------
@@ -131,55 +330,23 @@ def backward(explicit, phi, cache, dY, dxT=None):
     """
     e = explicit
     xp = array_namespace(dY)
-    U, X, W = cache.U, cache.X, cache.W
+    U = cache.U
     T, B, nu = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
-    dY2 = _rows(dY)
-    U2 = _rows(U)
-
-    # output adjoints, all time-steps at once
-    dX_out = xp.reshape(dY2 @ e.C2, (T, B, nx))
-    dW_out = xp.reshape(dY2 @ e.D21, (T, B, nv))
-
-    # reverse loop: only the state and phi adjoints
-    dXn = xp.empty((T, B, nx), dtype=dY.dtype)  # adjoint of x_{t+1}
-    dV = xp.empty((T, B, nv), dtype=dY.dtype)
-    grad_buffers = None
-    dx = xp.zeros((B, nx), dtype=dY.dtype) if dxT is None else dxT
-    for t in range(T - 1, -1, -1):
-        dXn[t, ...] = dx
-        dw = dx @ e.B1 + dW_out[t, ...]
-        dv, g = phi.backward(e.phi, _at(cache.phi_cache, t), dw)
-        if grad_buffers is None:
-            grad_buffers = _stack_buffers(xp, g, T)
-        _store(grad_buffers, g, t)
-        dV[t, ...] = dv
-        dx = dx @ e.A + dv @ e.C1 + dX_out[t, ...]
-
-    # weight gradients: one product over all T*B rows each
-    X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXn), _rows(dV)
-    d_phi = phi.weight_grads(
-        e.phi, tree.map(_rows, cache.phi_cache), tree.map(_rows, grad_buffers)
-    )
-    dU2 = dXn2 @ e.B2 + dV2 @ e.D12
-    if e.D22 is not None:
-        dU2 = dU2 + dY2 @ e.D22
-    grads = dict(
-        A=dXn2.mT @ X2,
-        B1=dXn2.mT @ W2,
-        B2=dXn2.mT @ U2,
-        C1=dV2.mT @ X2,
-        C2=dY2.mT @ X2,
-        D12=dV2.mT @ U2,
-        D21=dY2.mT @ W2,
-        D22=None if e.D22 is None else dY2.mT @ U2,
-        bx=xp.sum(dXn2, axis=0),
-        bv=xp.sum(dV2, axis=0),
-        by=xp.sum(dY2, axis=0),
-        phi=d_phi,
-    )
+    dx = xp.zeros((B, int(e.A.shape[0])), dtype=dY.dtype) if dxT is None else dxT
+    if cache.checkpoint_every is None:
+        stack = _Stack(cache.phi_cache)
+        dx, grads, dU = _segment_backward(e, phi, U, cache.X, cache.W, stack, dY, dx)
+    else:
+        segments = _segments(T, cache.checkpoint_every)
+        dU = xp.empty((T, B, nu), dtype=dY.dtype)
+        grads = None
+        for i in range(len(segments) - 1, -1, -1):
+            s, f = segments[i]
+            X, W, stack = _rollout(e, phi, cache.X[i, ...], U[s:f, ...], keep_cache=True)
+            dx, g, dU[s:f, ...] = _segment_backward(e, phi, U[s:f, ...], X, W, stack, dY[s:f, ...], dx)
+            grads = g if grads is None else tree.map(lambda a, b: a + b, grads, g)
     d_explicit = e._replace(**{k: v for k, v in grads.items() if k in e._fields})
-    return d_explicit, dx, xp.reshape(dU2, (T, B, nu))
+    return d_explicit, dx, dU
 
 
 def step(explicit, phi, x, u):

@@ -317,26 +317,31 @@ def backward(cfg, explicit, cache, dout):
 
 
 def _forward(activation, explicit, h):
+    xp = array_namespace(h)
     W, b = explicit.W, explicit.b
-    z = h @ W[0].mT + b[0]
+    z = h @ W[0].mT
+    z += b[0]
     S = []
     for k in range(1, len(W)):
-        s = activations.apply(activation, z)
+        s = activations.apply(activation, z, xp)
         S.append(s)
         z = s @ W[k].mT
         if b[k] is not None:
-            z = z + b[k]
+            z += b[k]
     return z, Cache(h, tuple(S))
 
 
 def _backward_input(activation, explicit, cache, dout):
     """Propagate ``dout`` to the input. Also returns each layer's pre-activation cotangent
     ``dZ[k]`` (aligned with ``W[k]``), from which ``_weight_grads`` forms the weight gradients."""
+    xp = array_namespace(dout)
     W = explicit.W
     dZ = [None] * len(W)
     dZ[-1] = dout
     for k in range(len(W) - 1, 0, -1):
-        dZ[k - 1] = (dZ[k] @ W[k]) * activations.slope_from_output(activation, cache.S[k - 1])
+        dz = dZ[k] @ W[k]
+        dz *= activations.slope_from_output(activation, cache.S[k - 1], xp)
+        dZ[k - 1] = dz
     return dZ[0] @ W[0], tuple(dZ)
 
 

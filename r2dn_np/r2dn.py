@@ -412,13 +412,18 @@ def _check_sequence(cfg, explicit, x0, U):
     _validate.array("x0", x0, [("B", B), ("nx", cfg.nx)], like=explicit.A)
 
 
-def forward(cfg, explicit, x0, U):
+def forward(cfg, explicit, x0, U, checkpoint_every=None):
     """Roll the model out. ``x0 : (B, nx)``, ``U : (T, B, nu)``.
+
+    ``checkpoint_every=k`` keeps only every ``k``-th state, and ``backward`` recomputes the
+    rest (``r2dn_np.feedback``): less memory, one more rollout.
 
     Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
     """
     _check_sequence(cfg, explicit, x0, U)
-    return feedback.forward(explicit, phi(cfg), x0, U)
+    if checkpoint_every is not None:
+        _validate.positive_int("checkpoint_every", checkpoint_every)
+    return feedback.forward(explicit, phi(cfg), x0, U, checkpoint_every)
 
 
 def backward(cfg, explicit, cache, dY, dxT=None):
@@ -440,12 +445,13 @@ def step(cfg, explicit, x, u):
     return feedback.step(explicit, phi(cfg), x, u)
 
 
-def value_and_grad(cfg, direct, x0, U, loss):
+def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None):
     """Map, roll out, backpropagate through time and through the map.
 
     Parameters
     ----------
     loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``.
+    checkpoint_every : int or None, checkpointed BPTT as in :func:`forward`.
 
     Returns
     -------
@@ -453,7 +459,7 @@ def value_and_grad(cfg, direct, x0, U, loss):
     grads : Grads(direct, x0, U).
     """
     explicit, map_cache = direct_to_explicit(cfg, direct)
-    _, Y, cache = forward(cfg, explicit, x0, U)
+    _, Y, cache = forward(cfg, explicit, x0, U, checkpoint_every)
     value, dY = loss(Y)
     d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
     return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)

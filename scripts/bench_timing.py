@@ -1,0 +1,262 @@
+"""Timing study of the R2DN paper, with an efficiency account and peak memory.
+
+Batch 64, horizon 128, nu = nx = ny = 1. R2DN: nv = 16 and an LBDN of 6 hidden layers of
+width nh in {8, ..., 96} (relu). REN (when ``r2dn_np.ren`` exists): nv in {20, ..., 200}
+(tanh). Plus the F16 system-identification size (nu 2, nx 75, nv 75, ny 3, LBDN 3 x 87,
+batch 64, T 256). For each: parameter count, forward time (map + rollout) and gradient time
+(map + rollout + BPTT + map VJP), median and minimum of repeated runs after a warm-up; for
+the R2DN also the analytic FLOP count (``r2dn_np.flops``), the achieved GFLOP/s and its
+fraction of a large matrix product's GFLOP/s measured in the same run, backend and dtype.
+Times in the table are wall seconds; the rates use the fastest run's CPU time on NumPy (a
+shared machine steals wall time, not CPU time) and wall time on CuPy.
+
+    OMP_NUM_THREADS=1 taskset -c 1 python scripts/bench_timing.py --quick       # minutes
+    OMP_NUM_THREADS=1 taskset -c 1 python scripts/bench_timing.py --out runs/timing
+    python scripts/bench_timing.py --backend cupy --out runs/timing_gpu
+    python scripts/bench_timing.py --memory --out runs/memory   # peak memory against T
+
+Writes ``<out>.csv`` (and ``<out>_memory.csv``) and, where matplotlib is installed,
+``<out>.png``: log-log time against parameter count with fitted slopes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+from r2dn_np import feedback, flops, losses, r2dn, tree  # noqa: E402
+from r2dn_np.backend import namespace  # noqa: E402
+
+try:
+    from r2dn_np import ren
+except ImportError:
+    ren = None
+
+R2DN_WIDTHS = (8, 16, 24, 32, 48, 64, 80, 96)
+REN_WIDTHS = (20, 30, 40, 60, 80, 100, 128, 200)
+QUICK_R2DN, QUICK_REN = (8, 32, 96), (20, 60, 200)
+F16 = dict(nu=2, nx=75, nv=75, ny=3, hidden=(87,) * 3, T=256, B=64)
+MEMORY_HORIZONS, QUICK_MEMORY_HORIZONS = (64, 128, 256, 512, 1024), (64, 256)
+
+
+def cases(quick, with_f16=True):
+    """``(model, module, cfg, T, B, label)`` for every row of the study."""
+    out = []
+    for nh in QUICK_R2DN if quick else R2DN_WIDTHS:
+        out.append(("r2dn", r2dn, r2dn.Config(1, 1, 16, 1, hidden=(nh,) * 6, activation="relu"),
+                    128, 64, f"nh={nh}"))
+    if ren is not None:
+        for nv in QUICK_REN if quick else REN_WIDTHS:
+            out.append(("ren", ren, ren.Config(1, 1, nv, 1, activation="tanh"), 128, 64, f"nv={nv}"))
+    if with_f16:
+        f = dict(F16)
+        T, B = f.pop("T"), f.pop("B")
+        out.append(("r2dn-f16", r2dn, r2dn.Config(activation="relu", **f), T, B, "F16"))
+    return out
+
+
+def problem(mod, cfg, T, B, xp, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    direct = mod.init(cfg, seed, backend=xp, dtype=dtype)
+    dt = tree.leaves(direct)[0].dtype
+    put = lambda a: xp.astype(xp.asarray(a), dt)  # noqa: E731
+    x0 = put(np.zeros((B, cfg.nx)))
+    U = put(rng.standard_normal((T, B, cfg.nu)))
+    target = put(rng.standard_normal((T, B, cfg.ny)))
+    return direct, x0, U, target
+
+
+def forward_pass(mod, cfg, direct, x0, U, target):
+    explicit, _ = mod.direct_to_explicit(cfg, direct)
+    _, Y, _ = mod.forward(cfg, explicit, x0, U)
+    return Y
+
+
+def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None):
+    explicit, map_cache = mod.direct_to_explicit(cfg, direct)
+    kw = {} if checkpoint_every is None else dict(checkpoint_every=checkpoint_every)
+    _, Y, cache = mod.forward(cfg, explicit, x0, U, **kw)
+    _, dY = losses.mse(Y, target)
+    d_explicit, _, _ = mod.backward(cfg, explicit, cache, dY)
+    d_direct = mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+    return tree.leaves(d_direct)[0]
+
+
+def timed(fn, repeats, warmup=2):
+    """Wall and CPU seconds of each of ``repeats`` calls after ``warmup`` untimed ones
+    (synchronised). CPU time leaves out time the process waited for a shared core."""
+    for _ in range(warmup):
+        flops.sync(fn())
+    wall, cpu = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        flops.sync(fn())
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
+
+
+def run_timing(args):
+    xp = namespace(args.backend)
+    rows = []
+    if ren is None:
+        print("note: r2dn_np.ren is not importable here; REN rows skipped")
+    # On a GPU the host's CPU time says nothing: rate the wall time there.
+    on_cpu = args.backend == "numpy"
+    clock = time.process_time if on_cpu else time.perf_counter
+    for dtype in args.dtypes:
+        peak = flops.matmul_gflops(args.backend, dtype, args.matmul_n, args.repeats, clock)
+        print(f"\n{args.backend} {dtype}: {args.matmul_n}x{args.matmul_n} matmul {peak:.1f} GFLOP/s "
+              f"({'CPU' if on_cpu else 'wall'} time)")
+        print(f"{'model':9} {'size':7} {'params':>7} {'fwd med':>9} {'fwd min':>9} "
+              f"{'grad med':>9} {'grad min':>9} {'GFLOP/s':>8} {'of mm':>6}")
+        for model, mod, cfg, T, B, label in cases(args.quick, not args.no_f16):
+            direct, x0, U, target = problem(mod, cfg, T, B, xp, dtype)
+            n_params = tree.size(direct)
+            fwd, fwd_cpu = timed(lambda: forward_pass(mod, cfg, direct, x0, U, target), args.repeats)
+            grad, grad_cpu = timed(lambda: gradient_pass(mod, cfg, direct, x0, U, target), args.repeats)
+            row = dict(
+                backend=args.backend, dtype=dtype, model=model, size=label, params=n_params, T=T, B=B,
+                fwd_median_s=float(np.median(fwd)), fwd_min_s=min(fwd),
+                grad_median_s=float(np.median(grad)), grad_min_s=min(grad),
+                fwd_cpu_min_s=min(fwd_cpu), grad_cpu_min_s=min(grad_cpu),
+                grad_cpu_median_s=float(np.median(grad_cpu)), matmul_gflops=peak,
+            )
+            if mod is r2dn:
+                count = flops.r2dn_counts(cfg, T, B)
+                best = row["grad_cpu_min_s"] if on_cpu else row["grad_min_s"]
+                best_fwd = row["fwd_cpu_min_s"] if on_cpu else row["fwd_min_s"]
+                rate = count["gradient"] / best / 1e9
+                row.update(fwd_gflop=count["forward"] / 1e9, grad_gflop=count["gradient"] / 1e9,
+                           fwd_gflops=count["forward"] / best_fwd / 1e9,
+                           grad_gflops=rate, grad_fraction=rate / peak)
+            rows.append(row)
+            rate = f"{row['grad_gflops']:8.1f} {row['grad_fraction']:6.0%}" if "grad_gflops" in row else ""
+            print(f"{model:9} {label:7} {n_params:7d} {row['fwd_median_s']:9.4f} {row['fwd_min_s']:9.4f} "
+                  f"{row['grad_median_s']:9.4f} {row['grad_min_s']:9.4f} {rate}", flush=True)
+    return rows
+
+
+def run_memory(args):
+    """Peak traced memory of one gradient pass against T, plain and checkpointed (NumPy only)."""
+    import tracemalloc
+
+    if args.backend != "numpy":
+        raise SystemExit("--memory traces host allocations: use --backend numpy")
+    xp = namespace("numpy")
+    horizons = QUICK_MEMORY_HORIZONS if args.quick else MEMORY_HORIZONS
+    rows = []
+    print(f"\npeak memory of the gradient pass (float64, batch 64, F16 size), checkpoint k")
+    f = dict(F16)
+    f.pop("T"), f.pop("B")
+    cfg = r2dn.Config(activation="relu", **f)
+    for T in horizons:
+        direct, x0, U, target = problem(r2dn, cfg, T, 64, xp, "float64")
+        for k in (None,) + tuple(args.checkpoint):
+            _, cpu = timed(lambda: gradient_pass(r2dn, cfg, direct, x0, U, target, k), 3, warmup=1)
+            feedback._POOL.clear()  # pooled buffers would hide the pass's allocations
+            tracemalloc.start()
+            gradient_pass(r2dn, cfg, direct, x0, U, target, k)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            rows.append(dict(T=T, checkpoint_every=k or 0, peak_mib=peak / 2**20, cpu_s=min(cpu)))
+            print(f"T={T:5d} k={k or '-':>4}: peak {peak / 2**20:8.1f} MiB, {min(cpu):6.3f} s CPU "
+                  "(fastest of 3, untraced)", flush=True)
+    return rows
+
+
+def write_csv(path, rows):
+    keys = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with open(path, "w") as fh:
+        fh.write(",".join(keys) + "\n")
+        for r in rows:
+            fh.write(",".join(_fmt(r.get(k, "")) for k in keys) + "\n")
+    print(f"wrote {path}")
+
+
+def _fmt(v):
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def slopes(rows, key="grad_median_s"):
+    """Least-squares slope of log time against log parameter count, per (model, dtype)."""
+    out = {}
+    for model in ("r2dn", "ren"):
+        for dtype in {r["dtype"] for r in rows}:
+            pts = [(r["params"], r[key]) for r in rows if r["model"] == model and r["dtype"] == dtype]
+            if len(pts) >= 2:
+                p, t = np.log(np.array(pts, dtype=float)).T
+                out[(model, dtype)] = float(np.polyfit(p, t, 1)[0])
+    return out
+
+
+def plot(path, rows):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, key, title in zip(axes, ("fwd_median_s", "grad_median_s"), ("forward", "gradient")):
+        fits = slopes(rows, key)
+        for (model, dtype), slope in sorted(fits.items()):
+            pts = sorted((r["params"], r[key]) for r in rows if r["model"] == model and r["dtype"] == dtype)
+            p, t = np.array(pts, dtype=float).T
+            ax.loglog(p, t, "o-" if model == "r2dn" else "s--",
+                      label=f"{model.upper()} {dtype} (slope {slope:.2f})")
+        ax.set_xlabel("parameters")
+        ax.set_title(f"{title} pass, batch 64, T 128 ({rows[0]['backend']})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("median seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="three sizes per model, fewer repeats")
+    ap.add_argument("--backend", default="numpy", choices=("numpy", "cupy"))
+    ap.add_argument("--dtypes", default="float64,float32")
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 7, quick 3)")
+    ap.add_argument("--matmul-n", type=int, default=2048)
+    ap.add_argument("--no-f16", action="store_true", help="skip the F16-size row")
+    ap.add_argument("--memory", action="store_true", help="peak memory against T instead of timing")
+    ap.add_argument("--checkpoint", default="16,64", help="checkpoint intervals for --memory")
+    ap.add_argument("--out", default=None, help="path prefix for the CSV and PNG")
+    args = ap.parse_args(argv)
+    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    args.checkpoint = [int(k) for k in args.checkpoint.split(",") if k.strip()]
+    args.repeats = args.repeats or (3 if args.quick else 7)
+    print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+          f"cores allowed: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    if args.memory:
+        rows = run_memory(args)
+        if args.out:
+            write_csv(args.out + "_memory.csv", rows)
+        return rows
+    rows = run_timing(args)
+    for (model, dtype), s in sorted(slopes(rows).items()):
+        print(f"slope of log gradient time against log parameters, {model} {dtype}: {s:.3f}")
+    if args.out:
+        write_csv(args.out + ".csv", rows)
+        plot(args.out + ".png", rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

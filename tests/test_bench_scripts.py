@@ -1,0 +1,62 @@
+"""The benchmark scripts run end to end on tiny sizes and write what they promise."""
+
+import csv
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from r2dn_np import r2dn, tree
+
+SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
+
+
+def _read(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(SCRIPTS, name + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_timing_quick(tmp_path, monkeypatch):
+    bench = _load("bench_timing")
+    monkeypatch.setattr(bench, "QUICK_R2DN", (2, 3))
+    monkeypatch.setattr(bench, "ren", None)
+    out = str(tmp_path / "t")
+    bench.main(["--quick", "--no-f16", "--dtypes", "float32", "--repeats", "1", "--matmul-n", "64",
+                "--out", out])
+    rows = _read(out + ".csv")
+    assert [r["size"] for r in rows] == ["nh=2", "nh=3"]
+    cfg = r2dn.Config(1, 1, 16, 1, hidden=(3,) * 6)
+    assert int(rows[1]["params"]) == tree.size(r2dn.init(cfg, 0))
+    for r in rows:
+        assert float(r["grad_min_s"]) <= float(r["grad_median_s"])
+        assert 0 < float(r["grad_fraction"]) and np.isfinite(float(r["grad_gflops"]))
+
+
+def test_bench_memory_shows_the_checkpoint_saving(tmp_path, monkeypatch):
+    bench = _load("bench_timing")
+    monkeypatch.setattr(bench, "QUICK_MEMORY_HORIZONS", (64,))
+    monkeypatch.setattr(bench, "F16", dict(nu=1, nx=4, nv=8, ny=1, hidden=(32,), T=0, B=0))
+    out = str(tmp_path / "m")
+    bench.main(["--memory", "--quick", "--checkpoint", "8", "--out", out])
+    rows = {int(r["checkpoint_every"]): float(r["peak_mib"]) for r in _read(out + "_memory.csv")}
+    assert rows[8] < rows[0]
+
+
+def test_expressivity_target_and_tiny_run(tmp_path, monkeypatch):
+    ex = _load("expressivity")
+    # at x = u = 0 only 0.05 cos(0) survives
+    assert ex.target_map(np.zeros(1), np.zeros(1))[0] == pytest.approx(0.05)
+    monkeypatch.setattr(ex, "ren", None)
+    monkeypatch.setitem(ex.PRESETS, "quick", dict(ex.PRESETS["quick"], epochs=2, batches=3, batch=64, r2dn=(4,)))
+    rows = ex.main(["--quick", "--out", str(tmp_path / "e")])
+    assert len(rows) == 1 and rows[0]["steps"] == 6
+    assert np.isfinite(rows[0]["nrmse"]) and rows[0]["nrmse"] > 0
+    assert os.path.exists(str(tmp_path / "e.csv"))

@@ -1,0 +1,139 @@
+"""The time-loop driver: checkpointed BPTT against plain BPTT, float32 end to end, buffer reuse."""
+
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from r2dn_np import feedback, losses, r2dn, tree
+from r2dn_np.feedback import Phi
+
+from helpers import examples_for, host, put
+
+
+def _problem(xp, cfg, T, B, seed, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    direct = r2dn.init(cfg, seed, backend=xp, dtype=dtype)
+    direct = tree.map(lambda a: a + xp.astype(put(xp, 0.3 * rng.standard_normal(a.shape)), a.dtype), direct)
+    cast = lambda a: xp.astype(put(xp, a), direct.X.dtype)  # noqa: E731
+    x0 = cast(rng.standard_normal((B, cfg.nx)))
+    U = cast(rng.standard_normal((T, B, cfg.nu)))
+    dY = cast(rng.standard_normal((T, B, cfg.ny)))
+    dxT = cast(rng.standard_normal((B, cfg.nx)))
+    return direct, x0, U, dY, dxT
+
+
+def _passes(cfg, direct, x0, U, dY, dxT, k):
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    xT, Y, cache = r2dn.forward(cfg, explicit, x0, U, checkpoint_every=k)
+    d_explicit, dx0, dU = r2dn.backward(cfg, explicit, cache, dY, dxT)
+    return xT, Y, cache, (d_explicit, dx0, dU)
+
+
+def test_checkpointed_bptt_equals_plain(xp):
+    """Rollouts agree bitwise; gradients agree to the rounding of a sum split into segments."""
+
+    @settings(max_examples=examples_for(xp, 20))
+    @given(seed=st.integers(0, 2**31 - 1), T=st.integers(1, 9), k=st.integers(1, 10),
+           hidden=st.lists(st.integers(1, 5), max_size=2),
+           kind=st.sampled_from(["contracting", "lipschitz"]),
+           activation=st.sampled_from(["relu", "tanh"]))
+    def check(seed, T, k, hidden, kind, activation):
+        cfg = r2dn.Config(2, 3, 4, 2, hidden=tuple(hidden), kind=kind, activation=activation)
+        args = _problem(xp, cfg, T, 3, seed)
+        xT, Y, _, plain = _passes(cfg, *args, None)
+        xT_c, Y_c, cache_c, ckpt = _passes(cfg, *args, k)
+        assert np.array_equal(host(Y), host(Y_c)) and np.array_equal(host(xT), host(xT_c))
+        assert cache_c.W is None and cache_c.phi_cache is None
+        assert cache_c.X.shape[0] == -(-T // k)  # one state per segment
+        for (name, a), (_, b) in zip(tree.paths(plain), tree.paths(ckpt)):
+            a, b = host(a), host(b)
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(a).max()), err_msg=name)
+
+    check()
+
+
+def test_checkpoint_of_one_segment_is_bitwise_plain(xp):
+    cfg = r2dn.Config(1, 2, 3, 1, hidden=(4,))
+    args = _problem(xp, cfg, 5, 2, 0)
+    plain = _passes(cfg, *args, None)[3]
+    one = _passes(cfg, *args, 5)[3]
+    for (name, a), (_, b) in zip(tree.paths(plain), tree.paths(one)):
+        assert np.array_equal(host(a), host(b)), name
+
+
+def test_value_and_grad_checkpointed():
+    cfg = r2dn.Config(1, 2, 3, 1, hidden=(4,), kind="lipschitz")
+    direct, x0, U, target, _ = _problem(np, cfg, 7, 2, 1)
+    loss = lambda Y: losses.mse(Y, target)  # noqa: E731
+    v, g = r2dn.value_and_grad(cfg, direct, x0, U, loss)
+    v_c, g_c = r2dn.value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=3)
+    assert float(v) == float(v_c)
+    for (name, a), (_, b) in zip(tree.paths(g), tree.paths(g_c)):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-14, err_msg=name)
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1"):
+        r2dn.value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=0)
+
+
+def _dtype_checking_phi(inner, dtype, seen):
+    """Wraps a phi and records the dtype of every array crossing it at every step."""
+    def fwd(params, v):
+        w, c = inner.forward(params, v)
+        seen.extend(a.dtype for a in [v, w] + tree.leaves(c))
+        return w, c
+
+    def bwd(params, cache, dw):
+        dv, g = inner.backward(params, cache, dw)
+        seen.extend(a.dtype for a in [dw, dv] + tree.leaves(g) + tree.leaves(cache))
+        return dv, g
+
+    def wg(params, cache, g):
+        out = inner.weight_grads(params, cache, g)
+        seen.extend(a.dtype for a in tree.leaves(out) + tree.leaves(cache) + tree.leaves(g))
+        return out
+
+    return Phi(fwd, bwd, wg)
+
+
+@pytest.mark.parametrize("k", [None, 2])
+@pytest.mark.parametrize("kind", ["contracting", "lipschitz"])
+def test_float32_end_to_end(xp, kind, k):
+    """No silent upcasting: every array of the map, rollout, BPTT and map VJP stays float32."""
+    cfg = r2dn.Config(2, 3, 4, 2, hidden=(5, 3), kind=kind, activation="tanh", d22="free")
+    direct, x0, U, dY, dxT = _problem(xp, cfg, 5, 2, 0, dtype="float32")
+    explicit, map_cache = r2dn.direct_to_explicit(cfg, direct)
+    seen = []
+    phi = _dtype_checking_phi(r2dn.phi(cfg), xp.float32, seen)
+    xT, Y, cache = feedback.forward(explicit, phi, x0, U, k)
+    d_explicit, dx0, dU = feedback.backward(explicit, phi, cache, dY, dxT)
+    d_direct = r2dn.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+    value, _ = losses.mse(Y, Y * 0.5)
+    arrays = [xT, Y, dx0, dU, value] + [
+        a for a in tree.leaves((explicit, map_cache, cache, d_explicit, d_direct)) if hasattr(a, "dtype")]
+    assert len(seen) > 0
+    bad = [str(a.dtype) for a in arrays if a.dtype != xp.float32] + [str(d) for d in seen if d != xp.float32]
+    assert not bad, bad
+
+
+def test_buffer_pool_never_overwrites_a_held_cache():
+    """Large NumPy buffers are reused between passes, but only once the caller let go."""
+    cfg = r2dn.Config(1, 2, 16, 1, hidden=(16,))
+    direct, x0, U, dY, _ = _problem(np, cfg, 64, 64, 0)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    _, Y1, cache1 = r2dn.forward(cfg, explicit, x0, U)
+    held = [host(a).copy() for a in tree.leaves(cache1.phi_cache)] + [host(cache1.W).copy()]
+    _, Y2, cache2 = r2dn.forward(cfg, explicit, x0, 2.0 * U)  # different values, same shapes
+    assert not any(a is b for a, b in zip(tree.leaves(cache1), tree.leaves(cache2)))
+    for before, now in zip(held, tree.leaves(cache1.phi_cache) + [cache1.W]):
+        assert np.array_equal(before, now)
+    g1 = r2dn.backward(cfg, explicit, cache1, dY)
+    released = [weakref.ref(a) for a in [cache2.W] + tree.leaves(cache2.phi_cache)]
+    del cache2
+    _, _, cache3 = r2dn.forward(cfg, explicit, x0, U)
+    for a in [cache3.W] + tree.leaves(cache3.phi_cache):  # reused rather than allocated again
+        assert any(a is r() for r in released)
+    g3 = r2dn.backward(cfg, explicit, cache3, dY)
+    for (name, a), (_, b) in zip(tree.paths(g1), tree.paths(g3)):
+        assert np.array_equal(host(a), host(b)), name
