@@ -34,7 +34,7 @@ from array_api_compat import array_namespace, is_numpy_namespace
 
 from . import tree
 
-__all__ = ["Phi", "Cache", "forward", "backward", "step"]
+__all__ = ["Phi", "Cache", "forward", "backward", "step", "release_buffers"]
 
 
 class Phi(NamedTuple):
@@ -117,6 +117,12 @@ _POOL = _BufferPool()
 
 def _empty(xp, shape, dtype):
     return _POOL.empty(xp, shape, dtype)
+
+
+def release_buffers():
+    """Hand back the NumPy buffers kept for reuse between passes (at most 1 GiB); the next
+    pass allocates afresh. Useful after training, before other memory-hungry work."""
+    _POOL.clear()
 
 
 def _rows(a):

@@ -160,7 +160,7 @@ def run_memory(args):
         direct, x0, U, target = problem(r2dn, cfg, T, 64, xp, "float64")
         for k in (None,) + tuple(args.checkpoint):
             _, cpu = timed(lambda: gradient_pass(r2dn, cfg, direct, x0, U, target, k), 3, warmup=1)
-            feedback._POOL.clear()  # pooled buffers would hide the pass's allocations
+            feedback.release_buffers()  # pooled buffers would hide the pass's allocations
             tracemalloc.start()
             gradient_pass(r2dn, cfg, direct, x0, U, target, k)
             _, peak = tracemalloc.get_traced_memory()

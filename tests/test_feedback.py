@@ -137,3 +137,16 @@ def test_buffer_pool_never_overwrites_a_held_cache():
     g3 = r2dn.backward(cfg, explicit, cache3, dY)
     for (name, a), (_, b) in zip(tree.paths(g1), tree.paths(g3)):
         assert np.array_equal(host(a), host(b)), name
+
+
+def test_release_buffers_allocates_afresh():
+    cfg = r2dn.Config(1, 2, 16, 1, hidden=(16,))
+    direct, x0, U, _, _ = _problem(np, cfg, 64, 64, 0)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    _, _, cache = r2dn.forward(cfg, explicit, x0, U)
+    released = weakref.ref(cache.W)
+    del cache
+    feedback.release_buffers()
+    assert released() is None  # the pool no longer holds it, so it was freed
+    _, _, again = r2dn.forward(cfg, explicit, x0, U)
+    assert again.W is not None
