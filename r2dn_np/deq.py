@@ -48,6 +48,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, activations
+from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
 
@@ -109,7 +110,7 @@ def _check_solver_options(solver, tol, max_iter, anderson_m, anderson_beta):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and solver options of a DEQ layer ``R^n_in -> R^n``.
 
     ``tol`` bounds the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` (Frobenius
@@ -141,13 +142,6 @@ class Config:
         object.__setattr__(self, "max_iter", max_iter)
         object.__setattr__(self, "anderson_m", m)
         object.__setattr__(self, "anderson_beta", beta)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):

@@ -26,6 +26,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, activations, linalg
+from ._config import JSONConfig
 from .backend import asarray, namespace
 from ._random import lecun_normal
 
@@ -48,7 +49,7 @@ _D_CLIP = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of an LBDN ``R^n_in -> R^n_out`` with Lipschitz bound ``gamma``.
 
     ``output_layer="linear"`` ends with the paper's linear Cayley layer
@@ -89,15 +90,6 @@ class Config:
         ins = (self.n_in,) + self.hidden
         outs = self.hidden + (self.n_out,)
         return tuple(zip(ins, outs))
-
-    def to_dict(self):
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Layer(NamedTuple):

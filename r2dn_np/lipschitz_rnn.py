@@ -64,6 +64,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from . import _validate, linalg, losses
+from ._config import JSONConfig
 from .backend import asarray, namespace, to_numpy
 
 __all__ = [
@@ -105,7 +106,7 @@ def _float_in(name, value, lo, hi, lo_open=False):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of a Lipschitz RNN ``R^n_in -> R^n_out`` with ``n_units`` hidden units.
 
     ``beta`` in [0.5, 1] weighs the skew part (``beta = 1``: ``A + gamma I`` is skew-symmetric),
@@ -142,13 +143,6 @@ class Config:
         object.__setattr__(self, "rho", _float_in("rho", self.rho, 0.0, 1.0))
         _validate.one_of("decoder", self.decoder, DECODERS)
         object.__setattr__(self, "init_std", _validate.positive_float("init_std", self.init_std))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):

@@ -52,6 +52,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, activations, deq, linalg
+from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
 from .deq import NotConverged, SolveResult, relative_residual
@@ -80,7 +81,7 @@ SPLITTINGS = ("pr", "fb")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of a monDEQ classifier ``R^n_in -> R^n_out`` with ``n`` equilibrium units.
 
     ``m`` is the strong-monotonicity margin, ``splitting`` and ``alpha`` the operator
@@ -112,13 +113,6 @@ class Config:
         object.__setattr__(self, "alpha", _validate.positive_float("alpha", self.alpha))
         object.__setattr__(self, "tol", _validate.positive_float("tol", self.tol))
         object.__setattr__(self, "max_iter", _validate.positive_int("max_iter", self.max_iter))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):

@@ -34,6 +34,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, feedback, lbdn, linalg
+from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
 
@@ -56,7 +57,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of an R2DN.
 
     ``hidden``, ``activation`` and ``output_layer`` describe the LBDN ``R^nv -> R^nv`` in
@@ -98,15 +99,6 @@ class Config:
     @property
     def lbdn(self):
         return lbdn.Config(self.nv, self.nv, self.hidden, self.activation, self.output_layer, 1.0)
-
-    def to_dict(self):
-        out = dataclasses.asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):

@@ -35,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, activations, equilibrium, feedback, linalg
+from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
 
@@ -57,7 +58,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of a REN.
 
     ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz kind;
@@ -110,13 +111,6 @@ class Config:
     @property
     def free_d22_map(self):
         return self.kind == "lipschitz" and self.d22 == "free"
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):

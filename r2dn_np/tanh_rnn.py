@@ -28,6 +28,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from . import _validate, losses
+from ._config import JSONConfig
 from .backend import asarray, namespace
 from .lipschitz_rnn import (
     DECODERS,
@@ -56,7 +57,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(JSONConfig):
     """Sizes and options of a tanh RNN ``R^n_in -> R^n_out`` with ``n_units`` hidden units."""
 
     n_in: int
@@ -73,13 +74,6 @@ class Config:
         _validate.positive_int("n_out", self.n_out)
         _validate.one_of("decoder", self.decoder, DECODERS)
         object.__setattr__(self, "init_std", _validate.positive_float("init_std", self.init_std))
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data):
-        return cls(**data)
 
 
 class Direct(NamedTuple):
