@@ -1,0 +1,19 @@
+"""Every Python example in README.md runs as written."""
+
+import pathlib
+import re
+
+import pytest
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+def test_readme_has_examples():
+    assert len(BLOCKS) >= 5
+
+
+@pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+def test_readme_example_runs(code, capsys):
+    exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
+    capsys.readouterr()  # the examples print; what they print is checked where it matters
