@@ -335,12 +335,18 @@ def forward(cfg, explicit, h0, X):
     return _decode(cfg, explicit, H), Cache(X, H, S)
 
 
+def _input_projection(explicit, X):
+    """``U x_t + b`` for all T*B rows at once, outside the time loop: ``(T, B, N)``."""
+    xp = array_namespace(X)
+    T, B, n_in = (int(s) for s in X.shape)
+    return xp.reshape(xp.reshape(X, (T * B, n_in)) @ explicit.U.mT + explicit.b, (T, B, -1))
+
+
 def _rollout(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    # the input projection for all T*B rows at once, outside the loop
-    UX = xp.reshape(xp.reshape(X, (T * B, n_in)) @ explicit.U.mT + explicit.b, (T, B, N))
+    UX = _input_projection(explicit, X)
     H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
     S = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     H[0, ...] = h0

@@ -39,6 +39,7 @@ from .lipschitz_rnn import (
     _check_sequence,
     _decode,
     _decode_backward,
+    _input_projection,
 )
 
 __all__ = [
@@ -145,7 +146,7 @@ def _rollout(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    UX = xp.reshape(xp.reshape(X, (T * B, n_in)) @ explicit.U.mT + explicit.b, (T, B, N))
+    UX = _input_projection(explicit, X)
     H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
     H[0, ...] = h0
     h = h0
