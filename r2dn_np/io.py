@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -35,7 +36,7 @@ import numpy as np
 from . import tree
 from .backend import namespace, to_numpy
 
-__all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays"]
+__all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays", "atomic_write"]
 
 FORMAT = "r2dn_np"
 FORMAT_VERSION = 1
@@ -70,12 +71,22 @@ def write_arrays(path, arrays, meta):
         raise ValueError(f"array name {_META_KEY!r} is reserved")
     payload = {k: np.asarray(v, order="C") for k, v in arrays.items()}
     payload[_META_KEY] = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+    with atomic_write(path) as fh:
+        np.savez(fh, **payload)
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """A binary file handle whose content replaces ``path`` only when the block finishes;
+    an error or interruption inside it leaves any previous file at ``path`` untouched."""
+    path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    # in the target's folder, so the final rename cannot cross file systems
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

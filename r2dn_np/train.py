@@ -46,7 +46,8 @@ from . import _validate, io, optim, tree
 from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
-__all__ = ["Options", "Result", "get_model", "fit", "simulate", "evaluate", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Options", "Result", "Model", "get_model", "fit", "simulate", "evaluate", "load_model", "check_input",
+           "save_checkpoint", "load_checkpoint"]
 
 RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
@@ -207,12 +208,124 @@ def simulate(module, cfg, params, records, scaler, dtype=None):
     leaf = tree.leaves(params)[0]
     xp = array_namespace(leaf)
     explicit, _ = module.direct_to_explicit(cfg, params)
-    out = []
-    for rec in records:
-        u = asarray(scaler.u(rec.u)[:, None, :], xp, dtype or str(to_numpy(leaf).dtype))
-        _, Yp, _ = module.forward(cfg, explicit, xp.zeros((1, cfg.nx), dtype=u.dtype), u)
-        out.append(scaler.y_inverse(np.asarray(to_numpy(Yp), dtype=np.float64)[:, 0, :]))
+    out = [None] * len(records)
+    by_length = {}
+    for i, rec in enumerate(records):
+        by_length.setdefault(rec.u.shape[0], []).append(i)
+    # records of one length run as parallel streams: the time loop's cost is mostly per step
+    for idx in by_length.values():
+        U = np.stack([scaler.u(records[i].u) for i in idx], axis=1)
+        u = asarray(U, xp, dtype or str(to_numpy(leaf).dtype))
+        _, Yp, _ = module.forward(cfg, explicit, xp.zeros((len(idx), cfg.nx), dtype=u.dtype), u)
+        Y = np.asarray(to_numpy(Yp), dtype=np.float64)
+        for k, i in enumerate(idx):
+            out[i] = scaler.y_inverse(Y[:, k, :])
     return out
+
+
+class Model(NamedTuple):
+    """A trained model with the standardisation it was trained with (what :func:`load_model` returns)."""
+
+    module: object  # r2dn_np.r2dn or r2dn_np.ren
+    config: object
+    params: object
+    scaler: sequences.Scaler
+    metadata: dict
+
+    def simulate(self, inputs):
+        """Free-run simulation from the zero state, inputs and outputs in physical units.
+
+        Parameters
+        ----------
+        inputs : (T, nu) array, or a list of them (records of any length). A 1-D ``(T,)``
+            array is read as ``(T, 1)`` when the model has one input.
+
+        Returns
+        -------
+        (T, ny) host float64 array, or a list of them for a list of inputs.
+
+        Raises
+        ------
+        ValueError
+            An input of the wrong shape or number of channels, or with NaN or Inf.
+        """
+        single = hasattr(inputs, "shape")
+        inputs = [inputs] if single else list(inputs)
+        names = ["inputs"] if single else [f"inputs[{i}]" for i in range(len(inputs))]
+        # train.simulate reads only the inputs of its records
+        records = [sequences.Record(check_input(n, u, self.config.nu), None) for n, u in zip(names, inputs)]
+        out = simulate(self.module, self.config, self.params, records, self.scaler)
+        return out[0] if single else out
+
+
+def check_input(name, u, nu):
+    """``u`` as a finite float64 ``(T, nu)`` host array, ``T >= 1``; ``(T,)`` is ``(T, 1)`` when
+    ``nu == 1``. Errors name the argument ``name``."""
+    try:
+        u = np.asarray(to_numpy(u) if hasattr(u, "shape") else u, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be an array of numbers of shape (T, nu={nu}); got {type(u).__name__}") from None
+    if u.ndim == 1 and nu == 1:
+        u = u[:, None]
+    if u.ndim != 2 or u.shape[0] < 1:
+        raise ValueError(f"{name} must have shape (T, nu={nu}), one row per sample; got shape {u.shape}")
+    if u.shape[1] != nu:
+        raise ValueError(f"{name} has {u.shape[1]} input channels (columns) but the model expects nu={nu}")
+    bad = np.argwhere(~np.isfinite(u))
+    if bad.size:
+        raise ValueError(f"{name} contains NaN or Inf (first at sample {bad[0, 0]}, channel {bad[0, 1]})")
+    return u
+
+
+def load_model(path, backend=None):
+    """Load a model saved by ``r2dn sysid`` (its ``model.npz``) with its standardisation.
+
+    ``load_model(path).simulate(u)`` predicts the output for an input record ``u : (T, nu)``,
+    both in physical units. A model trained elsewhere can be used the same way when it is
+    saved with ``io.save(path, cfg, params, metadata={"scaler": scaler.to_dict()})``
+    (``sequences.Scaler``; zero means and unit deviations for a model of unscaled data).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    io.FormatError
+        Not a readable parameter file, not a recurrent model, or no valid ``scaler`` in its
+        metadata (a file written by plain ``io.save``).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from r2dn_np import io, r2dn, train
+    >>> from r2dn_np.data import sequences
+    >>> cfg = r2dn.Config(nu=1, nx=2, nv=2, ny=1, hidden=(4,))
+    >>> unscaled = sequences.Scaler(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1))
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> io.save(path, cfg, r2dn.init(cfg, seed=0), metadata={"scaler": unscaled.to_dict()})
+    >>> train.load_model(path).simulate(np.ones(50)).shape
+    (50, 1)
+    """
+    loaded = io.load(path, backend=backend)
+    path, cfg = os.fspath(path), loaded.config
+    if cfg.model not in RECURRENT_MODELS:
+        raise io.FormatError(f"{path}: holds a {cfg.model!r} model; only {' and '.join(RECURRENT_MODELS)} "
+                             "models simulate input records")
+    if "scaler" not in loaded.metadata:
+        # refuse rather than assume unscaled data: a wrong guess gives plausible-looking nonsense
+        raise io.FormatError(
+            f"{path}: has no 'scaler' in its metadata, so it was not saved by `r2dn sysid`; save the model with "
+            "io.save(..., metadata={'scaler': scaler.to_dict()}) to use it here")
+    try:
+        scaler = sequences.Scaler.from_dict(loaded.metadata["scaler"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise io.FormatError(f"{path}: the 'scaler' metadata is invalid ({type(exc).__name__}: {exc})") from None
+    for name, n in (("u_mean", cfg.nu), ("u_std", cfg.nu), ("y_mean", cfg.ny), ("y_std", cfg.ny)):
+        v = getattr(scaler, name)
+        if v.shape != (n,) or not np.all(np.isfinite(v)) or (name.endswith("std") and not np.all(v > 0)):
+            raise io.FormatError(f"{path}: scaler field {name!r} must hold {n} finite number(s)"
+                                 f"{' > 0' if name.endswith('std') else ''}; got {v.tolist()}")
+    return Model(get_model(cfg.model), cfg, loaded.params, scaler, loaded.metadata)
 
 
 def evaluate(predictions, records, washout):
@@ -238,7 +351,8 @@ def _validate_data(data, opts, cfg):
 
 def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=None, resume=False,
         log=None, stop_after=None):
-    """Train ``module`` with config ``cfg`` on ``data`` (a ``SysIdData``).
+    """Train ``module`` with config ``cfg`` on ``data`` (a ``SysIdData``), standardised with
+    the statistics of ``data.scale`` (default: of the training records).
 
     Parameters
     ----------
@@ -256,7 +370,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     opts = Options() if opts is None else opts
     _validate_data(data, opts, cfg)
     xp = namespace(backend)
-    scaler = sequences.fit_scaler(data.train)
+    scaler = sequences.fit_scaler(data.scale or data.train)
     records = [sequences.Record(scaler.u(r.u), scaler.y(r.y)) for r in data.train]
     fingerprint = {"config": cfg.to_dict(), "model": cfg.model, "options": dataclasses.asdict(opts),
                    "scaler": scaler.to_dict()}

@@ -3,52 +3,140 @@ import os
 
 import numpy as np
 import pytest
+import scipy.signal
 from scipy.integrate import solve_ivp
 
 from r2dn_np.data import _sim, boucwen, pendulum, sequences
 
-SMALL = boucwen.Settings(period=256, n_train=2, transient=64, substeps=4)
+SMALL = boucwen.Settings(period=256, n_train=2, sweep_seconds=0.5)
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "boucwen")
 
 
-def _reference(U, fs, f):
-    """solve_ivp (DOP853, tight tolerances) one sample interval at a time, input held."""
-    s = np.zeros(f.n)
-    out = []
-    for u in U:
-        out.append(s[0])
-        s = solve_ivp(lambda t, s: f(s, u), (0.0, 1.0 / fs), s, method="DOP853", rtol=1e-11, atol=1e-14).y[:, -1]
-    return np.array(out)
+def _rel_rms(a, b):
+    return np.sqrt(np.mean((a - b) ** 2)) / np.sqrt(np.mean(b**2))
 
 
-def _bouc_wen(s, u):
-    # the benchmark's equations written out again, independently of the module
-    y, v, z = s
-    dz = 5e4 * v - 1e3 * (0.8 * abs(v) * z - 1.1 * v * abs(z))
-    return np.array([v, (u - 10.0 * v - 5e4 * y - z) / 2.0, dz])
+def test_reproduces_the_official_multisine_test_output():
+    rec = boucwen.official_test()
+    assert rec.u.shape == rec.y.shape == (8192, 1)
+    y = boucwen.steady_state(rec.u[:, 0])
+    assert _rel_rms(y, rec.y[:, 0]) <= 1e-9
+    # each step of the procedure matters: a cascade other than 2, 2, 5 or a coarser integrator is far off
+    fast = boucwen.integrate(np.tile(boucwen.upsample_periodic(rec.u[:, 0]), 2))[-8192 * 20:]
+    assert _rel_rms(boucwen.decimate(np.tile(fast, 3), 20)[8192:16384], rec.y[:, 0]) > 1e-3
+    coarse = boucwen.integrate(np.tile(boucwen.upsample_periodic(rec.u[:, 0], 10), 2), fs=7500.0)[-8192 * 10:]
+    y10 = np.tile(coarse, 3)
+    for r in (2, 5):
+        y10 = boucwen.decimate(y10, r)
+    assert _rel_rms(y10[8192:16384], rec.y[:, 0]) > 1e-5
 
 
-_bouc_wen.n = 3
+@pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"the published .mat files are not at {SHARED}")
+def test_shipped_record_equals_the_published_files():
+    from scipy.io import loadmat
+
+    rec = boucwen.official_test()
+    u = loadmat(os.path.join(SHARED, "uval_multisine.mat"))["uval_multisine"]
+    y = loadmat(os.path.join(SHARED, "yval_multisine.mat"))["yval_multisine"]
+    np.testing.assert_array_equal(rec.u[:, 0], u.ravel())
+    np.testing.assert_array_equal(rec.y[:, 0], y.ravel())
 
 
-def test_simulator_matches_solve_ivp():
-    rng = np.random.default_rng(1)
-    U = _sim.multisine(rng, 1, 256, boucwen.FS, 5.0, 150.0, 50.0)[0, :120]
-    ref = _reference(U, boucwen.FS, _bouc_wen)
-    got = boucwen.simulate(U, substeps=20)
-    assert np.max(np.abs(ref)) > 1e-4  # the signal moves the system
-    np.testing.assert_allclose(got, ref, rtol=0, atol=5e-4 * np.max(np.abs(ref)))
-    # the hysteresis matters: without it (alpha = beta = 0) the answer is far off
-    lin = boucwen.simulate(U, 20, params=dict(boucwen.PARAMS, alpha=0.0, beta=0.0))
+def test_integrator_on_a_linear_system_is_the_trapezoidal_rule():
+    # with alpha = beta = 0, z stays 0 and Newmark's average acceleration is the bilinear
+    # (Tustin) discretisation of the mass-spring-damper with the input u_n, u_{n+1}
+    p = dict(boucwen.PARAMS, alpha=0.0, beta=0.0)
+    fs = 2000.0
+    u = _sim.multisine(np.random.default_rng(0), 1, 400, fs, 5.0, 150.0, 50.0)[0]
+    A = np.array([[0.0, 1.0], [-p["k"] / p["m"], -p["c"] / p["m"]]])
+    B = np.array([[0.0], [1.0 / p["m"]]])
+    h = 1.0 / fs
+    M1 = np.linalg.solve(np.eye(2) - 0.5 * h * A, np.eye(2) + 0.5 * h * A)
+    M2 = np.linalg.solve(np.eye(2) - 0.5 * h * A, 0.5 * h * B)
+    s, ref = np.zeros(2), [0.0]
+    for n in range(1, u.size):
+        s = M1 @ s + (M2 * (u[n - 1] + u[n]))[:, 0]
+        ref.append(s[0])
+    np.testing.assert_allclose(boucwen.integrate(u, fs=fs, params=p), ref, rtol=0, atol=1e-12 * np.max(np.abs(ref)))
+
+
+def test_integrator_converges_to_the_ode():
+    # against solve_ivp on the same (piecewise-linear) input; second order in the step
+    fs = 15000.0
+    t = np.arange(1500) / fs
+    u = 40 * np.sin(2 * np.pi * 40 * t) + 20 * np.sin(2 * np.pi * 97 * t)
+
+    def f(tt, s):
+        y, v, z = s
+        dz = 5e4 * v - 1e3 * (0.8 * abs(v) * z - 1.1 * v * abs(z))
+        return [v, (np.interp(tt, t, u) - 10.0 * v - 5e4 * y - z) / 2.0, dz]
+
+    ref = solve_ivp(f, (0, t[-1]), [0.0, 0.0, 0.0], t_eval=t, method="DOP853", rtol=1e-10, atol=1e-13,
+                    max_step=1 / fs).y[0]
+    err = np.max(np.abs(boucwen.integrate(u, fs) - ref)) / np.max(np.abs(ref))
+    assert err < 1e-3
+    u4 = np.interp(np.arange(4 * 1500 - 3) / (4 * fs), t, u)
+    err4 = np.max(np.abs(boucwen.integrate(u4, 4 * fs)[::4] - ref)) / np.max(np.abs(ref))
+    assert err4 < err / 10  # about 16 times smaller: second order
+    # the hysteresis matters: without it the answer is far off
+    lin = boucwen.integrate(u, fs, params=dict(boucwen.PARAMS, alpha=0.0, beta=0.0))
     assert np.max(np.abs(lin - ref)) > 0.05 * np.max(np.abs(ref))
 
 
-def test_pendulum_matches_solve_ivp():
-    def f(s, u):
-        return np.array([s[1], u - 1.0 * s[1] - 9.81 * np.sin(s[0])])
+def test_decimate_is_matlab_fir_decimation():
+    x = np.random.default_rng(3).standard_normal(203)
+    b = scipy.signal.firwin(31, 1 / 4, window="hamming")
+    assert b.sum() == pytest.approx(1.0) and np.allclose(b, b[::-1])
+    d = boucwen.decimate(x, 4)
+    assert d.shape == (51,)
+    # interior: the zero-phase FIR; ends: the same filter on the odd reflection about the end samples
+    ext = np.concatenate([2 * x[0] - x[31:0:-1], x, 2 * x[-1] - x[-2:-33:-1]])
+    full = np.convolve(ext, b, mode="same")[31:-31]
+    np.testing.assert_allclose(d, full[::4], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(d[4:-4], np.convolve(x, b, mode="same")[16:-16:4], rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="32 samples"):
+        boucwen.decimate(x[:20], 2)
 
-    f.n = 2
-    U = _sim.multisine(np.random.default_rng(2), 1, 128, pendulum.FS, 0.02, 2.0, 4.0)[0, :60]
-    np.testing.assert_allclose(pendulum.simulate(U), _reference(U, pendulum.FS, f), rtol=0, atol=1e-7)
+
+def test_upsample_periodic_interpolates_and_is_band_limited():
+    u = np.random.default_rng(4).standard_normal(64)
+    up = boucwen.upsample_periodic(u, 5)
+    np.testing.assert_allclose(up[::5], u, rtol=0, atol=1e-13)
+    spec = np.abs(np.fft.rfft(up))
+    assert np.all(spec[33:] < 1e-10 * spec.max())
+
+
+def test_sweep_is_the_benchmarks_from_rest():
+    u, y = boucwen.sweep(2.0)
+    t = np.arange(1500) / boucwen.FS
+    np.testing.assert_allclose(u, 40 * np.sin(2 * np.pi * (18 * t + t * t / 12)), rtol=0, atol=1e-9)
+    assert y.shape == (1500,) and abs(y[0]) < 1e-12 and np.abs(y).max() > 1e-4
+    # a longer sweep starts the same way (except where the shorter one's filter sees its end)
+    np.testing.assert_allclose(boucwen.sweep(3.0)[1][:1400], y[:1400], rtol=0, atol=1e-15)
+
+
+def test_data_set_noise_and_tests():
+    data = boucwen.load(SMALL, cache_dir=False)
+    clean = boucwen.load(dataclasses.replace(SMALL, noise_std=0.0), cache_dir=False)
+    assert len(data.train) == 2 and len(data.val) == 1
+    for noisy, exact in zip(data.train + data.val, clean.train + clean.val):
+        np.testing.assert_array_equal(noisy.u, exact.u)
+        assert np.std(noisy.y - exact.y) == pytest.approx(boucwen.NOISE_STD, rel=0.2)
+        u = exact.u[:, 0]
+        assert u.shape == (256,) and np.sqrt(np.mean(u**2)) == pytest.approx(50.0)
+    np.testing.assert_array_equal(clean.train[0].y[:, 0], boucwen.steady_state(clean.train[0].u[:, 0]))
+    official = boucwen.official_test()
+    np.testing.assert_array_equal(data.test["multisine"].y, official.y)  # tests are never noisy
+    u, y = boucwen.sweep(0.5)
+    np.testing.assert_array_equal(data.test["sweep"].y[:, 0], y)
+
+
+def test_official_rmse_scores_the_second_period():
+    rec = boucwen.official_test()
+    assert boucwen.official_rmse(lambda u: np.concatenate([rec.y, rec.y])) == 0.0
+    assert boucwen.official_rmse(lambda u: np.zeros_like(u)) == pytest.approx(np.sqrt(np.mean(rec.y**2)))
+    with pytest.raises(ValueError, match="shape"):
+        boucwen.official_rmse(lambda u: u[:10])
 
 
 def test_generation_is_deterministic_and_cached(tmp_path):
@@ -75,37 +163,31 @@ def test_corrupt_cache_is_regenerated(tmp_path):
     np.testing.assert_array_equal(a.train[1].y, b.train[1].y)
 
 
-def test_records_are_steady_state_multisines():
-    data = boucwen.load(SMALL, cache_dir=False)
-    u = data.train[0].u[:, 0]
-    assert u.shape == (256,) and np.sqrt(np.mean(u**2)) == pytest.approx(50.0)
-    spec = np.abs(np.fft.rfft(u))
-    f = np.fft.rfftfreq(256, 1 / boucwen.FS)
-    assert np.all(spec[(f < 5) | (f > 150)] < 1e-9 * spec.max())
-    # the data set holds the response after the transient samples
-    U = np.concatenate([u[-64:], u])
-    np.testing.assert_allclose(data.train[0].y[:, 0], boucwen.simulate(U, SMALL.substeps)[64:], rtol=0, atol=1e-15)
-    sweep = data.test["sweep"]
-    assert sweep.y[0, 0] == 0.0 and data.val[0].u.shape == (256, 1)
-
-
-def test_default_transient_reaches_steady_state():
-    # with the default transient length one more period of the input repeats the output
-    s = boucwen.Settings(period=4096, n_train=1, substeps=2)
-    rec = boucwen.load(s, cache_dir=False).train[0]
-    u = rec.u[:, 0]
-    Y = boucwen.simulate(np.concatenate([u, u]), s.substeps)  # from rest, two periods
-    np.testing.assert_allclose(rec.y[:, 0], Y[4096:], rtol=0, atol=1e-4 * np.abs(rec.y).max())
-    assert np.abs(Y[:4096] - Y[4096:]).max() > 1e-2 * np.abs(rec.y).max()  # from rest it is not
-
-
-def test_bad_settings():
-    with pytest.raises(ValueError, match="transient"):
-        boucwen.Settings(period=10, transient=20)
+def test_bad_settings_and_inputs():
+    with pytest.raises(ValueError, match="transient_periods"):
+        boucwen.Settings(transient_periods=-1)
     with pytest.raises(ValueError, match="f_max"):
         boucwen.Settings(f_max=1000.0)
+    with pytest.raises(ValueError, match="sweep_seconds"):
+        boucwen.Settings(sweep_seconds=0.0)
     with pytest.raises(TypeError, match="settings"):
         boucwen.load({"period": 10})
+    with pytest.raises(ValueError, match="finite 1-D"):
+        boucwen.integrate(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="nu = 1"):
+        boucwen.integrate(np.zeros(3), params=dict(boucwen.PARAMS, nu=2.0))
+
+
+def test_pendulum_matches_solve_ivp():
+    def f(s, u):
+        return np.array([s[1], u - 1.0 * s[1] - 9.81 * np.sin(s[0])])
+
+    U = _sim.multisine(np.random.default_rng(2), 1, 128, pendulum.FS, 0.02, 2.0, 4.0)[0, :60]
+    s, ref = np.zeros(2), []
+    for u in U:
+        ref.append(s[0])
+        s = solve_ivp(lambda t, s: f(s, u), (0.0, 1.0 / pendulum.FS), s, method="DOP853", rtol=1e-11, atol=1e-14).y[:, -1]
+    np.testing.assert_allclose(pendulum.simulate(U), ref, rtol=0, atol=1e-7)
 
 
 def test_sequences_chunk_scale_and_metrics():

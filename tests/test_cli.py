@@ -3,9 +3,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from r2dn_np import cli, io, r2dn
+from r2dn_np import cli, io, r2dn, train
+from r2dn_np.data import boucwen, f16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,9 +42,15 @@ def test_sysid_tiny_end_to_end(tiny_run):
     assert res["machine"]["blas_threads"] == {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                                               "MKL_NUM_THREADS": "1"}
     loaded = io.load(out / "model.npz")
-    assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == cli.PRESETS["tiny"].nx
+    assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == cli.PRESETS["tiny"]["boucwen"].nx
     assert loaded.metadata["dataset"] == "boucwen"
     assert (out / "prediction.png").stat().st_size > 1000  # matplotlib is in the test extra
+    # the benchmark's figure of merit, recomputed from the saved model, beside the published table
+    rows = res["official_test"]["rows"]
+    model = train.load_model(out / "model.npz")
+    assert rows[0]["rmse"] == boucwen.official_rmse(model.simulate)
+    assert [r["method"] for r in rows[2:]] == [m for m, _, _ in boucwen.PUBLISHED]
+    assert "official multisine test" in proc.stdout and "dynoNet" in proc.stdout
 
 
 def test_verify_on_the_trained_model(tiny_run, capsys):
@@ -98,7 +106,8 @@ def test_missing_data_dir(tmp_path, capsys):
 
 
 def test_malformed_csv(tmp_path, capsys):
-    for name in ("F16Data_FullMSine_Level1.csv", "F16Data_FullMSine_Level2_Validation.csv"):
+    for level in range(1, 8):
+        name = f"F16Data_FullMSine_Level{level}{'_Validation' if level % 2 == 0 else ''}.csv"
         (tmp_path / name).write_text("Force,Voltage,Acceleration1,Acceleration2,Acceleration3\n1,2,3,4,5\n1,2,3\n")
     err = _error(["sysid", "--dataset", "f16", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")], capsys)
     assert "malformed row" in err and "Level1.csv" in err
@@ -144,3 +153,73 @@ def test_lipschitz_sysid_and_resume(tmp_path, capsys):
     assert cli.main(argv + ["--resume"]) == 0  # the checkpoint is complete: nothing left to train
     second = json.loads((tmp_path / "results.json").read_text())
     assert second["test"] == first["test"] and second["history"]["loss"] == first["history"]["loss"]
+
+
+def test_presets_cover_every_dataset_and_model():
+    for name, per_dataset in cli.PRESETS.items():
+        assert sorted(per_dataset) == ["boucwen", "f16", "pendulum"], name
+        for dataset, preset in per_dataset.items():
+            for model in ("r2dn", "ren"):
+                p = preset.for_model(model)
+                cfg = cli._make_config(train.get_model(model), nu=2, nx=p.nx, nv=p.nv, ny=3, hidden=p.hidden,
+                                       **p.model)
+                assert cfg.nx == p.nx, (name, dataset, model)
+
+
+def test_the_f16_paper_preset():
+    # the R2DN paper's F-16 experiment (its authors' examples/train_sysid.py)
+    p = cli.PRESETS["paper"]["f16"]
+    o = p.options
+    assert (p.nx, p.nv, p.hidden) == (75, 75, (87, 87, 87))
+    assert p.model == {"activation": "relu", "init": "long_memory", "polar": True}
+    assert p.for_model("ren").nv == 150 and p.for_model("r2dn").nv == 75
+    assert (o.epochs, o.window, o.batch, o.lr, o.decay_rate, o.decay_epochs, o.clip) == (70, 256, 4, 1e-3, 0.1, 20, 10)
+    assert o.schedule == "exponential" and o.patience == 0 and o.washout == 100
+    # one chunk per 73,728-sample record, whatever random offset below one window it starts at
+    assert o.chunk % o.window == 0 and o.chunk + o.window - 1 <= 73728 < o.chunk + 2 * o.window
+
+
+def _f16_folder(folder, T=400):
+    """Seven records in the published format (trailing commas, Fs in the first row) of a toy
+    two-input, three-output system; level n is excited n times harder."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for level in range(1, 8):
+        u = level * rng.standard_normal((T, 2))
+        x = np.zeros(3)
+        y = np.empty((T, 3))
+        for t in range(T):
+            x = 0.8 * x + np.tanh(u[t, 0] + 0.5 * u[t, 1]) * np.array([1.0, 0.5, -0.3])
+            y[t] = x + 0.1 * level
+        lines = ['"Force","Voltage","Acceleration1","Acceleration2","Acceleration3","Fs",']
+        lines += [",".join(f"{v:.6g}" for v in row) + (",400," if t == 0 else ",,")
+                  for t, row in enumerate(np.hstack([u, y]))]
+        name = f"F16Data_FullMSine_Level{level}{'_Validation' if level % 2 == 0 else ''}.csv"
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_f16_sysid_reports_every_output(tmp_path, capsys):
+    folder = _f16_folder(tmp_path / "data")
+    out = tmp_path / "out"
+    assert cli.main(["sysid", "--dataset", "f16", "--data-dir", str(folder), "--preset", "tiny", "--out", str(out),
+                     "--quiet"]) == 0
+    text = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["test"]) == ["Level6"] and res["data_info"]["levels"]["val"] == [2, 4]
+    t = res["test"]["Level6"]
+    names = ["Acceleration1", "Acceleration2", "Acceleration3"]
+    assert list(t["nrmse_per_output"]) == names and list(t["linear_nrmse_per_output"]) == names
+    assert np.isclose(np.mean(list(t["nrmse_per_output"].values())), t["nrmse"])
+    assert np.isclose(np.mean(list(t["linear_nrmse_per_output"].values())), t["linear_nrmse"])
+    lru = res["published"]["Level6"]["deep LRU [Forgione et al. 2024]"]
+    assert lru == {"Acceleration1": 0.134, "Acceleration2": 0.099, "Acceleration3": 0.237}
+    assert "NRMSE per output" in text and "Level6  deep LRU [Forgione et al. 2024]" in text
+    row = next(line for line in text.splitlines() if line.startswith("Level6  R2DN"))
+    assert [float(v) for v in row.split()[2:]] == pytest.approx(
+        list(t["nrmse_per_output"].values()) + [t["nrmse"]], abs=6e-5)
+    # standardised with level 4's statistics, as the R2DN authors' code
+    level4 = f16.read_csv(folder / "F16Data_FullMSine_Level4_Validation.csv")
+    scaler = io.load(out / "model.npz").metadata["scaler"]
+    np.testing.assert_allclose(scaler["u_std"], level4.u.std(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(scaler["y_mean"], level4.y.mean(axis=0), rtol=1e-12)

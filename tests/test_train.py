@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import io, r2dn, train, tree
-from r2dn_np.data import pendulum
+from r2dn_np.data import pendulum, sequences
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,26 @@ def test_window_loss_ignores_washout():
     assert float(value) == pytest.approx(np.mean(Y[2:] ** 2))
     np.testing.assert_array_equal(dY[:2], 0.0)
     np.testing.assert_allclose(dY[2:], 2 * Y[2:] / 6)
+
+
+def test_simulate_runs_records_of_one_length_together(data):
+    params = r2dn.init(CFG, seed=1)
+    scaler = sequences.fit_scaler(data.train)
+    u = data.val[0].u
+    records = [sequences.Record(u, None), sequences.Record(u[:100], None),
+               sequences.Record(-u, None)]
+    together = train.simulate(r2dn, CFG, params, records, scaler)
+    alone = [train.simulate(r2dn, CFG, params, [r], scaler)[0] for r in records]
+    assert [p.shape for p in together] == [(u.shape[0], 1), (100, 1), (u.shape[0], 1)]
+    for a, b in zip(together, alone):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(together[0], together[2])  # each record keeps its own stream
+
+
+def test_data_scale_sets_the_standardisation(data):
+    other = sequences.Record(3 * data.val[0].u + 1, 2 * data.val[0].y - 5)
+    res = train.fit(r2dn, CFG, data._replace(scale=[other]), dataclasses.replace(OPTS, epochs=1))
+    np.testing.assert_allclose(res.scaler.u_mean, other.u.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(res.scaler.y_std, other.y.std(axis=0), rtol=1e-12)
+    assert train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=1)).scaler.y_std != pytest.approx(
+        res.scaler.y_std)

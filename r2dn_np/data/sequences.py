@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import _validate
 
-__all__ = ["DataError", "Record", "SysIdData", "Scaler", "fit_scaler", "chunk", "rmse", "nrmse", "check_record"]
+__all__ = ["DataError", "Record", "SysIdData", "Scaler", "fit_scaler", "chunk", "rmse", "nrmse", "nrmse_per_output",
+           "check_record"]
 
 
 class DataError(ValueError):
@@ -49,6 +50,7 @@ class SysIdData(NamedTuple):
     input_names: tuple
     output_names: tuple
     info: dict  # generation settings or source files, for results.json
+    scale: list = None  # [Record] whose mean and std standardise the data; None: the training records
 
     @property
     def nu(self):
@@ -90,6 +92,11 @@ class Scaler(NamedTuple):
 
     def to_dict(self):
         return {k: np.asarray(v).tolist() for k, v in self._asdict().items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of :meth:`to_dict` (exact: JSON keeps every digit of a float64)."""
+        return cls(*(np.asarray(d[k], dtype=np.float64) for k in cls._fields))
 
 
 def fit_scaler(records):
@@ -139,11 +146,16 @@ def rmse(y_pred, y_true, washout=0):
     return float(np.sqrt(np.mean(e * e)))
 
 
-def nrmse(y_pred, y_true, washout=0):
-    """Normalised RMSE: per output, ``RMSE / std(y_true)`` over ``t >= washout``, then averaged
-    over outputs. 0 is perfect; 1 is as good as predicting the mean."""
+def nrmse_per_output(y_pred, y_true, washout=0):
+    """Normalised RMSE of each output: ``RMSE_j / std(y_true_j)`` over ``t >= washout``, as a
+    host array ``(ny,)``."""
     p = np.asarray(y_pred, dtype=np.float64)[washout:]
     t = np.asarray(y_true, dtype=np.float64)[washout:]
     p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
-    per = np.sqrt(np.mean((p - t) ** 2, axis=0)) / np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)
-    return float(np.mean(per))
+    return np.sqrt(np.mean((p - t) ** 2, axis=0)) / np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)
+
+
+def nrmse(y_pred, y_true, washout=0):
+    """Normalised RMSE: per output, ``RMSE / std(y_true)`` over ``t >= washout``, then averaged
+    over outputs. 0 is perfect; 1 is as good as predicting the mean."""
+    return float(np.mean(nrmse_per_output(y_pred, y_true, washout)))
