@@ -89,6 +89,31 @@ def test_lipschitz_map_algebra(model):
     np.testing.assert_allclose(G - KWK, polar, rtol=1e-10, atol=1e-10 * np.abs(G).max())
 
 
+@given(model=models())
+def test_implicit_form_reduces_to_polar_plus_eps(model):
+    """The implicit form is exact, not only positive: its Schur complement on the (w, u) block
+    (Lipschitz kind, math.md 5.4-5.5, order (x, x+ | w, u)) or on the identity w block
+    (contracting kind, the proof in section 4) is ``polar(X, p) + eps I``. Dropping any term,
+    such as ``-N^T N`` or ``-C1^T C1``, breaks the identity."""
+    cfg, seed, scale, tiny_p = model
+    direct = draw_direct(cfg, seed, scale, tiny_p)
+    _, cache = r2dn.direct_to_explicit(cfg, direct)
+    Phi = host(certificates.implicit_lmi(cfg, cache))
+    nx, nv, nu = cfg.nx, cfg.nv, cfg.nu
+    if cfg.kind == "lipschitz":
+        state = np.r_[0:nx, nx + nv + nu:2 * nx + nv + nu]  # x, x+
+        rest = np.r_[nx:nx + nv + nu]  # w, u
+    else:
+        state = np.r_[0:nx, nx + nv:2 * nx + nv]
+        rest = np.r_[nx:nx + nv]
+        np.testing.assert_array_equal(Phi[np.ix_(rest, rest)], np.eye(nv))
+    G, K, W = Phi[np.ix_(state, state)], Phi[np.ix_(state, rest)], Phi[np.ix_(rest, rest)]
+    X, p = host(direct.X), float(host(direct.p))
+    polar = p**2 * X.T @ X / (np.sum(X**2) + cfg.eps) + cfg.eps * np.eye(2 * nx)
+    np.testing.assert_allclose(G - K @ np.linalg.solve(W, K.T), polar, rtol=1e-8,
+                               atol=1e-9 * np.abs(host(cache.H)).max())
+
+
 # --- certificates ---------------------------------------------------------------------------------
 
 

@@ -140,6 +140,74 @@ def _network_gradients(xp, cfg, seed, scale):
         reject()  # a ReLU kink lies within the finite-difference step
 
 
+# d values for the clip tests, interleaved: beyond the clip |d| = 20 on both sides, and inside
+# it (just inside, more than the finite-difference step away from the kink, and ordinary values)
+_D_VALUES = (25.0, 20.0 - 1e-3, -25.0, -20.0 + 1e-3, 21.0, 0.7, -30.0, -0.4)
+
+
+def _with_d(cfg, xp, rng, values):
+    """A perturbed LBDN whose Sandwich layers take their ``d`` from ``values`` in turn (biases
+    nonzero, so the scalings by psi do not cancel through a positively homogeneous activation)."""
+    direct = perturbed(lbdn.init(cfg, 0, backend=xp), rng, 1.0)
+    layers, i = [], 0
+    for layer in direct.layers:
+        if layer.d is not None:
+            n = int(layer.d.shape[0])
+            layer = layer._replace(d=put(xp, [values[(i + j) % len(values)] for j in range(n)]))
+            i += n
+        layers.append(layer)
+    return direct._replace(layers=tuple(layers))
+
+
+@pytest.mark.parametrize("output_layer", ["linear", "sandwich"])
+def test_forward_beyond_the_clip_matches_naive_formula(xp, output_layer):
+    """``psi = exp(clip(d, -20, 20))``: beyond the clip the network is that of ``d = +-20``."""
+    cfg = lbdn.Config(3, 3, hidden=(4, 3), activation="tanh", output_layer=output_layer)
+    rng = np.random.default_rng(1)
+    direct = _with_d(cfg, xp, rng, _D_VALUES)
+    u = put(xp, rng.standard_normal((5, 3)))
+    y, _ = lbdn.forward(cfg, lbdn.direct_to_explicit(cfg, direct)[0], u)
+    want = naive_lbdn(cfg, direct, u)
+    np.testing.assert_allclose(host(y), want, rtol=1e-9, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("output_layer", ["linear", "sandwich"])
+def test_map_vjp_beyond_and_at_the_clip(xp, output_layer):
+    """The gradient of ``d`` is zero beyond the clip (psi is constant there) and, by the
+    convention of docs/derivations/lbdn.md (L5: the mask is ``-20 < d < 20``), at it; just
+    inside it is the full gradient. Checked exactly at the clip and beyond, and against finite
+    differences beyond and just inside."""
+    cfg = lbdn.Config(3, 3, hidden=(4, 3), activation="tanh", output_layer=output_layer)
+    rng = np.random.default_rng(2)
+    direct = _with_d(cfg, xp, rng, (20.0, 20.0 - 1e-3, -20.0) + _D_VALUES)
+    explicit, cache = lbdn.direct_to_explicit(cfg, direct)
+    cot = lbdn.Explicit(tuple(put(xp, rng.standard_normal(tuple(w.shape))) for w in explicit.W),
+                        tuple(None if b is None else put(xp, rng.standard_normal(tuple(b.shape)))
+                              for b in explicit.b))
+    grads = lbdn.direct_to_explicit_vjp(cfg, cache, cot)
+    n_clipped = n_inside = 0
+    for layer, g in zip(direct.layers, grads.layers):
+        if layer.d is None:
+            continue
+        d, dd = host(layer.d), host(g.d)
+        clipped = np.abs(d) >= 20.0
+        assert np.all(dd[clipped] == 0.0), f"d = {d[clipped]} has gradient {dd[clipped]}"
+        assert np.all(dd[~clipped] != 0.0)  # not vacuous: inside the clip d moves the weights
+        n_clipped, n_inside = n_clipped + int(clipped.sum()), n_inside + int((~clipped).sum())
+    assert n_clipped >= 4 and n_inside >= 3
+
+    # finite differences, away from the kink at exactly +-20
+    direct = _with_d(cfg, xp, rng, _D_VALUES)
+
+    def f(dr):
+        return lbdn.direct_to_explicit(cfg, dr)[0]
+
+    def vjp(dr, d_explicit):
+        return lbdn.direct_to_explicit_vjp(cfg, lbdn.direct_to_explicit(cfg, dr)[1], d_explicit)
+
+    check_vjp(f, vjp, direct)
+
+
 def test_relu_slope_at_zero_is_zero(xp):
     cfg = lbdn.Config(1, 1, hidden=(1,), activation="relu")
     direct = lbdn.init(cfg, 0, backend=xp)
