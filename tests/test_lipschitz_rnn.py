@@ -15,7 +15,9 @@ BETAS = st.sampled_from([0.5, 0.75, 1.0]) | st.floats(0.5, 1.0)
 
 
 @st.composite
-def configs(draw, scheme=st.sampled_from(lrnn.SCHEMES), decoder=st.sampled_from(lrnn.DECODERS)):
+def configs(draw, scheme=st.sampled_from(lrnn.SCHEMES), decoder=st.sampled_from(lrnn.DECODERS),
+            gated=st.booleans(), stable_margin=st.sampled_from([None, None, 0.1, 1.0])):
+    scheme = draw(scheme)
     return lrnn.Config(
         n_in=draw(st.integers(1, 4)),
         n_units=draw(st.integers(1, 6)),
@@ -24,9 +26,11 @@ def configs(draw, scheme=st.sampled_from(lrnn.SCHEMES), decoder=st.sampled_from(
         gamma=draw(st.sampled_from([0.0, 0.1, 1.0])),
         eps=draw(st.sampled_from([0.05, 0.3, 1.0])),
         alpha=draw(st.sampled_from([0.0, 1.0, 2.0])),
-        scheme=draw(scheme),
+        scheme=scheme,
         rho=draw(st.sampled_from([0.0, 0.3, 0.5, 1.0])),
         decoder=draw(decoder),
+        gated=draw(gated) if scheme == "euler" else False,
+        stable_margin=draw(stable_margin),
     )
 
 
@@ -34,18 +38,34 @@ def random_direct(cfg, xp, rng, scale=1.0):
     """Free parameters of order ``scale`` (M, C with spectral radius about ``scale``)."""
     N = cfg.n_units
     shapes = dict(M=(N, N), C=(N, N), U=(N, cfg.n_in), b=(N,), D=(cfg.n_out, N), by=(cfg.n_out,))
+    if cfg.gated:
+        shapes.update(Ug=(N, cfg.n_in), bg=(N,))
     parts = {k: rng.standard_normal(s) * scale for k, s in shapes.items()}
     parts["M"] /= math.sqrt(N)
     parts["C"] /= math.sqrt(N)
     return lrnn.Direct(**{k: put(xp, v) for k, v in parts.items()})
 
 
-def imex_solvable(cfg, direct):
-    """Keep draws whose IMEX matrix I - eps rho alpha A is well conditioned."""
+def gamma_A(cfg, M):
+    """Proposition 2's sufficient condition as the stable mode applies it, in NumPy."""
+    if cfg.stable_margin is None:
+        return cfg.gamma
+    return max(cfg.gamma, (1 - cfg.beta) * np.linalg.eigvalsh(M + M.T)[-1] + cfg.stable_margin)
+
+
+def well_posed(cfg, direct):
+    """Keep draws whose IMEX matrix I - eps rho alpha A is well conditioned and, in the stable
+    mode, away from the kinks of gamma_A (a repeated lmax of M + M^T, or the two branches of the
+    max meeting), where the map is not differentiable."""
+    M = host(direct.M)
+    if cfg.stable_margin is not None:
+        lam = np.linalg.eigvalsh(M + M.T)
+        needed = (1 - cfg.beta) * lam[-1] + cfg.stable_margin
+        if abs(needed - cfg.gamma) < 1e-3 or (len(lam) > 1 and lam[-1] - lam[-2] < 1e-3):
+            return False
     if cfg.scheme != "imex":
         return True
-    M = host(direct.M)
-    A = (1 - cfg.beta) * (M + M.T) + cfg.beta * (M - M.T) - cfg.gamma * np.eye(cfg.n_units)
+    A = (1 - cfg.beta) * (M + M.T) + cfg.beta * (M - M.T) - gamma_A(cfg, M) * np.eye(cfg.n_units)
     S = np.eye(cfg.n_units) - cfg.eps * cfg.rho * cfg.alpha * A
     return np.linalg.svd(S, compute_uv=False)[-1] > 0.05
 
@@ -59,20 +79,35 @@ def draw_problem(cfg, xp, seed, scale, T, B):
 
 
 def naive(cfg, direct, h0, X):
-    """The paper's update rules as written, one column vector at a time, in NumPy."""
-    M, C, U, b, D, by = (host(a) for a in direct)
+    """The paper's update rules and the authors' gated cell and ODE solvers as written, one
+    column vector at a time, in NumPy (for rk4, torchdiffeq's 3/8 rule ``rk4_alt_step_func``)."""
+    M, C, U, b, D, by = (host(a) for a in direct[:6])
     N, beta, gamma = cfg.n_units, cfg.beta, cfg.gamma
     I = np.eye(N)
-    A = (1 - beta) * (M + M.T) + beta * (M - M.T) - gamma * I
+    A = (1 - beta) * (M + M.T) + beta * (M - M.T) - gamma_A(cfg, M) * I
     W = (1 - beta) * (C + C.T) + beta * (C - C.T) - gamma * I
     X, h0 = host(X), host(h0)
+    eps, alpha = cfg.eps, cfg.alpha
     out = np.zeros((X.shape[0], X.shape[1], cfg.n_out))
     for j in range(X.shape[1]):
         h = h0[j]
         for t in range(X.shape[0]):
-            z = W @ h + U @ X[t, j] + b
-            if cfg.scheme == "euler":
+            u = U @ X[t, j] + b
+            z = W @ h + u
+            f = lambda g: alpha * A @ g + np.tanh(W @ g + u)  # noqa: E731
+            if cfg.gated:
+                zg = W @ h + host(direct.Ug) @ X[t, j] + host(direct.bg)
+                h = h + eps * (alpha * A @ h + np.tanh(z)) / (1 + np.exp(-zg))
+            elif cfg.scheme == "euler":
                 h = h + cfg.eps * (cfg.alpha * A @ h + np.tanh(z))
+            elif cfg.scheme == "midpoint":
+                h = h + eps * f(h + eps / 2 * f(h))
+            elif cfg.scheme == "rk4":
+                k1 = f(h)
+                k2 = f(h + eps * k1 / 3)
+                k3 = f(h + eps * (k2 - k1 / 3))
+                k4 = f(h + eps * (k1 - k2 + k3))
+                h = h + (k1 + 3 * (k2 + k3) + k4) * eps * 0.125
             else:
                 rhs = h + cfg.eps * np.tanh(z) + cfg.eps * (1 - cfg.rho) * cfg.alpha * A @ h
                 h = np.linalg.solve(I - cfg.eps * cfg.rho * cfg.alpha * A, rhs)
@@ -84,20 +119,39 @@ SIZES = dict(seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([0.3, 1.0, 2.
              T=st.integers(1, 5), B=st.integers(1, 3))
 
 
+# every form pinned once, whatever Hypothesis draws: the gated cell, both ODE solvers, the stable mode
+PINNED = [
+    lrnn.Config(2, 3, 2, gated=True, alpha=2.0, decoder="sequence"),
+    lrnn.Config(2, 3, 2, scheme="midpoint", eps=0.3, alpha=2.0),
+    lrnn.Config(2, 4, 2, scheme="rk4", eps=0.3, decoder="sequence"),
+    lrnn.Config(2, 3, 2, scheme="imex", rho=0.5, stable_margin=0.5, gamma=0.0, beta=0.6),
+    lrnn.Config(1, 3, 2, scheme="rk4", gated=False, stable_margin=1.0, gamma=0.1, beta=0.75),
+    lrnn.Config(1, 3, 2, gated=True, stable_margin=1.0, gamma=0.0),
+]
+
+
+def pin(test):
+    for cfg in PINNED:
+        test = example(cfg=cfg, seed=3, scale=2.0, T=4, B=2)(test)
+    return test
+
+
 @given(cfg=configs(), **SIZES)
+@pin
 def test_forward_matches_naive_formula(xp, cfg, seed, scale, T, B):
     direct, h0, X = draw_problem(cfg, xp, seed, scale, T, B)
-    assume(imex_solvable(cfg, direct))
+    assume(well_posed(cfg, direct))
     explicit, _ = lrnn.direct_to_explicit(cfg, direct)
     y, cache = lrnn.forward(cfg, explicit, h0, X)
     np.testing.assert_allclose(host(y), naive(cfg, direct, h0, X), rtol=1e-10, atol=1e-10)
-    assert cache.H.shape == (T + 1, B, cfg.n_units) and cache.S.shape == (T, B, cfg.n_units)
+    stages = {"midpoint": (2,), "rk4": (4,)}.get(cfg.scheme, ())
+    assert cache.H.shape == (T + 1, B, cfg.n_units) and cache.S.shape == (T, *stages, B, cfg.n_units)
 
 
 @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), scale=st.sampled_from([0.3, 1.0, 2.0]))
 def test_direct_to_explicit_vjp(xp, cfg, seed, scale):
     direct = random_direct(cfg, xp, np.random.default_rng(seed), scale)
-    assume(imex_solvable(cfg, direct))
+    assume(well_posed(cfg, direct))
 
     def f(d):
         return lrnn.direct_to_explicit(cfg, d)[0]
@@ -110,16 +164,24 @@ def test_direct_to_explicit_vjp(xp, cfg, seed, scale):
 
 
 @given(cfg=configs(), **SIZES)
+@pin
 def test_backward_on_free_explicit_weights(xp, cfg, seed, scale, T, B):
-    """BPTT alone, with F and G arbitrary matrices (not derived from A)."""
+    """BPTT alone, with A, W, F and G arbitrary matrices (not derived from M, C)."""
     direct, h0, X = draw_problem(cfg, xp, seed, scale, T, B)
     rng = np.random.default_rng(seed + 1)
     N = cfg.n_units
+
+    def rand():
+        return put(xp, rng.standard_normal((N, N)) / math.sqrt(N))
+
+    linear_update = not cfg.gated and cfg.scheme in ("euler", "imex")
     explicit = lrnn.Explicit(
-        A=direct.M, W=direct.C, U=direct.U, b=direct.b, D=direct.D, by=direct.by,
-        F=put(xp, rng.standard_normal((N, N)) / math.sqrt(N)),
-        G=None if cfg.scheme == "euler" else put(xp, rng.standard_normal((N, N)) / math.sqrt(N)),
+        A=rand(), W=rand(), U=direct.U, b=direct.b, D=direct.D, by=direct.by,
+        F=rand() if linear_update else None, G=rand() if cfg.scheme == "imex" else None,
+        Ug=direct.Ug, bg=direct.bg,
     )
+    if linear_update:
+        explicit = explicit._replace(A=None)  # the loop reads A only through F and G
 
     def f(args):
         return lrnn.forward(cfg, args[0], args[1], args[2])[0]
@@ -127,7 +189,7 @@ def test_backward_on_free_explicit_weights(xp, cfg, seed, scale, T, B):
     def vjp(args, dy):
         _, cache = lrnn.forward(cfg, *args)
         dh0, dX, d_explicit = lrnn.backward(cfg, args[0], cache, dy)
-        assert d_explicit.A is None
+        assert (d_explicit.A is None) == linear_update and (d_explicit.F is None) != linear_update
         return d_explicit, dh0, dX
 
     check_vjp(f, vjp, (explicit, h0, X))
@@ -136,10 +198,11 @@ def test_backward_on_free_explicit_weights(xp, cfg, seed, scale, T, B):
 @given(cfg=configs(), **SIZES)
 @example(cfg=lrnn.Config(2, 3, 2, scheme="imex", rho=1.0, decoder="sequence"), seed=0, scale=1.0, T=4, B=2)
 @example(cfg=lrnn.Config(1, 1, 1), seed=1, scale=2.0, T=1, B=1)
+@pin
 def test_gradients_end_to_end(xp, cfg, seed, scale, T, B):
     """Free parameters, initial state and inputs through the map, the rollout and the decoder."""
     direct, h0, X = draw_problem(cfg, xp, seed, scale, T, B)
-    assume(imex_solvable(cfg, direct))
+    assume(well_posed(cfg, direct))
 
     def f(args):
         explicit, _ = lrnn.direct_to_explicit(cfg, args[0])
@@ -158,7 +221,7 @@ def test_gradients_end_to_end(xp, cfg, seed, scale, T, B):
        scale=st.sampled_from([0.3, 1.0]), T=st.integers(1, 5), B=st.integers(1, 3))
 def test_value_and_grad(xp, cfg, seed, scale, T, B):
     direct, _, X = draw_problem(cfg, xp, seed, scale, T, B)
-    assume(imex_solvable(cfg, direct))
+    assume(well_posed(cfg, direct))
     labels = xp.asarray(np.random.default_rng(seed).integers(0, cfg.n_out, B))
     # a nearly saturated softmax loses the loss's relative precision (log of 1 + tiny), which the
     # finite-difference noise model does not see
@@ -184,7 +247,7 @@ def test_h0_none_is_zeros(xp):
     assert_close(y0, y1)
 
 
-@given(cfg=configs(scheme=st.just("euler")), **SIZES)
+@given(cfg=configs(scheme=st.just("euler"), gated=st.just(False)), **SIZES)
 def test_imex_with_rho_zero_is_euler(xp, cfg, seed, scale, T, B):
     direct, h0, X = draw_problem(cfg, xp, seed, scale, T, B)
     imex = lrnn.Config(**{**cfg.to_dict(), "scheme": "imex", "rho": 0.0})
@@ -318,6 +381,92 @@ def test_max_stable_step_edge_cases():
     assert lrnn.max_stable_step(-np.eye(3), rho=0.5) == math.inf
 
 
+def _rk_step_of_linear_field(A, eps, alpha, scheme):
+    """One step of the authors' solvers (torchdiffeq midpoint, 3/8-rule rk4) on h' = alpha A h,
+    applied to the identity: the update matrix column by column."""
+    f = lambda g: alpha * A @ g  # noqa: E731
+    h = np.eye(A.shape[0])
+    if scheme == "midpoint":
+        return h + eps * f(h + eps / 2 * f(h))
+    k1 = f(h)
+    k2 = f(h + eps * k1 / 3)
+    k3 = f(h + eps * (k2 - k1 / 3))
+    k4 = f(h + eps * (k1 - k2 + k3))
+    return h + (k1 + 3 * (k2 + k3) + k4) * eps / 8
+
+
+@pytest.mark.parametrize("scheme", ["midpoint", "rk4"])
+@pytest.mark.parametrize("alpha", [0.5, 2.0])
+def test_max_stable_step_runge_kutta_is_the_stability_edge(scheme, alpha):
+    for seed in (0, 1, 2):
+        A, _, _ = _hurwitz_A(np.random.default_rng(seed), 6, beta=0.9)
+        eps_max = lrnn.max_stable_step(A, alpha, scheme=scheme)
+        assert 0 < eps_max < math.inf
+
+        def radius(eps):
+            F = lrnn.linear_update_matrix(A, eps, alpha, scheme=scheme)
+            np.testing.assert_allclose(F, _rk_step_of_linear_field(A, eps, alpha, scheme), rtol=1e-12, atol=1e-12)
+            return np.max(np.abs(np.linalg.eigvals(F)))
+
+        assert radius(0.999 * eps_max) < 1.0 < radius(1.001 * eps_max)
+        # every smaller step is stable too, not only the one just below the edge
+        assert all(radius(f * eps_max) < 1.0 for f in (0.01, 0.2, 0.5, 0.8))
+
+
+def test_max_stable_step_runge_kutta_closed_forms():
+    rot = np.array([[0.0, 3.0], [-3.0, 0.0]])  # lambda = +-3i
+    assert lrnn.max_stable_step(rot, scheme="midpoint") == 0.0  # |R(iy)|^2 = 1 + y^4/4
+    assert lrnn.max_stable_step(rot, scheme="rk4") == pytest.approx(2 * math.sqrt(2) / 3, rel=1e-10)
+    assert lrnn.max_stable_step(-2 * np.eye(3), scheme="midpoint") == pytest.approx(1.0, rel=1e-12)
+    assert lrnn.max_stable_step(-np.eye(3), 2.0, scheme="rk4") == pytest.approx(2.785293563405 / 2, rel=1e-10)
+    assert lrnn.max_stable_step(np.eye(2), scheme="rk4") == 0.0
+    assert lrnn.max_stable_step(np.zeros((2, 2)), scheme="rk4") == 0.0
+    assert lrnn.max_stable_step(-np.eye(2), 0.0, scheme="rk4") == math.inf
+    assert lrnn.max_stable_step(-np.eye(2), rho=0.9, scheme="euler") == pytest.approx(2.0)  # euler ignores rho
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        lrnn.max_stable_step(-np.eye(2), scheme="rk3")
+
+
+@pytest.mark.parametrize("scheme", ["euler", "imex"])
+def test_linear_update_matrix_is_the_maps_F(xp, scheme):
+    cfg = lrnn.Config(1, 5, 1, eps=0.3, alpha=1.5, scheme=scheme, rho=0.7)
+    explicit, _ = lrnn.direct_to_explicit(cfg, random_direct(cfg, xp, np.random.default_rng(0)))
+    F = lrnn.linear_update_matrix(explicit.A, cfg.eps, cfg.alpha, scheme=scheme, rho=cfg.rho)
+    np.testing.assert_allclose(F, host(explicit.F), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("beta", [0.5, 0.75, 1.0])
+def test_stable_mode_enforces_proposition_2(xp, beta):
+    """Whatever M, every eigenvalue of A has real part <= -delta; W keeps the fixed gamma; and
+    when gamma alone already satisfies the condition, the mode changes nothing."""
+    rng = np.random.default_rng(1)
+    delta = 0.3
+    for scale in (0.1, 1.0, 10.0):
+        cfg = lrnn.Config(1, 8, 1, beta=beta, gamma=0.01, stable_margin=delta)
+        direct = random_direct(cfg, xp, rng, scale)
+        explicit, _ = lrnn.direct_to_explicit(cfg, direct)
+        assert _eig_real(explicit.A)[-1] <= -delta + 1e-12
+        lo, hi = lrnn.eigenvalue_bounds(direct.M, beta, gamma_A(cfg, host(direct.M)))
+        assert hi == pytest.approx(-delta if beta < 1 else -max(0.01, delta), abs=1e-12)
+        free = lrnn.direct_to_explicit(lrnn.Config(1, 8, 1, beta=beta, gamma=0.01), direct)[0]
+        assert_close(explicit.W, free.W, rtol=0, atol=0)
+        if beta < 1 and scale == 10.0:
+            assert _eig_real(free.A)[-1] > 0  # without the mode this A is unstable
+    big_gamma = lrnn.Config(1, 8, 1, beta=beta, gamma=50.0, stable_margin=delta)
+    direct = random_direct(big_gamma, xp, rng, 1.0)
+    on = lrnn.direct_to_explicit(big_gamma, direct)
+    off = lrnn.direct_to_explicit(lrnn.Config(1, 8, 1, beta=beta, gamma=50.0), direct)[0]
+    assert on[1].v is None and np.array_equal(host(on[0].A), host(off.A))
+
+
+def test_stable_mode_with_imex_half_is_stable_for_every_step(xp):
+    cfg = lrnn.Config(1, 6, 1, beta=0.6, gamma=0.0, scheme="imex", rho=0.5, eps=50.0, stable_margin=0.05)
+    direct = random_direct(cfg, xp, np.random.default_rng(4), scale=5.0)
+    F = host(lrnn.direct_to_explicit(cfg, direct)[0].F)
+    assert np.max(np.abs(np.linalg.eigvals(F))) < 1.0
+    assert lrnn.lyapunov_certificate(F, discrete=True).certified
+
+
 @pytest.mark.parametrize("rho", [0.5, 0.75, 1.0])
 def test_imex_is_stable_for_every_step_when_rho_at_least_half(xp, rho):
     rng = np.random.default_rng(5)
@@ -440,7 +589,11 @@ def test_init_scales():
         (dict(rho=1.5), "rho"),
         (dict(rho=-0.1), "rho"),
         (dict(rho="half"), "rho"),
-        (dict(scheme="rk4"), "scheme"),
+        (dict(scheme="rk5"), "scheme"),
+        (dict(gated=True, scheme="imex"), "gated=True .* scheme must be 'euler'"),
+        (dict(gated=1), "gated must be a bool"),
+        (dict(stable_margin=0.0), "stable_margin must be a positive"),
+        (dict(stable_margin=float("nan")), "stable_margin"),
         (dict(decoder="mean"), "decoder"),
         (dict(init_std=0.0), "init_std"),
     ],
@@ -536,3 +689,34 @@ def test_learns_digit_rows():
     )
     assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
     assert max(hist.test_accuracy) > 0.75  # chance is 0.1; about 0.83 here
+
+
+def test_gated_init_validation_and_io(xp, tmp_path):
+    plain, gated = lrnn.Config(3, 5, 2), lrnn.Config(3, 5, 2, gated=True, stable_margin=0.1)
+    a, g = lrnn.init(plain, 7, backend=xp), lrnn.init(gated, 7, backend=xp)
+    assert a.Ug is None and a.bg is None
+    for x, y in zip(a, g[:6]):  # the gate's weights are drawn last: the rest is unchanged
+        assert np.array_equal(host(x), host(y))
+    assert g.Ug.shape == (5, 3) and not np.any(host(g.bg))
+    assert np.std(host(g.Ug)) > 0.1
+    with pytest.raises(ValueError, match="direct.Ug must be None for a unit without gate"):
+        lrnn.direct_to_explicit(plain, g)
+    with pytest.raises(TypeError, match="direct.Ug must be an array"):
+        lrnn.direct_to_explicit(gated, a)
+    with pytest.raises(ValueError, match=r"direct.bg must have shape \(5\)"):
+        lrnn.direct_to_explicit(gated, g._replace(bg=put(xp, np.zeros(4))))
+    io.save(tmp_path / "g.npz", gated, g)
+    loaded = io.load(tmp_path / "g.npz", backend=xp)
+    assert loaded.config == gated and host(loaded.params.Ug).tobytes() == host(g.Ug).tobytes()
+    X = put(xp, np.ones((3, 2, 3)))
+    assert_close(lrnn.predict(gated, loaded.params, X), lrnn.predict(gated, g, X))
+
+
+def test_gate_closed_is_a_frozen_state(xp):
+    """A gate driven to 0 (b_g very negative) freezes the state: h_T = h_0."""
+    cfg = lrnn.Config(2, 4, 3, gated=True, decoder="sequence")
+    direct = random_direct(cfg, xp, np.random.default_rng(0))._replace(bg=put(xp, np.full(4, -60.0)))
+    _, h0, X = draw_problem(cfg, xp, 1, 1.0, 6, 2)
+    explicit, _ = lrnn.direct_to_explicit(cfg, direct)
+    _, cache = lrnn.forward(cfg, explicit, h0, X)
+    np.testing.assert_allclose(host(cache.H[-1, ...]), host(h0), atol=1e-20)

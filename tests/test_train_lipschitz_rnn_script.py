@@ -5,6 +5,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from r2dn_np import tree
 from r2dn_np.data import digits
@@ -24,7 +25,7 @@ def test_main_runs_every_task_and_the_robustness_table(tmp_path, capsys):
         "--n-units", "6", "--noise-draws", "1", "--robustness", "--quiet", "--out", str(out),
     ])
     runs = {(r["task"], r["model"]): r for r in results["runs"]}
-    assert set(runs) == {(t, m) for t in script.TASKS for m in ("lipschitz_rnn", "tanh_rnn", "r2dn")}
+    assert set(runs) == {(t, m) for t in script.DIGIT_TASKS for m in ("lipschitz_rnn", "tanh_rnn", "r2dn")}
     assert runs["pixel", "tanh_rnn"]["T"] == 64 and runs["noise_padded_fixed", "lipschitz_rnn"]["T"] == 13
     assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in runs.values())
     stab = runs["pixel", "lipschitz_rnn"]["stability"]
@@ -63,3 +64,37 @@ def test_tasks_and_pixel_sequences():
     flat = digits.load()
     np.testing.assert_array_equal(host(script.pixel_sequences(flat.X_test)),
                                   host(digits.as_sequences(flat, "pixel").X_test))
+
+
+def test_mnist_tasks_variants_and_matched_parameter_counts(tmp_path):
+    """The MNIST preset end to end on a handful of real digits (T = 784), every Lipschitz RNN
+    variant, widths matched to the Lipschitz RNN's parameter count, and the robustness table."""
+    results = script.main([
+        "--preset", "mnist_quick", "--mnist-train", "12", "--mnist-test", "10", "--epochs", "1",
+        "--n-units", "5", "--noise-draws", "1", "--robustness", "--quiet",
+        "--model", *script.MODELS, "--out", str(tmp_path / "m.json"),
+    ])
+    runs = {(r["task"], r["model"]): r for r in results["runs"]}
+    assert set(runs) == {(t, m) for t in script.MNIST_TASKS for m in script.MODELS}
+    assert all(r["T"] == 784 and r["n_train"] == 12 and r["n_test"] == 10 for r in runs.values())
+    target = runs["mnist_pixel", "lipschitz_rnn_euler"]["n_params"]
+    for model in ("tanh_rnn", "r2dn"):  # the closest count any width gives
+        assert abs(runs["mnist_pixel", model]["n_params"] - target) <= 0.2 * target
+    cfgs = {m: runs["mnist_pixel", m]["config"] for m in script.MODELS}
+    assert cfgs["lipschitz_rnn_euler"]["scheme"] == "euler" and cfgs["lipschitz_rnn_imex"]["scheme"] == "imex"
+    assert cfgs["lipschitz_rnn_gated"]["gated"] and cfgs["lipschitz_rnn_rk4"]["scheme"] == "rk4"
+    stab = runs["mnist_permuted", "lipschitz_rnn_stable"]["stability"]
+    assert stab["max_re_eig_A"] <= -0.01 + 1e-9 and stab["prop2_interval"][1] == pytest.approx(-0.01)
+    assert stab["max_stable_step_scheme"] == float("inf") and "lyapunov_decay_rate_F" in stab
+    assert set(results["robustness"]) == set(script.MODELS)
+    assert len(runs["mnist_pixel", "tanh_rnn"]["accuracy_per_epoch"]) == 1
+
+
+def test_matched_width_is_the_closest_count():
+    s = dict(script.DEFAULTS, **script.PRESETS["mnist_quick"])
+    target = script.n_params(script.lipschitz_rnn_adapter(1, 10, s, 0, "numpy").params)
+    width, count = script.matched_width("tanh_rnn", 1, 10, s, target, "numpy")
+    # tanh RNN: W (N^2), U, b (N each), D (10 N), by (10)
+    assert count == width ** 2 + 12 * width + 10
+    for w in (width - 1, width + 1):
+        assert abs(w ** 2 + 12 * w + 10 - target) >= abs(count - target)
