@@ -14,4 +14,11 @@ class JSONConfig:
 
     @classmethod
     def from_dict(cls, data):
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__module__.rsplit('.', 1)[-1]}.Config.from_dict takes a dict; "
+                            f"got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known, key=str)
+        if unknown:
+            raise TypeError(f"unknown config field {unknown[0]!r}; the fields are {sorted(known)}")
         return cls(**data)

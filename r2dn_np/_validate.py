@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
 from array_api_compat import array_namespace
 
 
@@ -25,6 +26,8 @@ def nonnegative_int(name, value):
 
 
 def positive_float(name, value):
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a positive finite number; got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -32,6 +35,23 @@ def positive_float(name, value):
     if not (math.isfinite(out) and out > 0):
         raise ValueError(f"{name} must be a positive finite number; got {value!r}")
     return out
+
+
+def seed(name, value):
+    """A seed for ``np.random.default_rng``: a non-negative integer (not a bool, float or None)."""
+    return nonnegative_int(name, value)
+
+
+def positive_ints(name, value):
+    """A sequence (tuple, list, range or 1-d integer array) of integers >= 1, as a tuple.
+
+    A string is refused although it is a sequence: ``"16"`` would read as ``(1, 6)``.
+    """
+    if isinstance(value, (str, bytes)) or not (
+        isinstance(value, (tuple, list, range)) or getattr(value, "ndim", None) == 1
+    ):
+        raise TypeError(f"{name} must be a tuple of integers >= 1; got {value!r}")
+    return tuple(positive_int(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
 def one_of(name, value, options):
@@ -74,3 +94,105 @@ def array(name, x, shape, *, like=None, finite=True):
     if finite and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or Inf")
     return x
+
+
+def _is_namedtuple(node):
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _type_name(node):
+    kind = type(node)
+    return f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__qualname__}"
+
+
+def _walk(name, value, template, leaves):
+    """Match ``value`` against ``template`` node by node; collect ``(path, leaf, shape)``."""
+    if template is None:
+        if value is not None:
+            raise ValueError(f"{name} must be None for this config (the model has no such parameter); "
+                             f"got {type(value).__name__}")
+        return
+    if value is None:
+        raise ValueError(f"{name} is missing (None); expected an array of shape {tuple(template.shape)}"
+                         if not isinstance(template, tuple) else f"{name} is missing (None)")
+    if _is_namedtuple(template):
+        # compare by name and fields, not identity, so a reloaded module's containers still match
+        if not (_is_namedtuple(value) and type(value).__qualname__ == type(template).__qualname__
+                and type(value).__module__ == type(template).__module__
+                and value._fields == template._fields):
+            raise TypeError(f"{name} must be of type {_type_name(template)}; got {_type_name(value)}")
+        for field, v, t in zip(template._fields, value, template):
+            _walk(f"{name}.{field}", v, t, leaves)
+        return
+    if isinstance(template, (tuple, list)):
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"{name} must be a tuple of {len(template)}; got {type(value).__name__}")
+        if len(value) != len(template):
+            raise ValueError(f"{name} must have {len(template)} entries for this config; got {len(value)}")
+        for i, (v, t) in enumerate(zip(value, template)):
+            _walk(f"{name}[{i}]", v, t, leaves)
+        return
+    leaves.append((name, value, tuple(int(s) for s in template.shape)))
+
+
+def container(name, value, template, *, finite=True):
+    """Check a parameter container against ``template`` (the same model's container, e.g. from
+    ``init``): the same container types, ``None`` exactly where the template has ``None``, every
+    array of exactly the template's shape (no broadcasting), one real floating dtype and one
+    namespace for all, and (with ``finite``) no NaN or Inf. Errors name the field as
+    ``direct.phi.layers[0].XY``. Returns the arrays' namespace.
+    """
+    leaves = []
+    _walk(name, value, template, leaves)
+    if not leaves:
+        return None
+    xp = ref_dtype = ref_type = None
+    for path, leaf, shape in leaves:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(f"{path} must be an array of shape {shape}; got {type(leaf).__name__}")
+        if tuple(leaf.shape) != shape:
+            raise ValueError(f"{path} must have shape {shape}; got {tuple(leaf.shape)}")
+        # the namespace lookup is the costly part of this loop: once per array type
+        leaf_xp = xp if type(leaf) is ref_type else array_namespace(leaf)
+        if xp is None:
+            ref_type = type(leaf)
+            xp, ref_dtype, ref_path = leaf_xp, leaf.dtype, path
+            if not xp.isdtype(leaf.dtype, "real floating"):
+                raise TypeError(f"{path} must be a float32 or float64 array; got dtype {leaf.dtype}")
+        elif leaf_xp is not xp:
+            raise TypeError(f"{path} lives on a different backend ({leaf_xp.__name__}) from {ref_path} "
+                            f"({xp.__name__})")
+        elif leaf.dtype != ref_dtype:
+            raise TypeError(f"{path} has dtype {leaf.dtype} but {ref_path} has {ref_dtype}; "
+                            "all parameters must share one dtype")
+    if finite:
+        # one reduction and one host sync for the whole tree; only on failure look per field
+        # (a sum that overflows, or meets +Inf and -Inf, must not warn: it only sends us looking)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = sum(xp.sum(leaf) for _, leaf, _ in leaves)
+        if not bool(xp.isfinite(total)):
+            for path, leaf, _ in leaves:
+                if not bool(xp.all(xp.isfinite(leaf))):
+                    raise ValueError(f"{path} contains NaN or Inf")
+    return xp
+
+
+def loss_output(out, Y):
+    """What a user's ``loss(Y)`` returned: ``(value, dY)``, a finite scalar and a finite ``dY`` of
+    exactly ``Y``'s shape and dtype. Returns ``(value, dY)``."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"loss must return a pair (value, dY); got {type(out).__name__}")
+    value, dY = out
+    if isinstance(value, (bool, str, bytes)) or not (
+        isinstance(value, numbers.Real) or getattr(value, "shape", None) == ()
+    ):
+        got = f"shape {tuple(value.shape)}" if hasattr(value, "shape") else type(value).__name__
+        raise TypeError(f"loss must return a scalar value (a float or 0-d array); got {got}")
+    if not math.isfinite(float(value)):
+        xp = array_namespace(Y)
+        if not bool(xp.all(xp.isfinite(Y))):
+            raise ValueError("the model output Y contains NaN or Inf (finite parameters gave a non-finite "
+                             f"model), so loss returned {float(value)!r}")
+        raise ValueError(f"loss returned a non-finite value {float(value)!r}")
+    array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y)
+    return value, dY

@@ -21,11 +21,12 @@ True
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from . import linalg
+from . import _validate, linalg
 
 __all__ = [
     "Check",
@@ -228,6 +229,24 @@ def balanced_max_eig(Q, M):
     return float(xp.max(xp.linalg.eigvalsh(linalg.sym(T.mT @ Q @ T))))
 
 
+def _check_certify_inputs(cfg, explicit, cache, tol):
+    from . import r2dn, ren
+
+    module = {"r2dn": r2dn, "ren": ren}.get(getattr(cfg, "model", None))
+    if module is None or not isinstance(cfg, module.Config):
+        raise TypeError(f"cfg must be an r2dn.Config or a ren.Config; got {type(cfg).__name__}")
+    _validate.container("explicit", explicit, module._templates(cfg)[1])
+    fields = ("H", "E", "P") + (("lam_inv",) if cfg.model == "ren" else ())
+    for field in fields:
+        value = getattr(cache, field, None)
+        if value is None:
+            raise TypeError(f"cache must be the map cache of {cfg.model}.direct_to_explicit; "
+                            f"it has no {field!r}")
+        _validate.array(f"cache.{field}", value, tuple(int(s) for s in value.shape))
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
+
+
 def certify(cfg, explicit, cache, tol=1e-10):
     """Check a model's certificates and report by what margin they hold.
 
@@ -243,7 +262,14 @@ def certify(cfg, explicit, cache, tol=1e-10):
     Returns
     -------
     Report
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``cfg`` is not an R2DN's or a REN's, ``explicit`` does not fit it, or ``explicit`` or the
+        matrices of ``cache`` hold NaN or Inf (no certificate can be read from those).
     """
+    _check_certify_inputs(cfg, explicit, cache, tol)
     xp = array_namespace(cache.E)
     H = _f64(cache.H)
     eigH = xp.linalg.eigvalsh(H)

@@ -38,6 +38,18 @@ def evaluate(predict, params, X, y, batch_axis=0, batch_size=512):
     return correct / n
 
 
+def _check_set(name, pair, batch_axis):
+    """``(X, y)``: ``X`` a finite floating array, ``y`` integer labels, one per example."""
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        raise TypeError(f"{name} must be a pair (X, y); got {type(pair).__name__}")
+    X, y = pair
+    _validate.array(f"{name}[0] (X)", X, (None,) * max(len(getattr(X, "shape", ())), batch_axis + 1))
+    n = int(X.shape[batch_axis])
+    if not hasattr(y, "shape") or tuple(y.shape) != (n,):
+        raise ValueError(f"{name}[1] (labels) must have shape ({n},), one per example along axis "
+                         f"{batch_axis} of X; got {getattr(y, 'shape', type(y).__name__)}")
+
+
 def train(value_and_grad, predict, params, train_set, test_set, *, epochs, batch_size, lr,
           batch_axis=0, seed=0, clip_norm=None, log=None):
     """Adam over shuffled minibatches; returns ``(params, History)``.
@@ -51,10 +63,15 @@ def train(value_and_grad, predict, params, train_set, test_set, *, epochs, batch
     _validate.positive_int("epochs", epochs)
     _validate.positive_int("batch_size", batch_size)
     _validate.positive_float("lr", lr)
+    _validate.one_of("batch_axis", batch_axis, (0, 1))
+    if clip_norm is not None:
+        _validate.positive_float("clip_norm", clip_norm)
+    for name, pair in (("train_set", train_set), ("test_set", test_set)):
+        _check_set(name, pair, batch_axis)
     X, y = train_set
     xp = array_namespace(X)
     n = int(X.shape[batch_axis])
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     state = optim.adam_init(params)
     history = History([], [], [])
     for epoch in range(epochs):

@@ -41,6 +41,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple
 
@@ -172,7 +173,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     solver converges at initialisation; training may move ``W`` anywhere.
     """
     xp = namespace(backend)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     W = rng.standard_normal((cfg.n, cfg.n))
     W *= _INIT_W_NORM / max(float(np.linalg.norm(W, 2)), 1e-300)
     U = lecun_normal(rng, (cfg.n_in, cfg.n)).T
@@ -182,9 +183,17 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = init(cfg, 0, backend="numpy")
+    return direct, Explicit(direct.W, direct.U, direct.b)
+
+
 def direct_to_explicit(cfg, direct):
     """The identity map (an unconstrained DEQ has no parameterisation); kept so that every
     model is called the same way. Returns ``(explicit, cache)`` with ``cache = None``."""
+    _validate.container("direct", direct, _templates(cfg)[0])
     return Explicit(direct.W, direct.U, direct.b), None
 
 
@@ -378,6 +387,7 @@ def _solver_options(cfg):
 
 
 def _check_x(cfg, explicit, x):
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
 
 
@@ -444,6 +454,7 @@ def backward(cfg, explicit, cache, dz, return_result=False):
     -----
     ``docs/derivations/deq.md``, equations (D2)-(D4).
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("dz", dz, [("N", int(cache.x.shape[0])), ("n", cfg.n)], like=explicit.W)
     xp = array_namespace(dz)
     W = explicit.W

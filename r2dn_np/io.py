@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import tree
+from . import _validate, tree
 from .backend import namespace, to_numpy
 
 __all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays", "atomic_write"]
@@ -132,11 +132,29 @@ def save(path, config, params, metadata=None):
     config : a model ``Config`` (has ``model``, ``to_dict``).
     params : the model's ``Direct`` container.
     metadata : optional JSON-serialisable dict stored alongside (for example training info).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Before anything is written, for whatever :func:`load` would refuse: a config of no
+        known model, parameters of another model or config (a field missing, extra or of
+        another shape), dtypes other than one of float32 / float64, NaN or Inf.
     """
+    model = getattr(config, "model", None)
+    if model not in MODELS or not hasattr(config, "to_dict"):
+        raise TypeError(f"config must be the Config of one of the models {sorted(MODELS)}; "
+                        f"got {type(config).__name__}")
+    module = importlib.import_module(MODELS[model])
+    if not isinstance(config, module.Config):
+        raise TypeError(f"config must be a {model}.Config; got {type(config).__name__}")
+    template = module.init(config, seed=0, backend="numpy")
+    _validate.container("params", params, template)
     named = tree.paths(params)
     dtypes = {str(to_numpy(a).dtype) for _, a in named}
-    if len(dtypes) != 1:
-        raise ValueError(f"params must share one dtype; got {sorted(dtypes)}")
+    if not dtypes <= {"float32", "float64"}:
+        raise TypeError(f"params must be float32 or float64; got {sorted(dtypes)}")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict or None; got {type(metadata).__name__}")
     arrays = {name: np.array(to_numpy(a)) for name, a in named}
     meta = {
         "format": FORMAT,

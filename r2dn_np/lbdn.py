@@ -19,6 +19,7 @@ Derivations: ``docs/derivations/lbdn.md``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple, Optional
 
@@ -73,10 +74,7 @@ class Config(JSONConfig):
     def __post_init__(self):
         _validate.positive_int("n_in", self.n_in)
         _validate.positive_int("n_out", self.n_out)
-        hidden = tuple(self.hidden)
-        for i, h in enumerate(hidden):
-            _validate.positive_int(f"hidden[{i}]", h)
-        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        object.__setattr__(self, "hidden", _validate.positive_ints("hidden", self.hidden))
         _validate.one_of("activation", self.activation, activations.NAMES)
         _validate.one_of("output_layer", self.output_layer, ("linear", "sandwich"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
@@ -138,6 +136,7 @@ def _is_sandwich(cfg, k):
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
     """Seeded initialisation (math.md section 3): lecun-normal ``XY``, ``a = ||XY||``, ``d = b = 0``."""
+    _validate.seed("seed", seed)
     return _init(cfg, np.random.default_rng(seed), namespace(backend), dtype)
 
 
@@ -159,6 +158,23 @@ def _init(cfg, rng, xp, dtype):
 # --- stage 1: free parameters -> MLP weights -----------------------------------------------------
 
 
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = _init(cfg, np.random.default_rng(0), namespace("numpy"), "float64")
+    return direct, _direct_to_explicit(cfg, direct)[0]
+
+
+def _check_direct(cfg, direct, name="direct"):
+    """Refuse a ``Direct`` that does not fit ``cfg`` (type, fields, shapes, dtype, finiteness)."""
+    _validate.container(name, direct, _templates(cfg)[0])
+
+
+def _check_explicit(cfg, explicit, name="explicit"):
+    """Refuse an ``Explicit`` that does not fit ``cfg`` (type, fields, shapes, dtype, finiteness)."""
+    _validate.container(name, explicit, _templates(cfg)[1])
+
+
 def direct_to_explicit(cfg, direct):
     """Map free parameters to MLP weights. Returns ``(explicit, cache)``.
 
@@ -166,6 +182,12 @@ def direct_to_explicit(cfg, direct):
     -----
     ``docs/derivations/lbdn.md``, equations (L1)-(L5).
     """
+    _check_direct(cfg, direct)
+    return _direct_to_explicit(cfg, direct)
+
+
+def _direct_to_explicit(cfg, direct):
+    """:func:`direct_to_explicit` without the checks (for models that embed an LBDN)."""
     xp = array_namespace(direct.layers[0].XY)
     dtype = direct.layers[0].XY.dtype
     if cfg.learn_gamma:
@@ -285,6 +307,7 @@ def forward(cfg, explicit, h):
     out : (N, n_out) array
     cache : Cache
     """
+    _check_explicit(cfg, explicit)
     _validate.array("h", h, [("N", None), ("n_in", cfg.n_in)], like=explicit.W[0])
     return _forward(cfg.activation, explicit, h)
 
@@ -301,6 +324,7 @@ def backward(cfg, explicit, cache, dout):
     dh : (N, n_in) array
     d_explicit : Explicit
     """
+    _check_explicit(cfg, explicit)
     _validate.array(
         "dout", dout, [("N", int(cache.h.shape[0])), ("n_out", cfg.n_out)], like=explicit.W[0]
     )

@@ -125,6 +125,13 @@ def fit(train, val, max_order=6, washout=100):
     _validate.nonnegative_int("washout", washout)
     if not train or not val:
         raise ValueError("train and val must each hold at least one record")
+    # checked here: a short record would otherwise reach a reshape deep inside the fit
+    for name, records, need in (("train", train, washout + max_order), ("val", val, washout)):
+        for i, r in enumerate(records):
+            T = int(np.shape(r.u)[0]) if np.ndim(r.u) else 0
+            if T <= need:
+                raise ValueError(f"{name}[{i}] has {T} samples; the linear baseline needs more than "
+                                 f"{need} (washout={washout}{', max_order=%d' % max_order if name == 'train' else ''})")
     scaler = sequences.fit_scaler(train)
     tr = [sequences.Record(scaler.u(r.u), scaler.y(r.y)) for r in train]
     ny = train[0].y.shape[1]

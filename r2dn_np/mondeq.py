@@ -45,6 +45,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple
 
@@ -150,7 +151,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     """Gaussian ``A, B`` with entries of variance ``1 / (4 n)`` (so ``||A^T A|| ~ 1``),
     lecun-normal ``U`` and ``C``, zero biases."""
     xp = namespace(backend)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     n = cfg.n
 
     def put(a):
@@ -170,6 +171,18 @@ def direct_to_explicit(cfg, direct):
     -----
     ``docs/derivations/deq.md``, equation (M1).
     """
+    _validate.container("direct", direct, _templates(cfg)[0])
+    return _direct_to_explicit(cfg, direct)
+
+
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = init(cfg, 0, backend="numpy")
+    return direct, _direct_to_explicit(cfg, direct)[0]
+
+
+def _direct_to_explicit(cfg, direct):
     A, B = direct.A, direct.B
     I = linalg.eye_like(cfg.n, A)
     W = (1.0 - cfg.m) * I - linalg.gram(A) + B - B.mT
@@ -238,6 +251,7 @@ def _hint(cfg):
 
 
 def _check_x(cfg, explicit, x):
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
 
 
@@ -312,6 +326,7 @@ def backward(cfg, explicit, cache, dlogits, return_result=False):
     -----
     ``docs/derivations/deq.md``, equations (M3)-(M5).
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array(
         "dlogits", dlogits, [("N", int(cache.x.shape[0])), ("n_out", cfg.n_out)], like=explicit.W
     )

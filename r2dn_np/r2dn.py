@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple, Optional
 
@@ -86,7 +87,7 @@ class Config(JSONConfig):
     def __post_init__(self):
         for name in ("nu", "nx", "nv", "ny"):
             _validate.positive_int(name, getattr(self, name))
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "hidden", _validate.positive_ints("hidden", self.hidden))
         _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
         _validate.one_of("d22", self.d22, ("zero", "free"))
         _validate.one_of("init", self.init, ("random", "long_memory"))
@@ -193,6 +194,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     factor of ``[[I, A^T], [A, I]]`` with ``A = I - diag(0.05 U(0, 1))`` (math.md section 4),
     so the contracting kind starts at ``E = P = I`` and that ``A``.
     """
+    _validate.seed("seed", seed)
     xp = namespace(backend)
     rng = np.random.default_rng(seed)
     nu, nx, nv, ny = cfg.nu, cfg.nx, cfg.nv, cfg.ny
@@ -231,14 +233,29 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
 # --- stage 1: free parameters -> explicit model -------------------------------------------------
 
 
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = init(cfg, 0, backend="numpy")
+    return direct, _direct_to_explicit(cfg, direct)[0]
+
+
 def direct_to_explicit(cfg, direct):
     """Map free parameters to the explicit model. Returns ``(explicit, cache)``.
+
+    ``direct`` must be this config's ``Direct``: every field of its exact shape, one floating
+    dtype, finite (``ValueError``/``TypeError`` naming the field otherwise).
 
     Notes
     -----
     Contracting kind: ``docs/derivations/r2dn.md`` (R1)-(R3); Lipschitz kind (R4)-(R9).
     """
-    phi_explicit, phi_cache = lbdn.direct_to_explicit(cfg.lbdn, direct.phi)
+    _validate.container("direct", direct, _templates(cfg)[0])
+    return _direct_to_explicit(cfg, direct)
+
+
+def _direct_to_explicit(cfg, direct):
+    phi_explicit, phi_cache = lbdn._direct_to_explicit(cfg.lbdn, direct.phi)
     d = direct
     xp = array_namespace(d.X)
     nx = cfg.nx
@@ -412,6 +429,12 @@ def forward(cfg, explicit, x0, U, checkpoint_every=None):
 
     Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
+    return _forward(cfg, explicit, x0, U, checkpoint_every)
+
+
+def _forward(cfg, explicit, x0, U, checkpoint_every):
+    """:func:`forward` on a trusted ``explicit`` (from ``direct_to_explicit``)."""
     _check_sequence(cfg, explicit, x0, U)
     if checkpoint_every is not None:
         _validate.positive_int("checkpoint_every", checkpoint_every)
@@ -423,6 +446,7 @@ def backward(cfg, explicit, cache, dY, dxT=None):
 
     Returns ``(d_explicit, dx0, dU)``.
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
     _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
     if dxT is not None:
@@ -432,6 +456,7 @@ def backward(cfg, explicit, cache, dY, dxT=None):
 
 def step(cfg, explicit, x, u):
     """One time-step: ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
     _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
     return feedback.step(explicit, phi(cfg), x, u)
@@ -442,7 +467,8 @@ def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None):
 
     Parameters
     ----------
-    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``.
+    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
+        return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
     checkpoint_every : int or None, checkpointed BPTT as in :func:`forward`.
 
     Returns
@@ -450,9 +476,11 @@ def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None):
     value : the loss value.
     grads : Grads(direct, x0, U).
     """
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
     explicit, map_cache = direct_to_explicit(cfg, direct)
-    _, Y, cache = forward(cfg, explicit, x0, U, checkpoint_every)
-    value, dY = loss(Y)
+    _, Y, cache = _forward(cfg, explicit, x0, U, checkpoint_every)
+    value, dY = _validate.loss_output(loss(Y), Y)
     d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
     return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
@@ -519,6 +547,8 @@ def from_flax(cfg, tree, backend=None, dtype=None):
             a = a.reshape(())
         if a.shape != like.shape:
             raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"tree[{name!r}] contains NaN or Inf")
         return asarray(a, xp, dtype)
 
     fields = {n: take(n, params[n], getattr(ref, n)) for n in _FLAX_NAMES}

@@ -29,6 +29,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
@@ -206,6 +207,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     ``F = I - diag(0.05 U(0, 1))``, ``B1~ = C1~ = 0`` and ``H22 = 2 Lambda - D11 - D11^T``
     for a random ``D11`` (math.md section 4 and the authors' ``RENBase``).
     """
+    _validate.seed("seed", seed)
     xp = namespace(backend)
     rng = np.random.default_rng(seed)
     nu, nx, nv, ny, n, d = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.n, cfg.d
@@ -251,13 +253,28 @@ def _column(v):
     return array_namespace(v).reshape(v, (int(v.shape[0]), 1))
 
 
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = init(cfg, 0, backend="numpy")
+    return direct, _direct_to_explicit(cfg, direct)[0]
+
+
 def direct_to_explicit(cfg, direct):
     """Map free parameters to the explicit model. Returns ``(explicit, cache)``.
+
+    ``direct`` must be this config's ``Direct``: every field of its exact shape, one floating
+    dtype, finite (``ValueError``/``TypeError`` naming the field otherwise).
 
     Notes
     -----
     ``docs/derivations/ren.md`` (N1)-(N4) (common map from ``H``), (N5)-(N8) (Lipschitz).
     """
+    _validate.container("direct", direct, _templates(cfg)[0])
+    return _direct_to_explicit(cfg, direct)
+
+
+def _direct_to_explicit(cfg, direct):
     d = direct
     xp = array_namespace(d.X)
     nx, nv = cfg.nx, cfg.nv
@@ -410,6 +427,7 @@ def forward(cfg, explicit, x0, U):
 
     Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _check_sequence(cfg, explicit, x0, U)
     return feedback.forward(explicit, phi(cfg), x0, U)
 
@@ -419,6 +437,7 @@ def backward(cfg, explicit, cache, dY, dxT=None):
 
     Returns ``(d_explicit, dx0, dU)``.
     """
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
     _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
     if dxT is not None:
@@ -428,6 +447,7 @@ def backward(cfg, explicit, cache, dY, dxT=None):
 
 def step(cfg, explicit, x, u):
     """One time-step: ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
+    _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
     _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
     return feedback.step(explicit, phi(cfg), x, u)
@@ -438,16 +458,20 @@ def value_and_grad(cfg, direct, x0, U, loss):
 
     Parameters
     ----------
-    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``.
+    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
+        return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
 
     Returns
     -------
     value : the loss value.
     grads : Grads(direct, x0, U).
     """
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
     explicit, map_cache = direct_to_explicit(cfg, direct)
-    _, Y, cache = forward(cfg, explicit, x0, U)
-    value, dY = loss(Y)
+    _check_sequence(cfg, explicit, x0, U)
+    _, Y, cache = feedback.forward(explicit, phi(cfg), x0, U)
+    value, dY = _validate.loss_output(loss(Y), Y)
     d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
     return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
@@ -519,6 +543,8 @@ def from_flax(cfg, tree, backend=None, dtype=None):
             a = a.reshape(())
         if a.shape != like.shape:
             raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape} for {cfg}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"tree[{name!r}] contains NaN or Inf")
         return asarray(a, xp, dtype)
 
     return ref._replace(**{n: take(n) for n in _flax_names(cfg)})

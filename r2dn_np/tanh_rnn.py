@@ -90,7 +90,7 @@ Explicit = Direct  # no constraint: the free parameters are the weights
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
     """Seeded initialisation; draws in the order W, U, D."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     xp = namespace(backend)
     N = cfg.n_units
 

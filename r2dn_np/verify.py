@@ -24,7 +24,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import certificates, empirical, tree
+from . import _validate, certificates, empirical, tree
 from .certificates import Check
 from .backend import to_numpy
 from .testing import FiniteDifferenceUnreliable, check_vjp
@@ -132,7 +132,7 @@ def check_lipschitz(module, cfg, explicit, rng, steps=30):
 
 def check_model(module, cfg, direct, seed=0, quick=False):
     """Every check for one model; a list of Check rows."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     direct = _f64(direct)
     rows = [check_gradient(module, cfg, direct, rng)]
     explicit, cache = module.direct_to_explicit(cfg, direct)
@@ -146,7 +146,7 @@ def check_model(module, cfg, direct, seed=0, quick=False):
 def perturbed(module, cfg, seed, tiny=False):
     """A random model away from initialisation: ``init`` plus N(0, 0.5^2) noise on every free
     parameter; ``tiny`` shrinks the polar scale ``p`` so the certificate is nearly tight."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     d = tree.map(lambda a: a + 0.5 * rng.standard_normal(a.shape), module.init(cfg, seed, backend="numpy"))
     if hasattr(d, "p") and hasattr(d, "X"):
         n = math.sqrt(float(np.sum(np.asarray(d.X) ** 2)))

@@ -113,7 +113,7 @@ def test_cli_writes_csv_and_npz(trained, tmp_path, capsys):
         assert cli.main(["simulate", "--params", str(path), "--input", str(inp), "--out", str(out)]) == 0
         assert f"wrote {out}: {T} samples of 1 output(s)" in capsys.readouterr().out
         lines = out.read_text().splitlines()
-        assert lines[0] == "y1" and len(lines) == T + 1
+        assert lines[0] == data.output_names[0] and len(lines) == T + 1  # names saved by sysid
         assert np.array_equal(np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2), expected), name
     np.savez(tmp_path / "u2.npz", u=u, t=np.arange(float(T)))  # several arrays: the one named u
     assert cli.main(["simulate", "--params", str(path), "--input", str(tmp_path / "u2.npz"),

@@ -14,7 +14,8 @@ The default split is the protocol of the R2DN paper's F-16 experiment (Barbara, 
 Manchester, "R2DN: Scalable parameterization of contracting and Lipschitz recurrent deep
 networks"): levels 1, 3, 5, 7 train, levels 2 and 4 validate (model selection), level 6 is the
 test set, and all records are standardised with the mean and standard deviation of level 4,
-as the authors' code does (``examples/utils/data_handling.py`` of nic-barbara/R2DN).
+as the authors' code does (``examples/utils/data_handling.py`` of nic-barbara/R2DN). The
+training settings are ``cli.PRESETS["paper"]["f16"]``; measured results in ``docs/sysid.md``.
 
 Examples
 --------
@@ -58,7 +59,8 @@ _NAME = re.compile(r"F16Data_FullMSine_Level(\d+)(_Validation)?\.csv$")
 
 # Test NRMSE per output (RMSE / std, Acceleration1-3) on level 6 published for comparison:
 # Forgione, Mejari & Piga, "Model order reduction of deep structured state-space models: A
-# system-theoretic approach" (CDC 2024), their full-order deep LRU (force input only).
+# system-theoretic approach" (CDC 2024), their full-order deep LRU. Not the same protocol: the
+# force is its only input, and it trains on the sine-sweep records of levels 1, 3, 5, 7 too.
 PUBLISHED = {"Level6": {"deep LRU [Forgione et al. 2024]": (0.134, 0.099, 0.237)}}
 
 
