@@ -25,7 +25,6 @@ import os
 import platform
 import sys
 import time
-import zipfile
 
 import numpy as np
 
@@ -367,14 +366,10 @@ def _read_csv(path):
 
 def _read_npz(path):
     """The array ``u`` of a ``.npz`` file, or its only array."""
-    if not zipfile.is_zipfile(path):  # np.load would read a .npy or try to unpickle
-        raise UserError(f"{path}: not a .npz archive (np.savez writes one)")
     try:
-        # open the file ourselves: np.load leaks its handle when the zip is corrupt
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
-            arrays = {k: np.array(data[k]) for k in data.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise UserError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        arrays = io.read_npz(path)
+    except io.FormatError as exc:
+        raise UserError(str(exc)) from None
     if "u" in arrays:
         return arrays["u"]
     if len(arrays) != 1:

@@ -36,7 +36,7 @@ import numpy as np
 from . import _validate, tree
 from .backend import namespace, to_numpy
 
-__all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays", "atomic_write"]
+__all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays", "read_npz", "atomic_write"]
 
 FORMAT = "r2dn_np"
 FORMAT_VERSION = 1
@@ -96,17 +96,32 @@ def atomic_write(path):
         raise
 
 
-def read_arrays(path):
-    """Read a file written by :func:`write_arrays`. Returns ``(arrays, meta)``."""
+def read_npz(path):
+    """Every array of a ``.npz`` archive as ``{name: ndarray}``, never unpickling.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    FormatError
+        Not a readable ``.npz`` archive (a ``.npy`` file, a corrupt zip, an object array).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy file instead
+        raise FormatError(f"{path}: not a readable .npz file (not a zip archive, which np.savez writes)")
     try:
         # open the file ourselves: np.load leaks its handle when the zip is corrupt
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
-            arrays = {k: np.array(data[k]) for k in data.files}
+            return {k: np.array(data[k]) for k in data.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise FormatError(f"{path}: not a readable .npz file ({type(exc).__name__}: {exc})") from None
+
+
+def read_arrays(path):
+    """Read a file written by :func:`write_arrays`. Returns ``(arrays, meta)``."""
+    arrays = read_npz(path)
     if _META_KEY not in arrays:
         raise FormatError(f"{path}: missing the {_META_KEY!r} metadata record; not an r2dn_np file")
     try:

@@ -155,7 +155,7 @@ def test_cli_errors(trained, tmp_path, capsys):
     assert "holds the arrays ['a', 'b']; name the input array 'u'" in run(tmp_path / "many.npz")
     np.save(tmp_path / "x.npy", np.ones(3))
     (tmp_path / "x.npy").rename(tmp_path / "x.npz")
-    assert "x.npz: not a .npz archive" in run(tmp_path / "x.npz")
+    assert "x.npz: not a readable .npz file" in run(tmp_path / "x.npz")
     plain = tmp_path / "plain.npz"
     small = r2dn.Config(nu=1, nx=2, nv=2, ny=1, hidden=(3,))
     io.save(plain, small, r2dn.init(small, seed=0))
