@@ -265,7 +265,7 @@ def load(settings=None, cache_dir=None):
     ----------
     settings : Settings, default ``Settings()``.
     cache_dir : folder for the cache file; None uses ``r2dn_np.data._sim.default_cache_dir()``,
-        False generates without caching. Generating the default data set takes about 30 s.
+        False generates without caching. Generating the default data set takes about 11 s.
     """
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
