@@ -105,14 +105,17 @@ def _type_name(node):
     return f"{kind.__module__.rsplit('.', 1)[-1]}.{kind.__qualname__}"
 
 
-def _walk(name, value, template, leaves):
-    """Match ``value`` against ``template`` node by node; collect ``(path, leaf, shape)``."""
+def _walk(name, value, template, leaves, optional):
+    """Match ``value`` against ``template`` node by node; collect ``(path, leaf, shape)``.
+    With ``optional``, a None in ``value`` stands for zeros of the template's shape."""
     if template is None:
         if value is not None:
             raise ValueError(f"{name} must be None for this config (the model has no such parameter); "
                              f"got {type(value).__name__}")
         return
     if value is None:
+        if optional:
+            return
         raise ValueError(f"{name} is missing (None); expected an array of shape {tuple(template.shape)}"
                          if not isinstance(template, tuple) else f"{name} is missing (None)")
     if _is_namedtuple(template):
@@ -122,7 +125,7 @@ def _walk(name, value, template, leaves):
                 and value._fields == template._fields):
             raise TypeError(f"{name} must be of type {_type_name(template)}; got {_type_name(value)}")
         for field, v, t in zip(template._fields, value, template):
-            _walk(f"{name}.{field}", v, t, leaves)
+            _walk(f"{name}.{field}", v, t, leaves, optional)
         return
     if isinstance(template, (tuple, list)):
         if not isinstance(value, (tuple, list)):
@@ -130,20 +133,21 @@ def _walk(name, value, template, leaves):
         if len(value) != len(template):
             raise ValueError(f"{name} must have {len(template)} entries for this config; got {len(value)}")
         for i, (v, t) in enumerate(zip(value, template)):
-            _walk(f"{name}[{i}]", v, t, leaves)
+            _walk(f"{name}[{i}]", v, t, leaves, optional)
         return
     leaves.append((name, value, tuple(int(s) for s in template.shape)))
 
 
-def container(name, value, template, *, finite=True):
+def container(name, value, template, *, finite=True, optional=False):
     """Check a parameter container against ``template`` (the same model's container, e.g. from
     ``init``): the same container types, ``None`` exactly where the template has ``None``, every
     array of exactly the template's shape (no broadcasting), one real floating dtype and one
     namespace for all, and (with ``finite``) no NaN or Inf. Errors name the field as
-    ``direct.phi.layers[0].XY``. Returns the arrays' namespace.
+    ``direct.phi.layers[0].XY``. ``optional=True`` accepts None for any part (a cotangent's
+    zero). Returns the arrays' namespace.
     """
     leaves = []
-    _walk(name, value, template, leaves)
+    _walk(name, value, template, leaves, optional)
     if not leaves:
         return None
     xp = ref_dtype = ref_type = None

@@ -1,5 +1,6 @@
 """Certificates: the matrix inequalities that make a model contracting or gamma-Lipschitz,
-evaluated on a concrete model (math.md sections 4, 5.4, 6.3, 6.4 and 8): the R2DN and the REN.
+evaluated on a concrete model: the R2DN (``docs/derivations/r2dn.md`` section 5, (C1)-(C4)) and
+the REN (``docs/derivations/ren.md`` section 5, (Q1)-(Q3)).
 
 The certificate of every model here uses the metric ``M = E^T P^-1 E`` (not ``P = H22``).
 The explicit forms are built from the explicit weights, so they see a tampered weight; the
@@ -31,6 +32,8 @@ from . import _validate, linalg
 __all__ = [
     "Check",
     "Report",
+    "judge",
+    "report",
     "metric",
     "contracting_lmi",
     "lipschitz_lmi",
@@ -46,25 +49,64 @@ __all__ = [
 EXPLICIT_COND_LIMIT = 1e8
 
 
+HOLDS, FAILS, NOT_DECISIVE = "holds", "fails", "not decisive"
+
+
 class Check(NamedTuple):
+    """One measured number against its bound, and what it says.
+
+    ``verdict`` is ``"holds"`` or ``"fails"`` when the number can decide, and ``"not decisive"``
+    (with ``why``) when it cannot, e.g. an explicit form of a model whose ``cond(H)`` is beyond
+    :data:`EXPLICIT_COND_LIMIT`. ``holds`` is true only for a decisive check that holds.
+    """
+
     name: str
     value: float  # the measured number
     bound: float  # it must not exceed this (see `sense`)
     sense: str  # "<=" or ">="
-    holds: bool
+    verdict: str  # HOLDS, FAILS or NOT_DECISIVE
+    why: str = ""  # why a check is not decisive
+
+    @property
+    def holds(self):
+        return self.verdict == HOLDS
+
+
+def judge(name, value, bound, sense, why_not_decisive=None):
+    """The :class:`Check` of ``value`` against ``bound``; not decisive if ``why_not_decisive``."""
+    if why_not_decisive:
+        return Check(name, value, bound, sense, NOT_DECISIVE, why_not_decisive)
+    ok = value <= bound if sense == "<=" else value >= bound
+    return Check(name, value, bound, sense, HOLDS if ok else FAILS)
+
+
+def verdict_text(check):
+    return {HOLDS: "holds", FAILS: "FAILS"}.get(check.verdict, f"not decisive: {check.why}")
 
 
 class Report(NamedTuple):
+    """All checks of a model. ``holds``: at least one check decided and none failed;
+    ``margin``: smallest distance of a decisive check's value to its bound (> 0 when all hold)."""
+
     holds: bool
-    margin: float  # smallest distance of a measured value to its bound (> 0 when all hold)
+    margin: float
     cond_H: float
     checks: list
 
     def table(self):
-        lines = [f"{'check':<44} {'value':>12} {'':>2} {'bound':>10}  ok"]
+        w = max([44] + [len(c.name) for c in self.checks])
+        lines = [f"{'check':<{w}} {'value':>12} {'':>2} {'bound':>10}  verdict"]
         for c in self.checks:
-            lines.append(f"{c.name:<44} {c.value:>12.3e} {c.sense:>2} {c.bound:>10.3e}  {'yes' if c.holds else 'NO'}")
+            lines.append(f"{c.name:<{w}} {c.value:>12.3e} {c.sense:>2} {c.bound:>10.3e}  {verdict_text(c)}")
         return "\n".join(lines)
+
+
+def report(checks, cond_H=float("nan")):
+    """The :class:`Report` of a list of checks."""
+    decisive = [c for c in checks if c.verdict != NOT_DECISIVE]
+    margin = min(((c.bound - c.value) if c.sense == "<=" else (c.value - c.bound) for c in decisive),
+                 default=float("nan"))
+    return Report(bool(decisive) and all(c.holds for c in decisive), margin, cond_H, list(checks))
 
 
 def _f64(a):
@@ -90,7 +132,7 @@ def metric(cache):
 
 def contracting_lmi(explicit, M):
     """``C_contr = [A B1]^T M [A B1] - blkdiag(M, I) + [C1 0]^T [C1 0]``; negative definite
-    for a contracting model (math.md section 4)."""
+    for a contracting model, (C1) of ``docs/derivations/r2dn.md``."""
     xp = array_namespace(M)
     A, B1, C1 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.C1)
     nx, nv = int(A.shape[0]), int(B1.shape[1])
@@ -101,7 +143,7 @@ def contracting_lmi(explicit, M):
 
 
 def lipschitz_lmi(explicit, M, gamma):
-    """``L_gamma`` of math.md section 5.4 over ``(x, w, u)``; negative definite for a
+    """``L_gamma`` over ``(x, w, u)``, (C2) of ``docs/derivations/r2dn.md``; negative definite for a
     gamma-Lipschitz model."""
     xp = array_namespace(M)
     A, B1, B2 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.B2)
@@ -121,8 +163,8 @@ def lipschitz_lmi(explicit, M, gamma):
 def implicit_lmi(cfg, cache):
     """The implicit, inverse-free form ``Phi`` (positive definite when the certificate holds).
 
-    Lipschitz kind: math.md section 5.4. Contracting kind: the matrix of the proof in
-    section 4, ``[[E+E^T-P-C1^T C1, 0, F^T], [0, I, B1~^T], [F, B1~, P]]``.
+    Contracting kind: (C3) of ``docs/derivations/r2dn.md``,
+    ``[[E+E^T-P-C1^T C1, 0, F^T], [0, I, B1~^T], [F, B1~, P]]``; Lipschitz kind: (C4).
     """
     d = cache.direct
     E, P, F = _f64(cache.E), _f64(cache.P), _f64(cache.F)
@@ -152,7 +194,7 @@ def implicit_lmi(cfg, cache):
     return linalg.sym(_block([[top, FB.mT], [FB, P]]))
 
 
-# --- REN (math.md 6.3, 6.4): the multiplier Lambda and the equilibrium layer's D11 enter -------
+# --- REN (docs/derivations/ren.md section 5): the multiplier Lambda and the equilibrium layer's D11 enter -------
 
 
 def _ren_multiplier_terms(explicit, lam):
@@ -177,7 +219,7 @@ def ren_contracting_lmi(explicit, M, lam, abar=1.0):
 
 
 def ren_lipschitz_lmi(explicit, M, lam, gamma, abar=1.0):
-    """math.md 6.4 over ``(x, w, u)``: ``[A B1 B2]^T M [A B1 B2] - blkdiag(abar^2 M, 0, gamma I)
+    """(Q2) of ``docs/derivations/ren.md`` over ``(x, w, u)``: ``[A B1 B2]^T M [A B1 B2] - blkdiag(abar^2 M, 0, gamma I)
     + [C2 D21 D22]^T [C2 D21 D22] / gamma + Q_Lambda``; negative definite for a
     gamma-Lipschitz REN."""
     xp = array_namespace(M)
@@ -277,30 +319,30 @@ def certify(cfg, explicit, cache, tol=1e-10):
     scale_H = float(xp.max(xp.abs(H)))
     M = metric(cache)
     explicit_tol = tol * max(1.0, cond_H / 1e6) ** 2
-    decisive = cond_H <= EXPLICIT_COND_LIMIT
+    why = None if cond_H <= EXPLICIT_COND_LIMIT else (
+        f"cond(H) = {cond_H:.1e} > {EXPLICIT_COND_LIMIT:.0e}, inverting P is not meaningful in float64")
+    prefix = "REN" if cfg.model == "ren" else "R2DN"
     checks = []
 
-    def add(name, value, bound, sense, counts=True):
-        ok = value <= bound if sense == "<=" else value >= bound
-        checks.append(Check(name, value, bound, sense, ok or not counts))
+    def add(name, value, bound, sense, why_not=None):
+        checks.append(judge(f"{prefix} {name}", value, bound, sense, why_not))
 
     if cfg.model == "ren":
         lam_ren = 1.0 / _f64(cache.lam_inv)
-        add("REN contraction LMI (rate abar), balanced max eigenvalue",
-            balanced_max_eig(ren_contracting_lmi(explicit, M, lam_ren, cfg.abar), M), explicit_tol, "<=", decisive)
+        add("contraction LMI (rate abar), balanced max eigenvalue",
+            balanced_max_eig(ren_contracting_lmi(explicit, M, lam_ren, cfg.abar), M), explicit_tol, "<=", why)
         if cfg.kind == "lipschitz":
-            add("REN gamma-Lipschitz LMI, balanced max eigenvalue",
+            add("gamma-Lipschitz LMI, balanced max eigenvalue",
                 balanced_max_eig(ren_lipschitz_lmi(explicit, M, lam_ren, cfg.gamma, cfg.abar), M),
-                explicit_tol, "<=", decisive)
+                explicit_tol, "<=", why)
         implicit = ren_implicit_lmi(cfg, cache)
     else:
         add("contraction LMI, balanced max eigenvalue", balanced_max_eig(contracting_lmi(explicit, M), M),
-            explicit_tol, "<=", decisive)
+            explicit_tol, "<=", why)
         if cfg.kind == "lipschitz":
             add("gamma-Lipschitz LMI, balanced max eigenvalue",
-                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", decisive)
+                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", why)
         implicit = implicit_lmi(cfg, cache)
     lam = float(xp.min(xp.linalg.eigvalsh(implicit))) / scale_H
     add("implicit LMI, min eigenvalue / max|H|", lam, -1e-12, ">=")
-    margin = min((c.bound - c.value) if c.sense == "<=" else (c.value - c.bound) for c in checks)
-    return Report(all(c.holds for c in checks), margin, cond_H, checks)
+    return report(checks, cond_H)

@@ -1,5 +1,5 @@
 """Empirical checks of the guarantees on sampled and adversarially searched trajectories
-(math.md section 8.7-8.9): incremental gain of input-output sequence maps, and the decay
+(``docs/guarantees.md``): incremental gain of input-output sequence maps, and the decay
 of the state difference in the contraction metric.
 
 These are evidence, not proof: a search can miss the worst direction. They complement the

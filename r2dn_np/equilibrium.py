@@ -1,5 +1,5 @@
 """The REN's equilibrium layer ``w = sigma(D11 w + b)`` with ``D11`` strictly lower triangular,
-as a feedback map ``phi`` (``r2dn_np.feedback.Phi``), math.md section 6.5.
+as a feedback map ``phi`` (``r2dn_np.static_map.Phi``); ``docs/derivations/ren.md`` section 4.
 
 Forward: exact, row by row, ``w_i = sigma(b_i + sum_{j<i} D11_ij w_j)``; no iteration and no
 tolerance. Backward: the implicit function theorem, ``(I - D11^T J) mu = dw`` with
@@ -31,7 +31,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from . import activations
-from .feedback import Phi
+from .static_map import Phi
 
 __all__ = ["Params", "Cache", "solve", "solve_vjp", "weight_grads", "as_phi"]
 
@@ -50,20 +50,6 @@ class GradCache(NamedTuple):
     dz: object  # (B, nv) cotangent of the pre-activation z = D11 w + b
 
 
-def _elementwise(name, xp):
-    """``sigma`` as a one-argument callable bound to ``xp``: ``activations.apply`` looks the
-    name and the namespace up on every call, which costs more than the row's arithmetic."""
-    if name == "relu":
-        return lambda z: xp.maximum(z, 0.0)
-    if name == "tanh":
-        return xp.tanh
-    if name == "sigmoid":
-        return lambda z: 0.5 + 0.5 * xp.tanh(0.5 * z)
-    if name == "identity":
-        return lambda z: z
-    raise ValueError(f"activation must be one of {activations.NAMES}; got {name!r}")
-
-
 def _unit_triangular(D11, lower):
     xp = array_namespace(D11)
     n = int(D11.shape[0])
@@ -77,7 +63,7 @@ def solve(activation, D11, b):
     Only the strictly lower triangle of ``D11`` is read.
     """
     xp = array_namespace(b)
-    return _forward_rows(_elementwise(activation, xp), _unit_triangular(D11, lower=True), b)
+    return _forward_rows(activations.function(activation, xp), _unit_triangular(D11, lower=True), b)
 
 
 def _forward_rows(sigma, R, b):
@@ -124,7 +110,7 @@ def as_phi(activation):
         return hit[1]
 
     def forward(params, v):
-        sigma = _elementwise(activation, array_namespace(v))
+        sigma = activations.function(activation, array_namespace(v))
         w = _forward_rows(sigma, triangular(params.D11, True), v)
         return w, Cache(w)
 

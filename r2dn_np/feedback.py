@@ -11,7 +11,8 @@ rows; the reverse loop propagates only the state and phi adjoints, and every wei
 gradient is one matrix product over T*B rows afterwards. Derivation:
 ``docs/derivations/r2dn.md`` section 4.
 
-The loops write into preallocated ``(T, B, n)`` buffers with in-place updates (``+=`` and
+The loops write into preallocated ``(T, B, n)`` buffers (from ``allocator.empty``, which hands
+NumPy buffers of one pass out again in the next) with in-place updates (``+=`` and
 ``buf[t, ...] =``), keep one matrix product per step for each of ``x_t [A^T C1^T]`` and
 ``dx_{t+1} [A B1]``, and never pull a value to the host, so a CuPy run queues the whole loop
 without synchronising.
@@ -26,30 +27,13 @@ per segment, so they match the plain pass to rounding of that sum.
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
-from array_api_compat import array_namespace, is_numpy_namespace
+from array_api_compat import array_namespace
 
-from . import tree
+from . import allocator, tree
 
-__all__ = ["Phi", "Cache", "forward", "backward", "step", "release_buffers"]
-
-
-class Phi(NamedTuple):
-    """A static map ``w = phi(v)`` on rows, with its parameters held in ``explicit.phi``.
-
-    ``forward(params, v) -> (w, cache)``: ``cache`` is a container of arrays whose first
-    axis is the batch. ``backward(params, cache, dw) -> (dv, grad_cache)``: input
-    cotangent, plus whatever ``weight_grads`` needs. ``weight_grads(params, cache,
-    grad_cache) -> d_params`` receives caches stacked over all time-steps, as
-    ``(T*B, ...)`` arrays, so it can use one matrix product per weight.
-    """
-
-    forward: Callable
-    backward: Callable
-    weight_grads: Callable
+__all__ = ["Cache", "forward", "backward", "step"]
 
 
 class Cache(NamedTuple):
@@ -63,97 +47,10 @@ class Cache(NamedTuple):
     checkpoint_every: Optional[int] = None
 
 
-class _BufferPool:
-    """Hands the large NumPy buffers of one pass out again in the next.
-
-    The kernel supplies a fresh allocation of many MB page by page on first write; for a
-    gradient pass that allocates ~100 MB of (T, B, n) buffers this costs about a fifth of
-    the arithmetic. A buffer is reused only once nothing but the pool refers to it: any
-    cache, output or view still held by a caller keeps its owner's reference count up, so
-    it is never overwritten. CuPy has its own memory pool; other namespaces allocate fresh.
-    """
-
-    MIN_BYTES = 2**18
-    MAX_BYTES = 2**30
-
-    def __init__(self):
-        self.free = {}
-        self.total = 0
-        self.lock = threading.Lock()
-        probe = [object()]
-        self.idle_refs = self._refs(probe, 0)  # the count of a buffer only the pool holds
-
-    @staticmethod
-    def _refs(bufs, i):
-        return sys.getrefcount(bufs[i:i + 1][0])
-
-    def empty(self, xp, shape, dtype):
-        n = 1
-        for s in shape:
-            n *= s
-        nbytes = n * (8 if dtype == xp.float64 else 4)
-        if not is_numpy_namespace(xp) or nbytes < self.MIN_BYTES:
-            return xp.empty(shape, dtype=dtype)
-        key = (tuple(shape), dtype)
-        with self.lock:
-            bufs = self.free.setdefault(key, [])
-            for i in range(len(bufs)):
-                if self._refs(bufs, i) == self.idle_refs:
-                    return bufs[i]
-            buf = xp.empty(shape, dtype=dtype)
-            if self.total + nbytes <= self.MAX_BYTES:
-                bufs.append(buf)
-                self.total += nbytes
-            return buf
-
-    def clear(self):
-        with self.lock:
-            self.free.clear()
-            self.total = 0
-
-
-_POOL = _BufferPool()
-
-
-def _empty(xp, shape, dtype):
-    return _POOL.empty(xp, shape, dtype)
-
-
-def release_buffers():
-    """Hand back the NumPy buffers kept for reuse between passes (at most 1 GiB); the next
-    pass allocates afresh. Useful after training, before other memory-hungry work."""
-    _POOL.clear()
-
-
 def _rows(a):
     """(T, B, n) -> (T*B, n), a view for contiguous arrays."""
     xp = array_namespace(a)
     return xp.reshape(a, (a.shape[0] * a.shape[1],) + tuple(a.shape[2:]))
-
-
-def _plan(node):
-    """``(flatten, unflatten)`` for containers shaped like ``node``: walking the structure
-    once here keeps the per-step cost of storing a cache to a few function calls."""
-    if node is None:
-        return (lambda n: []), (lambda it: None)
-    if isinstance(node, (tuple, list, dict)):
-        keys = tuple(node) if isinstance(node, dict) else range(len(node))
-        plans = [_plan(node[k]) for k in keys]
-        if isinstance(node, dict):
-            build = lambda kids: dict(zip(keys, kids))  # noqa: E731
-        elif hasattr(node, "_fields"):
-            build = lambda kids: type(node)(*kids)  # noqa: E731
-        else:
-            build = type(node)
-
-        def flatten(n):
-            return [leaf for (f, _), k in zip(plans, keys) for leaf in f(n[k])]
-
-        def unflatten(it):
-            return build([u(it) for _, u in plans])
-
-        return flatten, unflatten
-    return (lambda n: [n]), (lambda it: next(it))
 
 
 class _Stack:
@@ -162,12 +59,12 @@ class _Stack:
 
     def __init__(self, tree_of_buffers):
         self.tree = tree_of_buffers
-        self.flatten, self.unflatten = _plan(tree_of_buffers)
+        self.flatten, self.unflatten = tree.flattener(tree_of_buffers)
         self.buffers = self.flatten(tree_of_buffers)
 
     @classmethod
     def like(cls, xp, example, T):
-        return cls(tree.map(lambda a: _empty(xp, (T,) + tuple(a.shape), a.dtype), example))
+        return cls(tree.map(lambda a: allocator.empty(xp, (T,) + tuple(a.shape), a.dtype), example))
 
     def store(self, values, t):
         for buf, val in zip(self.buffers, self.flatten(values)):
@@ -193,14 +90,14 @@ def _rollout(e, phi, x0, U, keep_cache):
     T, B, _ = (int(s) for s in U.shape)
     nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
     U2 = _rows(U)
-    X = _empty(xp, (T + 1, B, nx), U.dtype)
+    X = allocator.empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
     # in-place bias additions: every fresh (T*B, n) temporary costs page faults at large T*B
     X[1:, ...] = xp.reshape(U2 @ e.B2.mT, (T, B, nx))  # the input part of x_{t+1}
     X[1:, ...] += e.bx
     V = xp.reshape(U2 @ e.D12.mT, (T, B, nv))  # becomes v_t in the loop
     V += e.bv
-    W = _empty(xp, (T, B, nv), U.dtype)
+    W = allocator.empty(xp, (T, B, nv), U.dtype)
     # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
     AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
     B1T = e.B1.mT
@@ -238,7 +135,7 @@ def forward(explicit, phi, x0, U, checkpoint_every=None):
     ----------
     explicit : container with fields ``A, B1, B2, C1, C2, D12, D21, D22, bx, bv, by, phi``
         (``D22`` may be None for a zero feedthrough).
-    phi : Phi
+    phi : static_map.Phi
     x0 : (B, nx) initial state.
     U : (T, B, nu) inputs.
     checkpoint_every : int or None
@@ -278,11 +175,11 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
     U2 = _rows(U)
 
     # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
-    dXs = _empty(xp, (T + 1, B, nx), dY.dtype)
+    dXs = allocator.empty(xp, (T + 1, B, nx), dY.dtype)
     dXs[T, ...] = dx
     dXs[:T, ...] = xp.reshape(dY2 @ e.C2, (T, B, nx))
     dWs = xp.reshape(dY2 @ e.D21, (T, B, nv))
-    dV = _empty(xp, (T, B, nv), dY.dtype)
+    dV = allocator.empty(xp, (T, B, nv), dY.dtype)
     AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
     grad_stack = None
     for t in range(T - 1, -1, -1):

@@ -1,4 +1,5 @@
-"""Sandwich layers and the 1-Lipschitz deep network (LBDN), math.md section 3.
+"""Sandwich layers and the 1-Lipschitz deep network (LBDN): Wang & Manchester,
+"Direct Parameterization of Lipschitz-Bounded Deep Networks".
 
 Three stages, each a pure function over plain containers:
 
@@ -30,6 +31,7 @@ from . import _validate, activations, linalg
 from ._config import JSONConfig
 from .backend import asarray, namespace
 from ._random import lecun_normal
+from .static_map import Phi
 
 __all__ = [
     "Config",
@@ -135,7 +137,7 @@ def _is_sandwich(cfg, k):
 
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
-    """Seeded initialisation (math.md section 3): lecun-normal ``XY``, ``a = ||XY||``, ``d = b = 0``."""
+    """Seeded initialisation, as the authors: lecun-normal ``XY``, ``a = ||XY||``, ``d = b = 0``."""
     _validate.seed("seed", seed)
     return _init(cfg, np.random.default_rng(seed), namespace(backend), dtype)
 
@@ -373,9 +375,7 @@ def _weight_grads(explicit, cache, dZ):
 
 
 def as_phi(cfg):
-    """The network as the static map ``phi`` of a feedback model (``r2dn_np.feedback.Phi``)."""
-    from .feedback import Phi
-
+    """The network as the static map ``phi`` of a feedback model (``r2dn_np.static_map.Phi``)."""
     act = cfg.activation
     return Phi(
         forward=lambda explicit, v: _forward(act, explicit, v),

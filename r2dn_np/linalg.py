@@ -67,7 +67,7 @@ def gram_vjp(X, dG):
     return X @ (dG + dG.mT)
 
 
-# --- polar Gram map  polar(X, p) = p^2 X^T X / ||X||^2 (math.md section 1) -----------------------
+# --- polar Gram map  polar(X, p) = p^2 X^T X / ||X||^2 (docs/derivations/linalg.md) -----------------------
 
 
 def polar(X, p, eps_n, enabled=True):
@@ -109,7 +109,7 @@ def cholesky(S):
 def cholesky_vjp(L, dL):
     """Symmetric cotangent ``dS = sym(L^{-T} Phi(L^T dL) L^{-1})``.
 
-    ``Phi`` keeps the lower triangle and halves the diagonal (math.md section 7).
+    ``Phi`` keeps the lower triangle and halves the diagonal (``docs/derivations/linalg.md``).
     """
     xp = array_namespace(L)
     n = L.shape[-1]
@@ -120,7 +120,7 @@ def cholesky_vjp(L, dL):
     return sym(Linv.mT @ P @ Linv)
 
 
-# --- Cayley transform of the Sandwich layer (math.md section 3) --------------------------------
+# --- Cayley transform of the Sandwich layer (docs/derivations/linalg.md) --------------------------------
 
 
 def cayley(W, n):

@@ -2,14 +2,18 @@
 
 Barbara, Wang & Manchester, "R2DN: Scalable Parameterization of Contracting and Lipschitz
 Recurrent Deep Networks". Two kinds, each guaranteed for every value of the free
-parameters (math.md sections 4 and 5):
+parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md``):
 
 - ``kind="contracting"``: the authors' map; contracting in the metric ``M = E^T P^-1 E``.
 - ``kind="lipschitz"``: gamma-Lipschitz from input to output (incremental l2 gain <= gamma),
   with ``d22="zero"`` (the paper's assumption) or ``d22="free"``.
 
-Read with ``lbdn.py`` (the network phi) and ``feedback.py`` (the time loop).
-Derivations: ``docs/derivations/r2dn.md``.
+This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
+weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
+``forward``, ``backward``, ``step``, ``value_and_grad``, the input checks) is shared with the REN
+(``feedback_model.py``). Read with ``lbdn.py`` (the network phi) and ``feedback.py`` (the time
+loop). Derivations: ``docs/derivations/r2dn.md``; the authors' Flax parameters:
+``flax_interop.py``.
 
 Examples
 --------
@@ -27,14 +31,13 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, feedback, lbdn, linalg
+from . import _validate, feedback_model, lbdn, linalg
 from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
@@ -52,8 +55,6 @@ __all__ = [
     "step",
     "value_and_grad",
     "phi",
-    "from_flax",
-    "to_flax",
 ]
 
 
@@ -103,7 +104,7 @@ class Config(JSONConfig):
 
 
 class Direct(NamedTuple):
-    """Free parameters. ``B1``/``B2`` are the implicit input matrices (B-tilde in math.md);
+    """Free parameters. ``B1``/``B2`` are the implicit input matrices (B-tilde in the derivations);
     the contracting kind has ``D12, D21, D22`` and the Lipschitz kind ``U12, V21``
     (and ``Z22`` when ``d22="free"``) in their place; absent fields are None."""
 
@@ -180,7 +181,7 @@ class _LipCache(NamedTuple):
 
 
 def phi(cfg):
-    """The LBDN of ``cfg`` as the feedback map (``r2dn_np.feedback.Phi``)."""
+    """The LBDN of ``cfg`` as the feedback map (``r2dn_np.static_map.Phi``)."""
     return lbdn.as_phi(cfg.lbdn)
 
 
@@ -191,7 +192,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     """Seeded free parameters (lecun-normal weights, zero biases, ``p = ||X||``).
 
     ``init="long_memory"`` sets ``B1 = C1 = 0``, ``Y = I`` and ``X`` the upper Cholesky
-    factor of ``[[I, A^T], [A, I]]`` with ``A = I - diag(0.05 U(0, 1))`` (math.md section 4),
+    factor of ``[[I, A^T], [A, I]]`` with ``A = I - diag(0.05 U(0, 1))`` (the authors' choice),
     so the contracting kind starts at ``E = P = I`` and that ``A``.
     """
     _validate.seed("seed", seed)
@@ -233,57 +234,93 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
 # --- stage 1: free parameters -> explicit model -------------------------------------------------
 
 
-@functools.lru_cache(maxsize=32)
-def _templates(cfg):
-    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
-    direct = init(cfg, 0, backend="numpy")
-    return direct, _direct_to_explicit(cfg, direct)[0]
-
-
-def direct_to_explicit(cfg, direct):
-    """Map free parameters to the explicit model. Returns ``(explicit, cache)``.
-
-    ``direct`` must be this config's ``Direct``: every field of its exact shape, one floating
-    dtype, finite (``ValueError``/``TypeError`` naming the field otherwise).
-
-    Notes
-    -----
-    Contracting kind: ``docs/derivations/r2dn.md`` (R1)-(R3); Lipschitz kind (R4)-(R9).
-    """
-    _validate.container("direct", direct, _templates(cfg)[0])
-    return _direct_to_explicit(cfg, direct)
-
-
 def _direct_to_explicit(cfg, direct):
+    """The map on trusted inputs; ``direct_to_explicit`` checks them first."""
     phi_explicit, phi_cache = lbdn._direct_to_explicit(cfg.lbdn, direct.phi)
-    d = direct
+    kind_map = _contracting_map if cfg.kind == "contracting" else _lipschitz_map
+    explicit, cache = kind_map(cfg, direct)
+    return explicit._replace(phi=phi_explicit), cache._replace(phi_cache=phi_cache)
+
+
+def _direct_to_explicit_vjp(cfg, cache, d_explicit):
+    kind_vjp = _contracting_map_vjp if cfg.kind == "contracting" else _lipschitz_map_vjp
+    d_direct = kind_vjp(cfg, cache, d_explicit)
+    return d_direct._replace(phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, d_explicit.phi))
+
+
+def _zero_if_none(g, like):
+    return array_namespace(like).zeros_like(like) if g is None else g
+
+
+def _assemble(H11, F, H22):
+    """``[[H11, F^T], [F, H22]]``: the matrix whose blocks define the implicit model."""
+    xp = array_namespace(H11)
+    return xp.concat([xp.concat([H11, F.mT], axis=1), xp.concat([F, H22], axis=1)], axis=0)
+
+
+def _solve_vjp(cfg, cache, dAB):
+    """Back through ``[A B1 ...] = E^-1 rhs`` and ``E = (H11 + H22 + Y - Y^T)/2``, (R2)-(R3):
+    returns the cotangents of ``H`` (``[[dE/2, 0], [dF, dE/2]]``), of ``Y`` and of the rest of
+    ``rhs`` (the columns after ``F``)."""
+    xp = array_namespace(dAB)
+    dE, drhs = linalg.solve_vjp(cache.E, cache.AB, dAB)
+    nx = cfg.nx
+    half = 0.5 * dE
+    dH = xp.concat([xp.concat([half, xp.zeros_like(half)], axis=1),
+                    xp.concat([drhs[:, :nx], half], axis=1)], axis=0)
+    return dH, 0.5 * (dE - dE.mT), drhs[:, nx:]
+
+
+# The authors' contracting map, (R1)-(R3) of docs/derivations/r2dn.md.
+
+
+def _contracting_map(cfg, d):
     xp = array_namespace(d.X)
     nx = cfg.nx
-    I2 = linalg.eye_like(2 * nx, d.X)
-    G = linalg.polar(d.X, d.p, cfg.eps, cfg.polar)
-    if cfg.kind == "contracting":
-        H = G + cfg.eps * I2
-        H11 = H[:nx, :nx] + d.C1.mT @ d.C1
-        H22 = H[nx:, nx:] + d.B1 @ d.B1.mT
-        lip = None
-        rhs = xp.concat([H[nx:, :nx], d.B1], axis=1)
-        D12, D21, D22, B2 = d.D12, d.D21, d.D22, d.B2
-    else:
-        lip = _lipschitz_terms(cfg, d)
-        H = G + cfg.eps * I2 + lip.Ext @ lip.Ext.mT
-        H11 = H[:nx, :nx] + d.C1.mT @ d.C1 + (d.C2.mT @ d.C2) / cfg.gamma
-        H22 = H[nx:, nx:]
-        rhs = xp.concat([H[nx:, :nx], d.B1, d.B2], axis=1)
-        D12, D21, D22 = lip.D12, lip.D21, lip.D22
+    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
+    H11 = H[:nx, :nx] + d.C1.mT @ d.C1
+    H22 = H[nx:, nx:] + d.B1 @ d.B1.mT
     F = H[nx:, :nx]
-    H = xp.concat([xp.concat([H11, F.mT], axis=1), xp.concat([F, H22], axis=1)], axis=0)
     E = 0.5 * (H11 + H22 + d.Y - d.Y.mT)
-    AB = linalg.solve(E, rhs)
-    A, B1 = AB[:, :nx], AB[:, nx:nx + cfg.nv]
-    if cfg.kind == "lipschitz":
-        B2 = AB[:, nx + cfg.nv:]
-    explicit = Explicit(A, B1, B2, d.C1, d.C2, D12, D21, D22, d.bx, d.bv, d.by, phi_explicit)
-    return explicit, MapCache(direct, H, E, H22, F, AB, phi_cache, lip)
+    AB = linalg.solve(E, xp.concat([F, d.B1], axis=1))
+    A, B1 = AB[:, :nx], AB[:, nx:]
+    explicit = Explicit(A, B1, d.B2, d.C1, d.C2, d.D12, d.D21, d.D22, d.bx, d.bv, d.by, None)
+    return explicit, MapCache(d, _assemble(H11, F, H22), E, H22, F, AB, None, None)
+
+
+def _contracting_map_vjp(cfg, cache, de):
+    d = cache.direct
+    z = _zero_if_none
+    nx = cfg.nx
+    xp = array_namespace(d.X)
+    dH, dY, dB1 = _solve_vjp(cfg, cache, xp.concat([z(de.A, cache.F), z(de.B1, d.B1)], axis=1))
+    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
+    return d._replace(
+        X=dX, p=dp, Y=dY,
+        B1=dB1 + linalg.gram_vjp(d.B1.mT, dH[nx:, nx:]).mT,
+        C1=z(de.C1, d.C1) + linalg.gram_vjp(d.C1, dH[:nx, :nx]),
+        B2=z(de.B2, d.B2), C2=z(de.C2, d.C2), D12=z(de.D12, d.D12), D21=z(de.D21, d.D21),
+        D22=z(de.D22, d.D22), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by),
+    )
+
+
+# The gamma-Lipschitz map, (R4)-(R9) of docs/derivations/r2dn.md.
+
+
+def _lipschitz_map(cfg, d):
+    xp = array_namespace(d.X)
+    nx, nv = cfg.nx, cfg.nv
+    lip = _lipschitz_terms(cfg, d)
+    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
+    H = H + lip.Ext @ lip.Ext.mT
+    H11 = H[:nx, :nx] + d.C1.mT @ d.C1 + (d.C2.mT @ d.C2) / cfg.gamma
+    H22 = H[nx:, nx:]
+    F = H[nx:, :nx]
+    E = 0.5 * (H11 + H22 + d.Y - d.Y.mT)
+    AB = linalg.solve(E, xp.concat([F, d.B1, d.B2], axis=1))
+    A, B1, B2 = AB[:, :nx], AB[:, nx:nx + nv], AB[:, nx + nv:]
+    explicit = Explicit(A, B1, B2, d.C1, d.C2, lip.D12, lip.D21, lip.D22, d.bx, d.bv, d.by, None)
+    return explicit, MapCache(d, _assemble(H11, F, H22), E, H22, F, AB, None, lip)
 
 
 def _strict_contraction(U):
@@ -306,7 +343,7 @@ def _strict_contraction_vjp(U, b, L, db, dL):
 
 
 def _lipschitz_terms(cfg, d):
-    """Feedthrough and coupling terms of math.md section 5.3."""
+    """Feedthrough and coupling terms, (R4)-(R8) of ``docs/derivations/r2dn.md``."""
     xp = array_namespace(d.X)
     g = cfg.gamma
     sg = math.sqrt(g)
@@ -335,40 +372,23 @@ def _lipschitz_terms(cfg, d):
     return _LipCache(b, Lu, c, Ly, Gam, Lz, G1, R, D12, D21, D22, Kw, Ku, Tw, S, Ext)
 
 
-def direct_to_explicit_vjp(cfg, cache, d_explicit):
-    """Cotangent of the free parameters given that of the explicit model (``None`` = zero)."""
+def _lipschitz_map_vjp(cfg, cache, de):
     d = cache.direct
     xp = array_namespace(d.X)
+    z = _zero_if_none
     nx, nv = cfg.nx, cfg.nv
-    de = d_explicit
-    z = lambda g, like: xp.zeros_like(like) if g is None else g  # noqa: E731
-
-    # [A B1 (B2)] = E^-1 rhs
-    blocks = [z(de.A, cache.F), z(de.B1, d.B1)]
-    if cfg.kind == "lipschitz":
-        blocks.append(z(de.B2, d.B2))
-    dE, drhs = linalg.solve_vjp(cache.E, cache.AB, xp.concat(blocks, axis=1))
-    dF = drhs[:, :nx]
-    dB1t = drhs[:, nx:nx + nv]
-    dY = 0.5 * (dE - dE.mT)
-    dH11 = dH22 = 0.5 * dE
-    zero = xp.zeros((nx, nx), dtype=dE.dtype)
-    dH = xp.concat([xp.concat([dH11, zero], axis=1), xp.concat([dF, dH22], axis=1)], axis=0)
+    dAB = xp.concat([z(de.A, cache.F), z(de.B1, d.B1), z(de.B2, d.B2)], axis=1)
+    dH, dY, drhs = _solve_vjp(cfg, cache, dAB)
+    dH11 = dH[:nx, :nx]
     dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
     dC1 = z(de.C1, d.C1) + linalg.gram_vjp(d.C1, dH11)
     dC2 = z(de.C2, d.C2)
+    dB1t, dB2t = drhs[:, :nv], drhs[:, nv:]
+    out = dict(X=dX, p=dp, Y=dY, bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by))
 
-    out = dict(X=dX, p=dp, Y=dY, C1=dC1, bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by),
-               phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, de.phi))
-    if cfg.kind == "contracting":
-        out.update(B1=dB1t + linalg.gram_vjp(d.B1.mT, dH22).mT, B2=z(de.B2, d.B2), C2=dC2,
-                   D12=z(de.D12, d.D12), D21=z(de.D21, d.D21), D22=z(de.D22, d.D22))
-        return d._replace(**out)
-
-    # Lipschitz kind: back through H = ... + Ext Ext^T + blkdiag(C2^T C2 / gamma, 0)
+    # back through H = ... + Ext Ext^T + blkdiag(C2^T C2 / gamma, 0)
     lip = cache.lip
     g, sg = cfg.gamma, math.sqrt(cfg.gamma)
-    dB2t = drhs[:, nx + nv:]
     dC2 = dC2 + linalg.gram_vjp(d.C2, dH11) / g
     dExt = (dH + dH.mT) @ lip.Ext
     dKw = dExt[:, :nv]
@@ -410,155 +430,8 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
     return d._replace(**out)
 
 
-# --- stages 2 and 3: rollout and backpropagation through time -----------------------------------
+# --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------
 
-
-def _check_sequence(cfg, explicit, x0, U):
-    _validate.array("U", U, [("T", None), ("B", None), ("nu", cfg.nu)], like=explicit.A)
-    T, B = int(U.shape[0]), int(U.shape[1])
-    if T < 1 or B < 1:
-        raise ValueError(f"U must have T >= 1 time-steps and B >= 1 sequences; got shape {tuple(U.shape)}")
-    _validate.array("x0", x0, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-
-
-def forward(cfg, explicit, x0, U, checkpoint_every=None):
-    """Roll the model out. ``x0 : (B, nx)``, ``U : (T, B, nu)``.
-
-    ``checkpoint_every=k`` keeps only every ``k``-th state, and ``backward`` recomputes the
-    rest (``r2dn_np.feedback``): less memory, one more rollout.
-
-    Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
-    """
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    return _forward(cfg, explicit, x0, U, checkpoint_every)
-
-
-def _forward(cfg, explicit, x0, U, checkpoint_every):
-    """:func:`forward` on a trusted ``explicit`` (from ``direct_to_explicit``)."""
-    _check_sequence(cfg, explicit, x0, U)
-    if checkpoint_every is not None:
-        _validate.positive_int("checkpoint_every", checkpoint_every)
-    return feedback.forward(explicit, phi(cfg), x0, U, checkpoint_every)
-
-
-def backward(cfg, explicit, cache, dY, dxT=None):
-    """BPTT. ``dY : (T, B, ny)``, ``dxT : (B, nx)`` or None.
-
-    Returns ``(d_explicit, dx0, dU)``.
-    """
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
-    _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
-    if dxT is not None:
-        _validate.array("dxT", dxT, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-    return feedback.backward(explicit, phi(cfg), cache, dY, dxT)
-
-
-def step(cfg, explicit, x, u):
-    """One time-step: ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
-    _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
-    return feedback.step(explicit, phi(cfg), x, u)
-
-
-def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None):
-    """Map, roll out, backpropagate through time and through the map.
-
-    Parameters
-    ----------
-    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
-        return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
-    checkpoint_every : int or None, checkpointed BPTT as in :func:`forward`.
-
-    Returns
-    -------
-    value : the loss value.
-    grads : Grads(direct, x0, U).
-    """
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
-    explicit, map_cache = direct_to_explicit(cfg, direct)
-    _, Y, cache = _forward(cfg, explicit, x0, U, checkpoint_every)
-    value, dY = _validate.loss_output(loss(Y), Y)
-    d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
-    return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
-
-
-# --- interoperability with the authors' JAX/Flax ContractingR2DN --------------------------------
-
-_FLAX_NAMES = ("X", "p", "Y", "B1", "B2", "C1", "C2", "D12", "D21", "D22", "bx", "bv", "by")
-
-
-def _check_flax_config(cfg):
-    if cfg.kind != "contracting":
-        raise ValueError("cfg.kind must be 'contracting': the authors' code has only the contracting R2DN")
-    if cfg.output_layer != "sandwich":
-        raise ValueError(
-            "cfg.output_layer must be 'sandwich': the authors' LBDN makes every layer, the last "
-            "included, a Sandwich layer"
-        )
-
-
-def to_flax(cfg, direct):
-    """The parameter tree of the authors' Flax ``ContractingR2DN`` (host NumPy arrays).
-
-    Scalars ``p`` and ``a`` become shape-(1,) arrays, the LBDN goes under ``"network"`` as
-    ``layers_0 .. layers_L``, and everything sits under a top-level ``"params"`` key.
-    """
-    from .backend import to_numpy
-
-    _check_flax_config(cfg)
-    host = lambda a: np.array(to_numpy(a))  # noqa: E731
-    params = {name: host(getattr(direct, name)) for name in _FLAX_NAMES}
-    params["p"] = params["p"].reshape(1)
-    params["network"] = {
-        f"layers_{k}": {"XY": host(L.XY), "a": host(L.a).reshape(1), "d": host(L.d), "b": host(L.b)}
-        for k, L in enumerate(direct.phi.layers)
-    }
-    return {"params": params}
-
-
-def from_flax(cfg, tree, backend=None, dtype=None):
-    """``Direct`` parameters from the authors' Flax ``ContractingR2DN`` parameter tree.
-
-    ``tree`` is a nested dict of arrays, optionally under a top-level ``"params"`` key. With
-    ``cfg.output_layer="sandwich"``, ``cfg.kind="contracting"`` and the same ``eps``, the
-    model computes what theirs computes. ``dtype`` defaults to that of ``tree["X"]``.
-    """
-    from .backend import to_numpy
-
-    _check_flax_config(cfg)
-    params = tree.get("params", tree) if isinstance(tree, dict) else tree
-    if not isinstance(params, dict):
-        raise TypeError(f"tree must be a dict of arrays; got {type(tree).__name__}")
-    missing = [n for n in _FLAX_NAMES + ("network",) if n not in params]
-    if missing:
-        raise KeyError(f"tree is missing {missing[0]!r} (expected a ContractingR2DN parameter tree)")
-    xp = namespace(backend)
-    ref = init(cfg, 0, backend="numpy")
-    dtype = dtype or str(np.asarray(to_numpy(params["X"])).dtype)
-
-    def take(name, value, like):
-        a = np.asarray(to_numpy(value), dtype=np.float64)
-        if like.ndim == 0:
-            if a.size != 1:
-                raise ValueError(f"tree[{name!r}] must hold one number; got shape {a.shape}")
-            a = a.reshape(())
-        if a.shape != like.shape:
-            raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"tree[{name!r}] contains NaN or Inf")
-        return asarray(a, xp, dtype)
-
-    fields = {n: take(n, params[n], getattr(ref, n)) for n in _FLAX_NAMES}
-    net = params["network"]
-    layers = []
-    for k, L in enumerate(ref.phi.layers):
-        key = f"layers_{k}"
-        if key not in net:
-            raise KeyError(f"tree['network'] is missing {key!r} (LBDN hidden sizes {cfg.hidden})")
-        layers.append(lbdn.Layer(*(take(f"network.{key}.{f}", net[key][f], getattr(L, f)) for f in lbdn.Layer._fields)))
-    if f"layers_{len(layers)}" in net:
-        raise ValueError(f"tree['network'] has more layers than cfg.hidden={cfg.hidden} allows")
-    return ref._replace(**fields, phi=lbdn.Direct(tuple(layers), None))
+(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,
+ _templates) = feedback_model.functions(feedback_model.Spec(
+    "r2dn", Grads, init, phi, _direct_to_explicit, _direct_to_explicit_vjp))

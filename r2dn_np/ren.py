@@ -1,7 +1,7 @@
 """Recurrent equilibrium network (REN): an LTI system in feedback with an equilibrium layer.
 
 Revay, Wang & Manchester, "Recurrent Equilibrium Networks: Flexible Dynamic Models with
-Guaranteed Stability and Robustness" (IEEE TAC 2023); math.md section 6. The baseline the
+Guaranteed Stability and Robustness" (IEEE TAC 2023). The baseline the
 R2DN paper compares against. Two kinds, each guaranteed for every value of the free
 parameters:
 
@@ -10,8 +10,10 @@ parameters:
   below gamma (``d22="free"``, the authors' default) or ``D22 = 0`` (``d22="zero"``).
 
 The network in the loop is ``w = sigma(D11 w + C1 x + D12 u + bv)`` with ``D11`` strictly
-lower triangular, solved exactly row by row (``r2dn_np.equilibrium``). Read with
-``equilibrium.py`` and ``feedback.py``. Derivations: ``docs/derivations/ren.md``.
+lower triangular, solved exactly row by row (``r2dn_np.equilibrium``). This module holds only
+the parameterisation; the rest of the model protocol (``docs/protocol.md``) is shared with the
+R2DN (``feedback_model.py``). Read with ``equilibrium.py`` and ``feedback.py``. Derivations:
+``docs/derivations/ren.md``; the authors' Flax parameters: ``flax_interop.py``.
 
 Examples
 --------
@@ -29,13 +31,12 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, equilibrium, feedback, linalg
+from . import _validate, activations, equilibrium, feedback_model, linalg
 from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
@@ -53,8 +54,6 @@ __all__ = [
     "step",
     "value_and_grad",
     "phi",
-    "from_flax",
-    "to_flax",
 ]
 
 
@@ -116,7 +115,7 @@ class Config(JSONConfig):
 
 class Direct(NamedTuple):
     """Free parameters, named as in the authors' code. ``B2`` and ``D12`` are the implicit
-    matrices (B2-tilde and D12-tilde of math.md 6.1). The contracting kind has a free
+    matrices (B2-tilde and D12-tilde of ``docs/derivations/ren.md`` section 1). The contracting kind has a free
     ``D22``; the Lipschitz kind has ``X3, Y3, Z3`` with ``d22="free"`` and none of the four
     with ``d22="zero"``. Absent fields are None."""
 
@@ -191,7 +190,7 @@ class _LipCache(NamedTuple):
 
 
 def phi(cfg):
-    """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.feedback.Phi``)."""
+    """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.static_map.Phi``)."""
     return equilibrium.as_phi(cfg.activation)
 
 
@@ -205,7 +204,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     Lipschitz ``D22`` starts at zero), ``p = ||X||``. ``init="long_memory"`` sets ``Y1 = I``
     and ``X`` the upper Cholesky factor of the ``H`` with ``E = P = I``,
     ``F = I - diag(0.05 U(0, 1))``, ``B1~ = C1~ = 0`` and ``H22 = 2 Lambda - D11 - D11^T``
-    for a random ``D11`` (math.md section 4 and the authors' ``RENBase``).
+    for a random ``D11`` (the authors' ``RENBase``).
     """
     _validate.seed("seed", seed)
     xp = namespace(backend)
@@ -253,27 +252,6 @@ def _column(v):
     return array_namespace(v).reshape(v, (int(v.shape[0]), 1))
 
 
-@functools.lru_cache(maxsize=32)
-def _templates(cfg):
-    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
-    direct = init(cfg, 0, backend="numpy")
-    return direct, _direct_to_explicit(cfg, direct)[0]
-
-
-def direct_to_explicit(cfg, direct):
-    """Map free parameters to the explicit model. Returns ``(explicit, cache)``.
-
-    ``direct`` must be this config's ``Direct``: every field of its exact shape, one floating
-    dtype, finite (``ValueError``/``TypeError`` naming the field otherwise).
-
-    Notes
-    -----
-    ``docs/derivations/ren.md`` (N1)-(N4) (common map from ``H``), (N5)-(N8) (Lipschitz).
-    """
-    _validate.container("direct", direct, _templates(cfg)[0])
-    return _direct_to_explicit(cfg, direct)
-
-
 def _direct_to_explicit(cfg, direct):
     d = direct
     xp = array_namespace(d.X)
@@ -305,7 +283,7 @@ def _direct_to_explicit(cfg, direct):
 
 
 def _d22_map(cfg, X3, Y3, Z3):
-    """``N`` of math.md 6.4 with ``||N|| < 1``, shape ``(ny, nu)``, and what its VJP needs.
+    """``N`` of (N6) in ``docs/derivations/ren.md`` with ``||N|| < 1``, shape ``(ny, nu)``, and what its VJP needs.
 
     Both shapes are one solve: ``N = (I + M3)^-1 [I - M3, -2 Z3^T]`` when ``ny < nu``, and
     the transpose of the same expression in ``M3^T`` when ``ny >= nu``.
@@ -331,7 +309,7 @@ def _d22_map_vjp(cfg, d, K, Nw, dN):
 
 
 def _lipschitz_terms(cfg, d):
-    """``D22``, ``m_Q``, ``m_R`` and ``R_gamma`` of math.md 6.4 steps 1-3."""
+    """``D22``, ``m_Q``, ``m_R`` and ``R_gamma``, (N5)-(N7) of ``docs/derivations/ren.md``."""
     xp = array_namespace(d.X)
     g = cfg.gamma
     if cfg.d22 == "free":
@@ -348,8 +326,7 @@ def _lipschitz_terms(cfg, d):
     return _LipCache(D22, N, K, Nw, mQ, mR, Rg, linalg.solve(Rg, mR))
 
 
-def direct_to_explicit_vjp(cfg, cache, d_explicit):
-    """Cotangent of the free parameters given that of the explicit model (``None`` = zero)."""
+def _direct_to_explicit_vjp(cfg, cache, d_explicit):
     d = cache.direct
     xp = array_namespace(d.X)
     nx, nv = cfg.nx, cfg.nv
@@ -411,140 +388,8 @@ def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
     return dB2, dD12
 
 
-# --- stages 2 and 3: rollout and backpropagation through time -----------------------------------
+# --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------
 
-
-def _check_sequence(cfg, explicit, x0, U):
-    _validate.array("U", U, [("T", None), ("B", None), ("nu", cfg.nu)], like=explicit.A)
-    T, B = int(U.shape[0]), int(U.shape[1])
-    if T < 1 or B < 1:
-        raise ValueError(f"U must have T >= 1 time-steps and B >= 1 sequences; got shape {tuple(U.shape)}")
-    _validate.array("x0", x0, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-
-
-def forward(cfg, explicit, x0, U):
-    """Roll the model out. ``x0 : (B, nx)``, ``U : (T, B, nu)``.
-
-    Returns ``(xT, Y, cache)`` with ``Y : (T, B, ny)``.
-    """
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    _check_sequence(cfg, explicit, x0, U)
-    return feedback.forward(explicit, phi(cfg), x0, U)
-
-
-def backward(cfg, explicit, cache, dY, dxT=None):
-    """BPTT. ``dY : (T, B, ny)``, ``dxT : (B, nx)`` or None.
-
-    Returns ``(d_explicit, dx0, dU)``.
-    """
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
-    _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
-    if dxT is not None:
-        _validate.array("dxT", dxT, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-    return feedback.backward(explicit, phi(cfg), cache, dY, dxT)
-
-
-def step(cfg, explicit, x, u):
-    """One time-step: ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
-    _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
-    return feedback.step(explicit, phi(cfg), x, u)
-
-
-def value_and_grad(cfg, direct, x0, U, loss):
-    """Map, roll out, backpropagate through time and through the map.
-
-    Parameters
-    ----------
-    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
-        return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
-
-    Returns
-    -------
-    value : the loss value.
-    grads : Grads(direct, x0, U).
-    """
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
-    explicit, map_cache = direct_to_explicit(cfg, direct)
-    _check_sequence(cfg, explicit, x0, U)
-    _, Y, cache = feedback.forward(explicit, phi(cfg), x0, U)
-    value, dY = _validate.loss_output(loss(Y), Y)
-    d_explicit, dx0, dU = feedback.backward(explicit, phi(cfg), cache, dY)
-    return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
-
-
-# --- interoperability with the authors' JAX/Flax ContractingREN / LipschitzREN ------------------
-
-# every REN the authors build has all fourteen parameters; each kind reads only some of them
-_FLAX_COMMON = ("X", "p", "Y1", "B2", "D12", "C2", "D21", "bx", "bv", "by")
-
-
-def _flax_names(cfg):
-    if cfg.kind == "contracting":
-        return _FLAX_COMMON + ("D22",)
-    return _FLAX_COMMON + (("X3", "Y3", "Z3") if cfg.d22 == "free" else ())
-
-
-def to_flax(cfg, direct):
-    """The parameter tree of the authors' Flax ``ContractingREN`` / ``LipschitzREN`` (host
-    NumPy arrays under a top-level ``"params"`` key; ``p`` has shape (1,)).
-
-    Their modules always create all fourteen parameters; the ones this kind never reads
-    (``X3, Y3, Z3`` of the contracting kind, ``D22`` of the Lipschitz kind, and all four with
-    ``d22="zero"``) are filled with zeros: any value gives the same model, and zeros make the
-    tree of a gradient read right. Build theirs with ``abar``, ``gamma``, ``eps``,
-    ``do_polar_param=cfg.polar`` and ``d22_zero=(cfg.d22 == "zero")`` to compute what ours
-    computes.
-    """
-    from .backend import to_numpy
-
-    d = cfg.d
-    dtype = np.asarray(to_numpy(direct.X)).dtype
-    shapes = dict(D22=(cfg.ny, cfg.nu), X3=(d, d), Y3=(d, d), Z3=(abs(cfg.ny - cfg.nu), d))
-    params = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
-    for name in _flax_names(cfg):
-        params[name] = np.array(to_numpy(getattr(direct, name)))
-    params["p"] = params["p"].reshape(1)
-    return {"params": params}
-
-
-def from_flax(cfg, tree, backend=None, dtype=None):
-    """``Direct`` parameters from the authors' Flax ``ContractingREN`` / ``LipschitzREN`` tree.
-
-    ``tree`` is a nested dict of arrays, optionally under a top-level ``"params"`` key; only the
-    parameters this ``cfg`` uses are read (the polar scale may be named ``"p"``, as their code
-    creates it, or ``"polar"``, as their docstrings list it). ``dtype`` defaults to that of
-    ``tree["X"]``.
-    """
-    from .backend import to_numpy
-
-    params = tree.get("params", tree) if isinstance(tree, dict) else tree
-    if not isinstance(params, dict):
-        raise TypeError(f"tree must be a dict of arrays; got {type(tree).__name__}")
-    if "p" not in params and "polar" in params:
-        params = dict(params, p=params["polar"])
-    kind = "ContractingREN" if cfg.kind == "contracting" else "LipschitzREN"
-    missing = [n for n in _flax_names(cfg) if n not in params]
-    if missing:
-        raise KeyError(f"tree is missing {missing[0]!r} (expected a {kind} parameter tree)")
-    xp = namespace(backend)
-    ref = init(cfg, 0, backend="numpy")
-    dtype = dtype or str(np.asarray(to_numpy(params["X"])).dtype)
-
-    def take(name):
-        like = getattr(ref, name)
-        a = np.asarray(to_numpy(params[name]), dtype=np.float64)
-        if like.ndim == 0:
-            if a.size != 1:
-                raise ValueError(f"tree[{name!r}] must hold one number; got shape {a.shape}")
-            a = a.reshape(())
-        if a.shape != like.shape:
-            raise ValueError(f"tree[{name!r}] has shape {a.shape}, expected {like.shape} for {cfg}")
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"tree[{name!r}] contains NaN or Inf")
-        return asarray(a, xp, dtype)
-
-    return ref._replace(**{n: take(n) for n in _flax_names(cfg)})
+(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,
+ _templates) = feedback_model.functions(feedback_model.Spec(
+    "ren", Grads, init, phi, _direct_to_explicit, _direct_to_explicit_vjp))

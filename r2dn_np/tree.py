@@ -8,7 +8,7 @@ gradient checker need.
 
 from __future__ import annotations
 
-__all__ = ["map", "leaves", "paths", "vdot", "size", "from_paths"]
+__all__ = ["map", "leaves", "paths", "vdot", "size", "from_paths", "flattener"]
 
 _builtin_map = map
 
@@ -75,6 +75,34 @@ def from_paths(template, values):
         )
 
     return rebuild(template, "")
+
+
+def flattener(node):
+    """``(flatten, unflatten)`` for containers shaped like ``node``, ``None`` included.
+
+    ``flatten(n)`` lists the leaves of a container of ``node``'s structure and ``unflatten(it)``
+    rebuilds one from an iterator of leaves. The structure is walked once, here, so a time loop
+    that stores a cache at every step pays a few function calls per step, not a tree walk."""
+    if node is None:
+        return (lambda n: []), (lambda it: None)
+    if isinstance(node, (tuple, list, dict)):
+        keys = tuple(node) if isinstance(node, dict) else range(len(node))
+        plans = [flattener(node[k]) for k in keys]
+        if isinstance(node, dict):
+            build = lambda kids: dict(zip(keys, kids))  # noqa: E731
+        elif hasattr(node, "_fields"):
+            build = lambda kids: type(node)(*kids)  # noqa: E731
+        else:
+            build = type(node)
+
+        def flatten(n):
+            return [leaf for (f, _), k in zip(plans, keys) for leaf in f(n[k])]
+
+        def unflatten(it):
+            return build([u(it) for _, u in plans])
+
+        return flatten, unflatten
+    return (lambda n: [n]), (lambda it: next(it))
 
 
 def vdot(a, b):

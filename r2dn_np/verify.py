@@ -1,7 +1,7 @@
 """Checks that a model keeps its promises, for ``r2dn verify`` and ``scripts/sweep_r2dn.py``:
 hand-written gradients against finite differences, the certificate eigenvalues, contraction
 of sampled trajectories in the certificate's metric, and the Lipschitz bound under random
-and adversarial input pairs (math.md section 9). Every check returns a
+and adversarial input pairs (``docs/guarantees.md``). Every check returns a
 :class:`~r2dn_np.certificates.Check` row (measured value, bound, verdict). All work is in
 float64 on the parameters given, so a float32 model is checked in float64.
 
@@ -25,7 +25,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from . import _validate, certificates, empirical, tree
-from .certificates import Check
+from .certificates import judge, verdict_text
 from .backend import to_numpy
 from .testing import FiniteDifferenceUnreliable, check_vjp
 
@@ -86,8 +86,9 @@ def check_gradient(module, cfg, direct, rng, attempts=3):
         if not math.isnan(err):
             break
     if math.isnan(err):  # every draw hit a kink: no evidence either way
-        return Check("gradient vs finite differences (all at kinks)", err, GRAD_RTOL, "<=", True)
-    return Check("gradient vs finite differences, rel. error", err, GRAD_RTOL, "<=", err <= GRAD_RTOL)
+        return judge("gradient vs finite differences, rel. error", err, GRAD_RTOL, "<=",
+                     f"every one of {attempts} draws met a kink of the activation")
+    return judge("gradient vs finite differences, rel. error", err, GRAD_RTOL, "<=")
 
 
 def contraction_step(module, cfg, explicit, M, rng, T=40, B=4, scale=10.0):
@@ -108,8 +109,7 @@ def contraction_step(module, cfg, explicit, M, rng, T=40, B=4, scale=10.0):
 
 def check_contraction(module, cfg, explicit, cache, rng):
     growth = contraction_step(module, cfg, explicit, certificates.metric(cache), rng)
-    return Check("contraction in metric M, max V_t+1/V_t - 1", growth, CONTRACTION_TOL, "<=",
-                 growth <= CONTRACTION_TOL)
+    return judge("contraction in metric M, max V_t+1/V_t - 1", growth, CONTRACTION_TOL, "<=")
 
 
 def lipschitz_search(module, cfg, explicit, rng, T=12, B=4, steps=30):
@@ -127,7 +127,7 @@ def lipschitz_search(module, cfg, explicit, rng, T=12, B=4, steps=30):
 
 def check_lipschitz(module, cfg, explicit, rng, steps=30):
     ratio = lipschitz_search(module, cfg, explicit, rng, steps=steps) / cfg.gamma
-    return Check("Lipschitz: searched gain / gamma", ratio, 1.0 + LIPSCHITZ_TOL, "<=", ratio <= 1.0 + LIPSCHITZ_TOL)
+    return judge("Lipschitz: searched gain / gamma", ratio, 1.0 + LIPSCHITZ_TOL, "<=")
 
 
 def check_model(module, cfg, direct, seed=0, quick=False):
@@ -158,8 +158,8 @@ def table(rows):
     """One line per ``(label, Check)`` with the measured value, its bound and the verdict."""
     wl = max([5] + [len(label) for label, _ in rows])
     wc = max([5] + [len(c.name) for _, c in rows])
-    lines = [f"{'model':<{wl}}  {'check':<{wc}} {'measured':>11} {'':>2} {'bound':>10}  ok"]
+    lines = [f"{'model':<{wl}}  {'check':<{wc}} {'measured':>11} {'':>2} {'bound':>10}  verdict"]
     for label, c in rows:
         lines.append(f"{label:<{wl}}  {c.name:<{wc}} {c.value:>11.3e} {c.sense:>2} {c.bound:>10.3e}  "
-                     f"{'yes' if c.holds else 'NO'}")
+                     f"{verdict_text(c)}")
     return "\n".join(lines)

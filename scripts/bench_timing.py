@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from r2dn_np import feedback, flops, losses, r2dn, tree  # noqa: E402
+from r2dn_np import allocator, flops, losses, r2dn, tree  # noqa: E402
 from r2dn_np.backend import namespace  # noqa: E402
 
 try:
@@ -160,7 +160,7 @@ def run_memory(args):
         direct, x0, U, target = problem(r2dn, cfg, T, 64, xp, "float64")
         for k in (None,) + tuple(args.checkpoint):
             _, cpu = timed(lambda: gradient_pass(r2dn, cfg, direct, x0, U, target, k), 3, warmup=1)
-            feedback.release_buffers()  # pooled buffers would hide the pass's allocations
+            allocator.release_buffers()  # pooled buffers would hide the pass's allocations
             tracemalloc.start()
             gradient_pass(r2dn, cfg, direct, x0, U, target, k)
             _, peak = tracemalloc.get_traced_memory()

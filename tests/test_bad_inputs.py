@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, classify, cli, deq, io, lbdn, linear, losses, mondeq, r2dn, ren, tanh_rnn, verify
+from r2dn_np import certificates, classify, cli, deq, flax_interop, io, lbdn, linear, losses, mondeq, r2dn, ren, tanh_rnn, verify
 from r2dn_np.data.sequences import Record
 
 R_CFG = r2dn.Config(nu=2, nx=3, nv=4, ny=1, hidden=(5,))
@@ -63,7 +63,7 @@ def set_layer(direct, k, **fields):
 
 
 def flax_tree(**changes):
-    params = r2dn.to_flax(R_FLAX, r2dn.init(R_FLAX, seed=0))["params"]
+    params = flax_interop.to_flax(R_FLAX, r2dn.init(R_FLAX, seed=0))["params"]
     params.update(changes)
     return {"params": params}
 
@@ -252,10 +252,10 @@ CASES = [
         for layer in L_D.layers))), TypeError, "float32 or float64"),
     ("save-no-config", lambda: io.save(os.devnull, {"nu": 1}, R_D), TypeError, "config"),
     ("save-metadata-list", lambda: io.save(os.devnull, R_CFG, R_D, metadata=[1]), TypeError, "metadata"),
-    ("from-flax-nan", lambda: r2dn.from_flax(R_FLAX, flax_tree(X=nan_at(np.eye(6)))), ValueError, "X"),
-    ("from-flax-shape", lambda: r2dn.from_flax(R_FLAX, flax_tree(bx=np.zeros(1))), ValueError, "bx"),
-    ("ren-from-flax-inf", lambda: ren.from_flax(N_CFG, {k: v + np.inf if k == "bx" else v for k, v in
-                                                        ren.to_flax(N_CFG, N_D)["params"].items()}), ValueError, "bx"),
+    ("from-flax-nan", lambda: flax_interop.from_flax(R_FLAX, flax_tree(X=nan_at(np.eye(6)))), ValueError, "X"),
+    ("from-flax-shape", lambda: flax_interop.from_flax(R_FLAX, flax_tree(bx=np.zeros(1))), ValueError, "bx"),
+    ("ren-from-flax-inf", lambda: flax_interop.from_flax(N_CFG, {k: v + np.inf if k == "bx" else v for k, v in
+                                                        flax_interop.to_flax(N_CFG, N_D)["params"].items()}), ValueError, "bx"),
     ("certify-nan-explicit", lambda: certificates.certify(R_CFG, R_E._replace(A=nan_at(R_E.A)), R_CACHE),
      ValueError, "explicit.A"),
     ("certify-nan-cache", lambda: certificates.certify(R_CFG, R_E, R_CACHE._replace(H=nan_at(R_CACHE.H))),

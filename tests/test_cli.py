@@ -149,7 +149,7 @@ def test_lipschitz_sysid_and_resume(tmp_path, capsys):
             "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     assert cli.main(argv) == 0
     first = json.loads((tmp_path / "results.json").read_text())
-    assert [c["name"] for c in first["certificate"]["checks"]][1].startswith("gamma-Lipschitz")
+    assert [c["name"] for c in first["certificate"]["checks"]][1].startswith("R2DN gamma-Lipschitz")
     assert cli.main(argv + ["--resume"]) == 0  # the checkpoint is complete: nothing left to train
     second = json.loads((tmp_path / "results.json").read_text())
     assert second["test"] == first["test"] and second["history"]["loss"] == first["history"]["loss"]

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import feedback, losses, r2dn, tree
-from r2dn_np.feedback import Phi
+from r2dn_np import allocator, feedback, losses, r2dn, tree
+from r2dn_np.static_map import Phi
 
 from helpers import examples_for, host, put
 
@@ -146,7 +146,29 @@ def test_release_buffers_allocates_afresh():
     _, _, cache = r2dn.forward(cfg, explicit, x0, U)
     released = weakref.ref(cache.W)
     del cache
-    feedback.release_buffers()
+    allocator.release_buffers()
     assert released() is None  # the pool no longer holds it, so it was freed
     _, _, again = r2dn.forward(cfg, explicit, x0, U)
     assert again.W is not None
+
+
+def test_buffer_reuse_can_be_switched_off():
+    """With reuse off every pass allocates afresh, and the numbers are the same."""
+    cfg = r2dn.Config(1, 2, 16, 1, hidden=(16,))
+    direct, x0, U, _, _ = _problem(np, cfg, 64, 64, 0)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    _, Y_on, cache = r2dn.forward(cfg, explicit, x0, U)
+    released = weakref.ref(cache.W)
+    del cache
+    previous = allocator.reuse_buffers(False)
+    try:
+        assert previous is True and released() is None  # switching off released the pool
+        _, Y_off, c1 = r2dn.forward(cfg, explicit, x0, U)
+        W1 = weakref.ref(c1.W)
+        del c1
+        assert W1() is None  # nothing keeps a buffer once the caller drops it
+        assert np.array_equal(Y_on, Y_off)
+    finally:
+        allocator.reuse_buffers(previous)
+    with pytest.raises(TypeError, match="enabled"):
+        allocator.reuse_buffers("no")

@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from r2dn_np import r2dn, ren, tree
+from r2dn_np import flax_interop, r2dn, ren, tree
 
 from helpers import host, put
 
@@ -51,14 +51,14 @@ def _ren_config(c, eps):
 
 
 def _check_case(xp, module, cfg, a):
-    direct = module.from_flax(cfg, {"params": _nested(a, "params/")}, backend=xp)
+    direct = flax_interop.from_flax(cfg, {"params": _nested(a, "params/")}, backend=xp)
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
     xT, Y, cache = module.forward(cfg, explicit, put(xp, a["x0"]), put(xp, a["U"]))
     np.testing.assert_allclose(host(Y), a["Y"], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(host(xT), a["xT"], rtol=1e-12, atol=1e-12)
 
     d_explicit, dx0, dU = module.backward(cfg, explicit, cache, put(xp, a["Wy"]), put(xp, a["Wx"]))
-    ours = dict(tree.paths(module.to_flax(cfg, module.direct_to_explicit_vjp(cfg, map_cache, d_explicit))["params"]))
+    ours = dict(tree.paths(flax_interop.to_flax(cfg, module.direct_to_explicit_vjp(cfg, map_cache, d_explicit))["params"]))
     theirs = dict(tree.paths(_nested(a, "grad/")))
     for path, ref in theirs.items():
         # a parameter the authors' tree holds but their model never uses has a zero gradient

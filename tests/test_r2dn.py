@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, lbdn, losses, r2dn, tree
+from r2dn_np import certificates, flax_interop, lbdn, losses, r2dn, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
@@ -288,34 +288,34 @@ def test_mixed_backends_are_refused():
 def test_flax_tree_round_trip(xp):
     cfg = r2dn.Config(2, 3, 4, 1, hidden=(5, 6), output_layer="sandwich", kind="contracting")
     direct = perturbed(r2dn.init(cfg, 0, backend=xp), np.random.default_rng(1))
-    flax = r2dn.to_flax(cfg, direct)
+    flax = flax_interop.to_flax(cfg, direct)
     assert flax["params"]["p"].shape == (1,)
     assert set(flax["params"]["network"]) == {"layers_0", "layers_1", "layers_2"}
     assert flax["params"]["network"]["layers_2"]["XY"].shape == (6 + 4, 4)
-    back = r2dn.from_flax(cfg, flax, backend=xp)
+    back = flax_interop.from_flax(cfg, flax, backend=xp)
     for (n, a), (_, b) in zip(tree.paths(direct), tree.paths(back)):
         assert np.array_equal(host(a), host(b)), n
     # also without the "params" wrapper, and float32 kept
     f32 = {k: v for k, v in flax["params"].items()}
     f32["X"] = f32["X"].astype(np.float32)
-    assert r2dn.from_flax(cfg, f32).X.dtype == np.float32
+    assert flax_interop.from_flax(cfg, f32).X.dtype == np.float32
 
 
 def test_flax_tree_errors():
     cfg = r2dn.Config(1, 2, 3, 1, hidden=(4,), output_layer="sandwich")
-    flax = r2dn.to_flax(cfg, r2dn.init(cfg, 0))
+    flax = flax_interop.to_flax(cfg, r2dn.init(cfg, 0))
     with pytest.raises(ValueError, match="kind must be 'contracting'"):
-        r2dn.from_flax(r2dn.Config(1, 2, 3, 1, output_layer="sandwich", kind="lipschitz"), flax)
+        flax_interop.from_flax(r2dn.Config(1, 2, 3, 1, output_layer="sandwich", kind="lipschitz"), flax)
     with pytest.raises(ValueError, match="output_layer must be 'sandwich'"):
-        r2dn.from_flax(r2dn.Config(1, 2, 3, 1, hidden=(4,)), flax)
+        flax_interop.from_flax(r2dn.Config(1, 2, 3, 1, hidden=(4,)), flax)
     bad = {"params": dict(flax["params"])}
     del bad["params"]["Y"]
     with pytest.raises(KeyError, match="missing 'Y'"):
-        r2dn.from_flax(cfg, bad)
+        flax_interop.from_flax(cfg, bad)
     bad = {"params": dict(flax["params"], B1=np.zeros((3, 3)))}
     with pytest.raises(ValueError, match=r"tree\['B1'\] has shape \(3, 3\), expected \(2, 3\)"):
-        r2dn.from_flax(cfg, bad)
+        flax_interop.from_flax(cfg, bad)
     deep = r2dn.Config(1, 2, 3, 1, hidden=(3, 3), output_layer="sandwich")
     with pytest.raises(ValueError, match="more layers"):
-        r2dn.from_flax(r2dn.Config(1, 2, 3, 1, hidden=(3,), output_layer="sandwich"),
-                       r2dn.to_flax(deep, r2dn.init(deep, 0)))
+        flax_interop.from_flax(r2dn.Config(1, 2, 3, 1, hidden=(3,), output_layer="sandwich"),
+                       flax_interop.to_flax(deep, r2dn.init(deep, 0)))

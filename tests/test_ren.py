@@ -130,7 +130,7 @@ def test_equilibrium_vjp_equals_backprop_through_unrolled_iteration(xp, act):
 
 # --- the model: map, rollout, BPTT ---------------------------------------------------------------
 
-from r2dn_np import losses, ren, tree  # noqa: E402
+from r2dn_np import flax_interop, losses, ren, tree  # noqa: E402
 
 
 def xput(like, a):
@@ -436,21 +436,21 @@ def test_flax_round_trip_and_errors():
     for cfg in (ren.Config(2, 3, 4, 3), ren.Config(3, 2, 4, 1, kind="lipschitz"),
                 ren.Config(1, 2, 3, 4, kind="lipschitz", d22="zero")):
         direct = perturbed(ren.init(cfg, 0), np.random.default_rng(0))
-        flax_tree = ren.to_flax(cfg, direct)
+        flax_tree = flax_interop.to_flax(cfg, direct)
         assert set(flax_tree["params"]) == {"X", "p", "Y1", "B2", "D12", "C2", "D21", "D22", "X3", "Y3", "Z3",
                                             "bx", "bv", "by"}  # all fourteen, as their modules create them
         assert flax_tree["params"]["p"].shape == (1,)
-        back = ren.from_flax(cfg, flax_tree)
+        back = flax_interop.from_flax(cfg, flax_tree)
         for (n, a), (m, b) in zip(tree.paths(direct), tree.paths(back)):
             assert n == m
             np.testing.assert_array_equal(host(a), host(b))
     cfg = ren.Config(2, 3, 4, 2)
-    good = ren.to_flax(cfg, ren.init(cfg, 0))
+    good = flax_interop.to_flax(cfg, ren.init(cfg, 0))
     renamed = {"params": {("polar" if k == "p" else k): v for k, v in good["params"].items()}}
-    np.testing.assert_array_equal(ren.from_flax(cfg, renamed).p, ren.init(cfg, 0).p)
+    np.testing.assert_array_equal(flax_interop.from_flax(cfg, renamed).p, ren.init(cfg, 0).p)
     with pytest.raises(KeyError, match="'D22'"):
-        ren.from_flax(cfg, {"params": {k: v for k, v in good["params"].items() if k != "D22"}})
+        flax_interop.from_flax(cfg, {"params": {k: v for k, v in good["params"].items() if k != "D22"}})
     with pytest.raises(ValueError, match=r"tree\['X'\] has shape"):
-        ren.from_flax(cfg, {"params": dict(good["params"], X=np.zeros((3, 3)))})
+        flax_interop.from_flax(cfg, {"params": dict(good["params"], X=np.zeros((3, 3)))})
     with pytest.raises(TypeError, match="dict"):
-        ren.from_flax(cfg, [1, 2])
+        flax_interop.from_flax(cfg, [1, 2])

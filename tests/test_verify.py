@@ -36,7 +36,21 @@ def test_lipschitz_search_catches_a_false_bound():
 
 
 def test_table_lists_every_row():
-    rows = [("a", certificates.Check("x", 1.0, 2.0, "<=", True)),
-            ("long label", certificates.Check("y", 3.0, 2.0, "<=", False))]
+    rows = [("a", certificates.judge("x", 1.0, 2.0, "<=")),
+            ("long label", certificates.judge("y", 3.0, 2.0, "<=")),
+            ("c", certificates.judge("z", 3.0, 2.0, "<=", "too ill-conditioned"))]
     text = verify.table(rows)
-    assert text.count("\n") == 2 and "NO" in text.splitlines()[2] and "yes" in text.splitlines()[1]
+    lines = text.splitlines()
+    assert len(lines) == 4 and "holds" in lines[1] and "FAILS" in lines[2]
+    assert "not decisive: too ill-conditioned" in lines[3]
+
+
+def test_a_check_that_cannot_decide_never_reads_as_holding():
+    """A value beyond its bound in a non-decisive check is neither a pass nor a failure, and a
+    report with no decisive check does not hold."""
+    check = certificates.judge("x", 5.0, 1.0, "<=", "explicit form of an ill-conditioned model")
+    assert check.verdict == "not decisive" and not check.holds
+    assert not certificates.report([check]).holds
+    both = certificates.report([check, certificates.judge("y", 0.0, 1.0, "<=")])
+    assert both.holds and both.margin == 1.0
+    assert not certificates.report([check, certificates.judge("y", 2.0, 1.0, "<=")]).holds

@@ -1,0 +1,27 @@
+"""The interface of a static map ``w = phi(v)`` that a feedback model closes its loop with.
+
+The layers implement it (``lbdn.as_phi``: the R2DN's 1-Lipschitz network; ``equilibrium.as_phi``:
+the REN's equilibrium layer) and the time loop (``feedback``) consumes it, so neither depends on
+the other.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+__all__ = ["Phi"]
+
+
+class Phi(NamedTuple):
+    """A static map ``w = phi(v)`` on rows, with its parameters held in ``explicit.phi``.
+
+    ``forward(params, v) -> (w, cache)``: ``cache`` is a container of arrays whose first
+    axis is the batch. ``backward(params, cache, dw) -> (dv, grad_cache)``: input
+    cotangent, plus whatever ``weight_grads`` needs. ``weight_grads(params, cache,
+    grad_cache) -> d_params`` receives caches stacked over all time-steps, as
+    ``(T*B, ...)`` arrays, so it can use one matrix product per weight.
+    """
+
+    forward: Callable
+    backward: Callable
+    weight_grads: Callable
