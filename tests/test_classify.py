@@ -41,12 +41,14 @@ def test_train_stops_on_a_non_finite_loss():
                        epochs=3, batch_size=4, lr=0.1)
 
 
-@pytest.mark.parametrize("name", ["lipschitz_rnn", "tanh_rnn", "r2dn"])
+@pytest.mark.parametrize("name", ["lipschitz_rnn", "tanh_rnn", "r2dn", "ren"])
 def test_classify_any_protocol_model(name):
     """The generic classifier is the cross-entropy of the last output of module.value_and_grad."""
     module = importlib.import_module(f"r2dn_np.{name}")
     if name == "r2dn":
         cfg = module.Config(nu=2, nx=3, nv=4, ny=3, hidden=(4,))
+    elif name == "ren":
+        cfg = module.Config(nu=2, nx=3, nv=4, ny=3)
     else:
         cfg = module.Config(2, 3, 3)
     direct = module.init(cfg, 0)
