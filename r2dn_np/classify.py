@@ -5,25 +5,93 @@ monDEQ). The model enters through two functions, so any model of the library fit
 - ``predict(params, X) -> logits (N, C)``.
 
 ``X`` is batched along ``batch_axis`` (0 for flat data, 1 for time-major sequences).
+
+For a sequence model of the protocol (``r2dn``, ``ren``, ``lipschitz_rnn``, ``tanh_rnn``, ...),
+:func:`predict` and :func:`value_and_grad` classify from the last output ``Y[-1]``, starting from
+the zero state:
+
+>>> import numpy as np
+>>> from r2dn_np import classify, tanh_rnn
+>>> cfg = tanh_rnn.Config(n_in=1, n_units=8, n_out=3)
+>>> direct = tanh_rnn.init(cfg, seed=0)
+>>> U, labels = np.ones((20, 4, 1)), np.array([0, 1, 2, 0])       # (T, B, nu), (B,)
+>>> loss, d_direct = classify.value_and_grad(tanh_rnn, cfg, direct, U, labels)
+>>> classify.predict(tanh_rnn, cfg, direct, U).shape
+(4, 3)
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from . import _validate, losses, optim
 
-__all__ = ["History", "evaluate", "train"]
+__all__ = ["History", "predict", "value_and_grad", "evaluate", "train"]
 
 
 class History(NamedTuple):
     train_loss: list  # mean minibatch loss per epoch
     test_accuracy: list  # accuracy on the test set after each epoch
     seconds: list  # wall time per epoch
+
+
+def _zero_state(cfg, U):
+    xp = array_namespace(U)
+    return xp.zeros((int(U.shape[1]), cfg.nx), dtype=U.dtype, device=device(U))
+
+
+def _check_model(module):
+    missing = [n for n in ("direct_to_explicit", "forward", "value_and_grad") if not hasattr(module, n)]
+    if missing:
+        raise TypeError(f"module must be a model module of r2dn_np (e.g. r2dn_np.tanh_rnn); "
+                        f"{getattr(module, '__name__', type(module).__name__)} has no {missing[0]}")
+
+
+def _check_labels(labels, B, C):
+    """``labels : (B,)`` integers in ``[0, C)``."""
+    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
+        raise TypeError(f"labels must be an integer array of shape (B={B},); got {type(labels).__name__}")
+    xp = array_namespace(labels)
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"labels must be an integer array (class indices); got dtype {labels.dtype}")
+    if tuple(int(s) for s in labels.shape) != (B,):
+        raise ValueError(f"labels must have shape (B={B},); got {tuple(labels.shape)}")
+    if bool(xp.any((labels < 0) | (labels >= C))):
+        raise ValueError(f"labels must lie in [0, n_out) with n_out={C} classes; got values from "
+                         f"{int(xp.min(labels))} to {int(xp.max(labels))}")
+
+
+def predict(module, cfg, direct, U):
+    """Logits ``Y[-1] : (B, ny)`` of the sequence model ``module`` (e.g. ``r2dn_np.lipschitz_rnn``)
+    with free parameters ``direct`` on inputs ``U : (T, B, nu)`` from the zero state."""
+    _check_model(module)
+    explicit, _ = module.direct_to_explicit(cfg, direct)
+    _validate.array("U", U, [("T", None), ("B", None), ("nu", cfg.nu)])
+    return module.forward(cfg, explicit, _zero_state(cfg, U), U)[1][-1, ...]
+
+
+def value_and_grad(module, cfg, direct, U, labels):
+    """Mean softmax cross-entropy of the last output ``Y[-1] : (B, ny)`` against integer
+    ``labels : (B,)`` in ``[0, ny)``, and its gradient, through ``module.value_and_grad``.
+
+    Returns ``(loss, d_direct)``: the loss as a 0-d array, the gradient a ``module.Direct``.
+    """
+    _check_model(module)
+    _validate.array("U", U, [("T", None), ("B", None), ("nu", cfg.nu)])
+    _check_labels(labels, int(U.shape[1]), cfg.ny)
+    xp = array_namespace(U)
+
+    def last_output_loss(Y):
+        loss, d_logits = losses.softmax_cross_entropy(Y[-1, ...], labels)
+        return loss, xp.concat([xp.zeros_like(Y[:-1, ...]), d_logits[None, ...]], axis=0)
+
+    loss, grads = module.value_and_grad(cfg, direct, _zero_state(cfg, U), U, last_output_loss)
+    return loss, grads.direct
 
 
 def evaluate(predict, params, X, y, batch_axis=0, batch_size=512):
@@ -52,7 +120,8 @@ def _check_set(name, pair, batch_axis):
 
 def train(value_and_grad, predict, params, train_set, test_set, *, epochs, batch_size, lr,
           batch_axis=0, seed=0, clip_norm=None, log=None):
-    """Adam over shuffled minibatches; returns ``(params, History)``.
+    """Adam over shuffled minibatches; returns ``(params, History)``. A non-finite minibatch
+    loss stops training with ``FloatingPointError`` naming the epoch and the batch.
 
     Parameters
     ----------
@@ -78,9 +147,14 @@ def train(value_and_grad, predict, params, train_set, test_set, *, epochs, batch
         start = time.perf_counter()
         order = rng.permutation(n)
         total, count = 0.0, 0
-        for b in range(0, n, batch_size):
+        for k, b in enumerate(range(0, n, batch_size)):
             idx = xp.asarray(order[b:b + batch_size])
             loss, grads = value_and_grad(params, xp.take(X, idx, axis=batch_axis), xp.take(y, idx, axis=0))
+            if not math.isfinite(float(loss)):
+                raise FloatingPointError(
+                    f"the training loss is {float(loss)!r} at epoch {epoch + 1}, batch {k + 1}: the model "
+                    "diverged; lower lr, set clip_norm or choose a more stable model"
+                )
             if clip_norm is not None:
                 grads, _ = optim.clip_by_global_norm(grads, clip_norm)
             params, state = optim.adam_step(params, grads, state, lr)

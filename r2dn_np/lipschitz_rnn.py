@@ -10,7 +10,7 @@ whose hidden-to-hidden matrices come from a symmetric-skew decomposition of free
     W = (1 - beta)(C + C^T) + beta (C - C^T) - gamma I,
 
 so the real parts of A's eigenvalues lie in ``[(1 - beta) lmin(M + M^T) - gamma,
-(1 - beta) lmax(M + M^T) - gamma]`` (the paper's Proposition 2, :func:`eigenvalue_bounds`).
+(1 - beta) lmax(M + M^T) - gamma]`` (the paper's Proposition 2, ``stability.eigenvalue_bounds``).
 
 Three stages, as every model of the library (``docs/overview.md``):
 
@@ -31,18 +31,18 @@ Three stages, as every model of the library (``docs/overview.md``):
    - ``stable_margin=delta``: gamma for A is ``max(gamma, (1 - beta) lmax(M + M^T) + delta)``,
      chosen (and differentiated through) at every call, so A is Hurwitz for every ``M``.
 
-2. ``forward(cfg, explicit, h0, X)`` on time-major ``X`` (T, B, n_in); the decoder reads the final
-   state (``decoder="last"``, classification) or every state (``"sequence"``, regression).
-3. ``backward(cfg, explicit, cache, d_outputs)``: back-propagation through time.
+2. ``forward(cfg, explicit, x0, U) -> (xT, Y, cache)`` on time-major ``U`` (T, B, n_in), the state
+   ``x`` being the hidden state ``h``; the decoder reads the final state (``decoder="last"``,
+   ``Y`` of shape (1, B, n_out), for classification) or every state (``"sequence"``, (T, B, n_out)).
+3. ``backward(cfg, explicit, cache, dY, dxT=None) -> (d_explicit, dx0, dU)``: back-propagation
+   through time. ``step`` and ``value_and_grad`` complete the protocol every model speaks.
 
 The rows are column vectors of the maths stored as rows: the code computes ``h @ A.mT``. (The
 authors' PyTorch code computes ``h @ A``, i.e. uses ``A^T``; ``A^T`` has the same symmetric part and
 the opposite skew part, so the two parameterise the same class of models.)
 
-The stability tools at the end (:func:`eigenvalue_bounds`, :func:`max_stable_step`,
-:func:`linear_update_matrix`, :func:`lyapunov_certificate`) are analysis utilities, not part of
-training: they copy their input to host NumPy and use NumPy/SciPy eigen- and Lyapunov solvers,
-which the array API does not have.
+The stability tools (Proposition 2's interval, step bounds, Lyapunov certificates) are in
+``r2dn_np.stability``; classification from the last output is ``r2dn_np.classify``.
 
 Derivations: ``docs/derivations/lipschitz_rnn.md``.
 
@@ -53,11 +53,11 @@ Examples
 >>> cfg = lrnn.Config(n_in=1, n_units=16, n_out=10, scheme="imex", rho=0.5)
 >>> direct = lrnn.init(cfg, seed=0)
 >>> explicit, map_cache = lrnn.direct_to_explicit(cfg, direct)
->>> X = np.random.default_rng(0).standard_normal((64, 5, 1))       # (T, B, n_in)
->>> logits, cache = lrnn.forward(cfg, explicit, None, X)
->>> logits.shape
-(5, 10)
->>> dh0, dX, d_explicit = lrnn.backward(cfg, explicit, cache, np.ones((5, 10)))
+>>> U = np.random.default_rng(0).standard_normal((64, 5, 1))       # (T, B, n_in)
+>>> hT, Y, cache = lrnn.forward(cfg, explicit, None, U)
+>>> hT.shape, Y.shape
+((5, 16), (1, 5, 10))
+>>> d_explicit, dh0, dU = lrnn.backward(cfg, explicit, cache, np.ones((1, 5, 10)))
 >>> d_direct = lrnn.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
 >>> d_direct.M.shape
 (16, 16)
@@ -66,39 +66,48 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, linalg, losses
+from . import _validate, linalg
 from ._config import JSONConfig
-from .backend import asarray, namespace, to_numpy
+from ._rnn import (
+    DECODERS,
+    Cache,
+    check_cotangent_container,
+    check_cotangents,
+    check_sequence,
+    check_sizes,
+    check_step,
+    decode,
+    decode_backward,
+    float_in,
+    input_projection,
+)
+from .backend import asarray, namespace
 
 __all__ = [
     "Config",
     "Direct",
     "Explicit",
-    "Cache",
-    "MapCache",
+    "Grads",
     "init",
     "direct_to_explicit",
     "direct_to_explicit_vjp",
     "forward",
     "backward",
+    "step",
     "value_and_grad",
-    "predict",
     "symmetric_skew",
-    "eigenvalue_bounds",
-    "max_stable_step",
-    "linear_update_matrix",
-    "LyapunovCertificate",
-    "lyapunov_certificate",
+    "SCHEMES",
+    "DECODERS",
 ]
 
 SCHEMES = ("euler", "imex", "midpoint", "rk4")
-DECODERS = ("last", "sequence")
 
 # Butcher tableaux (strictly lower a, weights b) of the explicit Runge-Kutta steps of the ODE form,
 # as torchdiffeq's fixed-grid "midpoint" and "rk4" (Kutta's 3/8 rule) that the authors call
@@ -106,22 +115,6 @@ RK_TABLEAUX = {
     "midpoint": (((), (0.5,)), (0.0, 1.0)),
     "rk4": (((), (1.0 / 3.0,), (-1.0 / 3.0, 1.0), (1.0, -1.0, 1.0)), (0.125, 0.375, 0.375, 0.125)),
 }
-# order p of each method: its stability polynomial is sum_{j <= p} w^j / j! (section 8)
-_RK_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4}
-
-
-def _float_in(name, value, lo, hi, lo_open=False):
-    """A finite float in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``); ``hi`` may be ``inf``."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number; got {value!r}") from None
-    left = "(" if lo_open else "["
-    right = ")" if math.isinf(hi) else "]"
-    ok = math.isfinite(out) and (out > lo if lo_open else out >= lo) and out <= hi
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {left}{lo:g}, {hi:g}{right}; got {value!r}")
-    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,17 +156,13 @@ class Config(JSONConfig):
     model: ClassVar[str] = "lipschitz_rnn"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n_units", self.n_units)
-        _validate.positive_int("n_out", self.n_out)
-        object.__setattr__(self, "beta", _float_in("beta", self.beta, 0.5, 1.0))
-        object.__setattr__(self, "gamma", _float_in("gamma", self.gamma, 0.0, math.inf))
+        check_sizes(self)
+        object.__setattr__(self, "beta", float_in("beta", self.beta, 0.5, 1.0))
+        object.__setattr__(self, "gamma", float_in("gamma", self.gamma, 0.0, math.inf))
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
-        object.__setattr__(self, "alpha", _float_in("alpha", self.alpha, 0.0, math.inf))
+        object.__setattr__(self, "alpha", float_in("alpha", self.alpha, 0.0, math.inf))
         _validate.one_of("scheme", self.scheme, SCHEMES)
-        object.__setattr__(self, "rho", _float_in("rho", self.rho, 0.0, 1.0))
-        _validate.one_of("decoder", self.decoder, DECODERS)
-        object.__setattr__(self, "init_std", _validate.positive_float("init_std", self.init_std))
+        object.__setattr__(self, "rho", float_in("rho", self.rho, 0.0, 1.0))
         if not isinstance(self.gated, bool):
             raise TypeError(f"gated must be a bool; got {self.gated!r}")
         if self.gated and self.scheme != "euler":
@@ -182,6 +171,11 @@ class Config(JSONConfig):
             )
         if self.stable_margin is not None:
             object.__setattr__(self, "stable_margin", _validate.positive_float("stable_margin", self.stable_margin))
+
+    # the protocol's sizes, so generic code can size any model
+    nu = property(lambda self: self.n_in, doc="Input size (``n_in``).")
+    nx = property(lambda self: self.n_units, doc="State size (``n_units``).")
+    ny = property(lambda self: self.n_out, doc="Output size (``n_out``).")
 
 
 class Direct(NamedTuple):
@@ -224,16 +218,10 @@ class MapCache(NamedTuple):
     v: Optional[object] = None  # (N,) top eigenvector of M + M^T when the stable mode raised gamma
 
 
-class Cache(NamedTuple):
-    """What BPTT needs: the inputs, the states ``h_0..h_T`` and the tanh outputs ``s_0..s_{T-1}``
-    ((T, s, B, N) per stage for the ODE form, with the stage states ``Hs``), and the gate values
-    ``Q`` of a gated unit."""
-
-    X: object  # (T, B, n_in)
-    H: object  # (T + 1, B, N)
-    S: object  # (T, B, N), or (T, s, B, N) for "midpoint"/"rk4"
-    Q: Optional[object] = None  # (T, B, N), gated only
-    Hs: Optional[object] = None  # (T, s, B, N) stage states, "midpoint"/"rk4" only
+class Grads(NamedTuple):
+    direct: Direct
+    x0: object
+    U: object
 
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
@@ -242,7 +230,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     ``M, C ~ N(0, (init_std / N)^2)``; ``U``, ``D`` (and ``Ug``) Xavier-normal
     (``std = sqrt(2 / (fan_in + fan_out))``); biases zero. Draws in the order M, C, U, D, Ug.
     """
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_validate.seed("seed", seed))
     xp = namespace(backend)
     N = cfg.n_units
     std = cfg.init_std / N
@@ -274,20 +262,11 @@ def _symmetric_skew_vjp(beta, dA):
     return dA + (1.0 - 2.0 * beta) * dA.mT
 
 
-def _check_direct(cfg, direct):
-    if not isinstance(direct, Direct):
-        raise TypeError(f"direct must be a lipschitz_rnn.Direct; got {type(direct).__name__}")
-    N = cfg.n_units
-    shapes = dict(M=(N, N), C=(N, N), U=(N, cfg.n_in), b=(N,), D=(cfg.n_out, N), by=(cfg.n_out,))
-    if cfg.gated:
-        shapes.update(Ug=(N, cfg.n_in), bg=(N,))
-    else:
-        for name in ("Ug", "bg"):
-            if getattr(direct, name) is not None:
-                raise ValueError(f"direct.{name} must be None for a unit without gate (cfg.gated=False)")
-    like = direct.M if hasattr(direct.M, "dtype") else None
-    for name, shape in shapes.items():
-        _validate.array(f"direct.{name}", getattr(direct, name), list(shape), like=like)
+@functools.lru_cache(maxsize=32)
+def _templates(cfg):
+    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
+    direct = init(cfg, 0, backend="numpy")
+    return direct, _direct_to_explicit(cfg, direct)[0]
 
 
 def _stable_gamma(cfg, M):
@@ -307,11 +286,18 @@ def _stable_gamma(cfg, M):
 def direct_to_explicit(cfg, direct):
     """Map free parameters to model weights. Returns ``(explicit, cache)``.
 
+    ``direct`` must be this config's ``Direct``: every field of its exact shape (``Ug, bg`` None
+    unless ``gated``), one floating dtype, finite (``ValueError``/``TypeError`` naming the field).
+
     Notes
     -----
     ``docs/derivations/lipschitz_rnn.md``, equations (D1)-(D4), (P3).
     """
-    _check_direct(cfg, direct)
+    _validate.container("direct", direct, _templates(cfg)[0])
+    return _direct_to_explicit(cfg, direct)
+
+
+def _direct_to_explicit(cfg, direct):
     gamma_A, v = _stable_gamma(cfg, direct.M)
     A = symmetric_skew(direct.M, cfg.beta, gamma_A)
     W = symmetric_skew(direct.C, cfg.beta, cfg.gamma)
@@ -333,13 +319,14 @@ def direct_to_explicit(cfg, direct):
 def direct_to_explicit_vjp(cfg, cache, d_explicit):
     """Cotangent of the free parameters given that of the explicit weights.
 
-    ``None`` entries of ``d_explicit`` count as zero. Returns a ``Direct``.
+    ``d_explicit`` is an ``Explicit`` whose ``None`` entries count as zero. Returns a ``Direct``.
 
     Notes
     -----
     ``docs/derivations/lipschitz_rnn.md``, equations (V1)-(V5).
     """
     direct = cache.direct
+    check_cotangent_container("d_explicit", d_explicit, _templates(cfg)[1], direct.M)
     xp = array_namespace(direct.M)
     dA = _zero_if_none(d_explicit.A, cache.A)
     dF = d_explicit.F
@@ -379,51 +366,45 @@ def _zero_if_none(d, like):
 # --- stage 2: the recurrence ---------------------------------------------------------------------
 
 
-def _check_sequence(name, X, n_in, like):
-    _validate.array(name, X, [("T", None), ("B", None), ("n_in", n_in)], like=like)
-    if int(X.shape[0]) < 1 or int(X.shape[1]) < 1:
-        raise ValueError(f"{name} must have T >= 1 steps and B >= 1 sequences; got shape {tuple(X.shape)}")
-
-
-def _check_h0(cfg, h0, X):
-    if h0 is None:
-        xp = array_namespace(X)
-        return xp.zeros((int(X.shape[1]), cfg.n_units), dtype=X.dtype, device=device(X))
-    _validate.array("h0", h0, [("B", int(X.shape[1])), ("n_units", cfg.n_units)], like=X)
-    return h0
-
-
-def forward(cfg, explicit, h0, X):
+def forward(cfg, explicit, x0, U):
     """Run the discrete recurrence and the decoder.
 
     Parameters
     ----------
     cfg : Config
-    explicit : Explicit
-    h0 : (B, N) array, or None for zeros
-    X : (T, B, n_in) array, time-major
+    explicit : Explicit, as ``direct_to_explicit`` returns it
+    x0 : (B, n_units) array, the initial hidden state h_0, or None for zeros
+    U : (T, B, n_in) array, time-major inputs
 
     Returns
     -------
-    outputs : (B, n_out) array ``D h_T + by`` for ``decoder="last"``, or (T, B, n_out) array of
+    xT : (B, n_units) array, the final hidden state h_T
+    Y : (1, B, n_out) array ``D h_T + by`` for ``decoder="last"``, or (T, B, n_out) array of
         ``D h_t + by``, t = 1..T, for ``"sequence"``
-    cache : Cache
+    cache : what ``backward`` needs
 
     Notes
     -----
     ``docs/derivations/lipschitz_rnn.md``, equations (R1)-(R3), (G1), (O1)-(O2).
     """
-    _check_sequence("X", X, cfg.n_in, explicit.W)
-    h0 = _check_h0(cfg, h0, X)
-    cache = _rollout(cfg, explicit, h0, X)
-    return _decode(cfg, explicit, cache.H), cache
+    _validate.container("explicit", explicit, _templates(cfg)[1])
+    return _forward(cfg, explicit, x0, U)
 
 
-def _input_projection(explicit, X):
-    """``U x_t + b`` for all T*B rows at once, outside the time loop: ``(T, B, N)``."""
-    xp = array_namespace(X)
-    T, B, n_in = (int(s) for s in X.shape)
-    return xp.reshape(xp.reshape(X, (T * B, n_in)) @ explicit.U.mT + explicit.b, (T, B, -1))
+def _forward(cfg, explicit, x0, U):
+    """:func:`forward` on a trusted ``explicit``."""
+    x0 = check_sequence(cfg, x0, U, explicit.W)
+    cache = _rollout(cfg, explicit, x0, U)
+    return cache.H[-1, ...], decode(cfg, explicit, cache.H), cache
+
+
+def step(cfg, explicit, x, u):
+    """One time-step: ``x : (B, n_units)``, ``u : (B, n_in)`` -> ``(x_next, y)`` with
+    ``y = D x_next + by`` (one step of :func:`forward` from ``x``)."""
+    _validate.container("explicit", explicit, _templates(cfg)[1])
+    check_step(cfg, x, u, explicit.W)
+    x_next = _rollout(cfg, explicit, x, u[None, ...]).H[1, ...]
+    return x_next, x_next @ explicit.D.mT + explicit.by
 
 
 def _rollout(cfg, explicit, h0, X):
@@ -440,7 +421,7 @@ def _rollout_linear_update(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    UX = _input_projection(explicit, X)
+    UX = input_projection(explicit, X)
     H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
     S = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     H[0, ...] = h0
@@ -477,7 +458,7 @@ def _rollout_rk(cfg, explicit, h0, X):
     a, b = RK_TABLEAUX[cfg.scheme]
     n_stages = len(b)
     eps = cfg.eps
-    UX = _input_projection(explicit, X)
+    UX = input_projection(explicit, X)
     KT = _stacked_AW(cfg, explicit)
     H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
     Hs = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
@@ -543,69 +524,63 @@ def _sigmoid(xp, x):
     return 0.5 * (1.0 + xp.tanh(0.5 * x))
 
 
-def _decode(cfg, explicit, H):
-    xp = array_namespace(H)
-    T = int(H.shape[0]) - 1
-    if cfg.decoder == "last":
-        return H[T, ...] @ explicit.D.mT + explicit.by
-    B, N = int(H.shape[1]), int(H.shape[2])
-    Y = xp.reshape(H[1:, ...], (T * B, N)) @ explicit.D.mT + explicit.by
-    return xp.reshape(Y, (T, B, cfg.n_out))
-
-
-def _decode_backward(cfg, explicit, H, dY):
-    """Decoder cotangents as single products over all rows: ``(dD, dby, a, dH_out)`` with ``a``
-    the adjoint of ``h_T`` and ``dH_out[t]`` what the outputs send to ``h_{t+1}`` (None for
-    ``decoder="last"``)."""
-    xp = array_namespace(H)
-    T, B, N = int(H.shape[0]) - 1, int(H.shape[1]), int(H.shape[2])
-    if cfg.decoder == "last":
-        return dY.mT @ H[T, ...], xp.sum(dY, axis=0), dY @ explicit.D, None
-    dY_rows = xp.reshape(dY, (T * B, cfg.n_out))
-    dD = dY_rows.mT @ xp.reshape(H[1:, ...], (T * B, N))
-    dH_out = xp.reshape(dY_rows @ explicit.D, (T, B, N))
-    return dD, xp.sum(dY_rows, axis=0), dH_out[T - 1, ...], dH_out
-
-
 # --- stage 3: back-propagation through time ------------------------------------------------------
 
 
-def backward(cfg, explicit, cache, d_outputs):
-    """Cotangents of the initial state, the inputs and the explicit weights.
+def backward(cfg, explicit, cache, dY, dxT=None):
+    """Back-propagation through time.
 
     Parameters
     ----------
-    d_outputs : (B, n_out) or (T, B, n_out) array, the cotangent of ``outputs``.
+    dY : array of exactly ``Y``'s shape ((1, B, n_out) or (T, B, n_out)), the cotangent of ``Y``
+    dxT : (B, n_units) array, the cotangent of ``xT``, or None for zero
 
     Returns
     -------
-    dh0 : (B, N) array
-    dX : (T, B, n_in) array
     d_explicit : Explicit (Euler and IMEX: ``A`` is None, the loop depends on A only through F
         and G, and ``G`` is None for ``"euler"``; gated and ODE forms: ``F``, ``G`` are None)
+    dx0 : (B, n_units) array
+    dU : (T, B, n_in) array
 
     Notes
     -----
     ``docs/derivations/lipschitz_rnn.md``, equations (B1)-(B4), (G2)-(G3), (O3)-(O4).
     """
-    _check_d_outputs(cfg, cache, d_outputs)
-    return _backward(cfg, explicit, cache, d_outputs)
+    _validate.container("explicit", explicit, _templates(cfg)[1])
+    check_cotangents(cfg, cache, dY, dxT)
+    return _backward(cfg, explicit, cache, dY, dxT)
 
 
-def _check_d_outputs(cfg, cache, d_outputs):
-    T, B = int(cache.X.shape[0]), int(cache.X.shape[1])
-    if cfg.decoder == "last":
-        shape = [("B", B), ("n_out", cfg.n_out)]
-    else:
-        shape = [("T", T), ("B", B), ("n_out", cfg.n_out)]
-    _validate.array("d_outputs", d_outputs, shape, like=cache.X)
+def value_and_grad(cfg, direct, x0, U, loss):
+    """Map, roll out, backpropagate through time and through the map.
+
+    Parameters
+    ----------
+    x0 : (B, n_units) array or None (zeros)
+    U : (T, B, n_in) array
+    loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
+        return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
+        (``r2dn_np.classify.value_and_grad`` is the cross-entropy of the last output.)
+
+    Returns
+    -------
+    value : the loss value.
+    grads : Grads(direct, x0, U).
+    """
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
+    explicit, map_cache = direct_to_explicit(cfg, direct)
+    _, Y, cache = _forward(cfg, explicit, x0, U)
+    value, dY = _validate.loss_output(loss(Y), Y)
+    d_explicit, dx0, dU = _backward(cfg, explicit, cache, dY, None)
+    return value, Grads(direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
 
-def _backward(cfg, explicit, cache, dY):
+def _backward(cfg, explicit, cache, dY, dxT):
     if cfg.gated:
-        return _backward_gated(cfg, explicit, cache, dY)
+        return _backward_gated(cfg, explicit, cache, dY, dxT)
     if cfg.scheme in RK_TABLEAUX:
-        return _backward_rk(cfg, explicit, cache, dY)
+        return _backward_rk(cfg, explicit, cache, dY, dxT)
     X, H, S = cache.X, cache.H, cache.S
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
@@ -613,7 +588,7 @@ def _backward(cfg, explicit, cache, dY):
     H_prev = xp.reshape(H[:T, ...], (T * B, N))
 
     # decoder (B4): one product over all rows
-    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
 
     # the reverse loop only propagates the state adjoint (B1)-(B2)
     dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
@@ -639,10 +614,10 @@ def _backward(cfg, explicit, cache, dY):
     dU = dZ_rows.mT @ xp.reshape(X, (T * B, n_in))
     db = xp.sum(dZ_rows, axis=0)
     dX = xp.reshape(dZ_rows @ explicit.U, (T, B, n_in))
-    return a, dX, Explicit(None, dW, dU, db, dD, dby, dF, dG)
+    return Explicit(None, dW, dU, db, dD, dby, dF, dG), a, dX
 
 
-def _backward_rk(cfg, explicit, cache, dY):
+def _backward_rk(cfg, explicit, cache, dY, dxT):
     """(O3)-(O4): the stages of each step in reverse; weight gradients over all stage rows after."""
     X, H, S, Hs = cache.X, cache.H, cache.S, cache.Hs
     xp = array_namespace(X)
@@ -651,7 +626,7 @@ def _backward_rk(cfg, explicit, cache, dY):
     a_tab, b_tab = RK_TABLEAUX[cfg.scheme]
     n_stages = len(b_tab)
     eps, alpha = cfg.eps, cfg.alpha
-    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
     dK = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
     dZ = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
     # [alpha A; W] as one (2N, N) matrix: [dk, dz] @ it = alpha dk A + dz W
@@ -682,10 +657,10 @@ def _backward_rk(cfg, explicit, cache, dY):
     dU = dZ_t.mT @ xp.reshape(X, (T * B, n_in))
     db = xp.sum(dZ_t, axis=0)
     dX = xp.reshape(dZ_t @ explicit.U, (T, B, n_in))
-    return a, dX, Explicit(dA, dW, dU, db, dD, dby, None, None)
+    return Explicit(dA, dW, dU, db, dD, dby, None, None), a, dX
 
 
-def _backward_gated(cfg, explicit, cache, dY):
+def _backward_gated(cfg, explicit, cache, dY, dxT):
     """(G2)-(G3)."""
     X, H, S, Q = cache.X, cache.H, cache.S, cache.Q
     xp = array_namespace(X)
@@ -695,7 +670,7 @@ def _backward_gated(cfg, explicit, cache, dY):
     H_prev = xp.reshape(H[:T, ...], (T * B, N))
     # the drift p_t + s_t, rebuilt in one product rather than stored
     Drift = xp.reshape(H_prev @ (alpha * explicit.A).mT, (T, B, N)) + S
-    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
     dP = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     dZg = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
@@ -719,261 +694,4 @@ def _backward_gated(cfg, explicit, cache, dY):
     dU, db = dZ_rows.mT @ X_rows, xp.sum(dZ_rows, axis=0)
     dUg, dbg = dZg_rows.mT @ X_rows, xp.sum(dZg_rows, axis=0)
     dX = xp.reshape(dZ_rows @ explicit.U + dZg_rows @ explicit.Ug, (T, B, n_in))
-    return a, dX, Explicit(dA, dW, dU, db, dD, dby, None, None, dUg, dbg)
-
-
-# --- classification convenience ------------------------------------------------------------------
-
-
-def _check_labels(labels, B):
-    if not hasattr(labels, "shape") or not hasattr(labels, "dtype"):
-        raise TypeError(f"labels must be an integer array; got {type(labels).__name__}")
-    xp = array_namespace(labels)
-    if not xp.isdtype(labels.dtype, "integral"):
-        raise TypeError(f"labels must be an integer array; got dtype {labels.dtype}")
-    if tuple(int(s) for s in labels.shape) != (B,):
-        raise ValueError(f"labels must have shape (B={B},); got {tuple(labels.shape)}")
-
-
-def predict(cfg, direct, X, h0=None):
-    """Outputs (logits for classification) of the model with free parameters ``direct``."""
-    explicit, _ = direct_to_explicit(cfg, direct)
-    return forward(cfg, explicit, h0, X)[0]
-
-
-def value_and_grad(cfg, direct, X, labels, h0=None):
-    """Mean softmax cross-entropy of ``D h_T + by`` against integer ``labels`` (B,), and its
-    gradient with respect to the free parameters. Needs ``decoder="last"``.
-
-    Returns
-    -------
-    loss : 0-d array
-    d_direct : Direct
-    """
-    if cfg.decoder != "last":
-        raise ValueError(f"value_and_grad classifies from the final state: cfg.decoder must be 'last'; got {cfg.decoder!r}")
-    explicit, map_cache = direct_to_explicit(cfg, direct)
-    _check_sequence("X", X, cfg.n_in, explicit.W)
-    _check_labels(labels, int(X.shape[1]))
-    h0 = _check_h0(cfg, h0, X)
-    cache = _rollout(cfg, explicit, h0, X)
-    logits = _decode(cfg, explicit, cache.H)
-    loss, d_logits = losses.softmax_cross_entropy(logits, labels)
-    _, _, d_explicit = _backward(cfg, explicit, cache, d_logits)
-    return loss, direct_to_explicit_vjp(cfg, map_cache, d_explicit)
-
-
-# --- stability tools (host NumPy / SciPy) --------------------------------------------------------
-
-
-def _host_square(name, A):
-    if not hasattr(A, "shape"):
-        raise TypeError(f"{name} must be an array; got {type(A).__name__}")
-    a = np.asarray(to_numpy(A), dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 1:
-        raise ValueError(f"{name} must be a square (N, N) matrix with N >= 1; got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return a
-
-
-def eigenvalue_bounds(M, beta, gamma):
-    """Proposition 2: every eigenvalue of ``A = symmetric_skew(M, beta, gamma)`` has real part in
-    ``[(1 - beta) lmin(M + M^T) - gamma, (1 - beta) lmax(M + M^T) - gamma]``.
-
-    Runs on host NumPy (``numpy.linalg.eigvalsh``). Returns ``(lower, upper)`` as floats.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> lo, hi = eigenvalue_bounds(np.diag([1.0, -2.0]), beta=0.75, gamma=0.1)
-    >>> round(lo, 12), round(hi, 12)
-    (-1.1, 0.4)
-    """
-    m = _host_square("M", M)
-    beta = _float_in("beta", beta, 0.5, 1.0)
-    gamma = _float_in("gamma", gamma, 0.0, math.inf)
-    lam = np.linalg.eigvalsh(m + m.T)
-    return (1.0 - beta) * float(lam[0]) - gamma, (1.0 - beta) * float(lam[-1]) - gamma
-
-
-def max_stable_step(A, alpha=1.0, rho=0.0, *, scheme=None):
-    """Largest ``eps`` below which the linear part of the scheme is stable: ``sup{e : the update
-    matrix F of every eps in (0, e) has spectral radius < 1}``.
-
-    ``scheme`` (keyword): ``None`` or ``"imex"`` read the IMEX weight ``rho``; ``"euler"`` is
-    ``rho = 0``; ``"midpoint"`` and ``"rk4"`` are the explicit Runge-Kutta steps of the ODE form,
-    whose update matrix is ``R(eps alpha A)`` with ``R(w) = 1 + w + w^2/2`` or
-    ``sum_{j <= 4} w^j / j!``: the bound is the first positive ``eps`` with ``|R(eps alpha
-    lambda)| = 1`` (section 8 of the derivation). Unlike Euler and midpoint, RK4 is stable on part
-    of the imaginary axis, ``eps alpha |lambda| < 2 sqrt 2``.
-
-    ``rho = 0`` (the default) is forward Euler, ``h_{t+1} = (I + eps alpha A) h_t``: stable iff
-    ``|1 + eps alpha lambda| < 1`` for every eigenvalue ``lambda`` of A, that is
-    ``eps < min_lambda 2 |Re lambda| / (alpha |lambda|^2)``, which needs every ``Re lambda < 0``.
-    For the IMEX scheme with weight ``rho`` the eigenvalues of F are
-    ``(1 + c (1 - rho) lambda) / (1 - c rho lambda)`` (``c = eps alpha``) and the condition reads
-    ``2 Re lambda + c (1 - 2 rho) |lambda|^2 < 0``: the bound is divided by ``1 - 2 rho`` for
-    ``rho < 1/2``, and is ``inf`` for ``rho >= 1/2`` when A is Hurwitz (A-stability; for
-    ``rho > 1/2`` also when A has eigenvalues on the imaginary axis, other than 0).
-
-    Returns ``0.0`` when no small step is stable (some ``Re lambda > 0``, or a marginal eigenvalue
-    the scheme does not damp) and ``inf`` when ``alpha = 0``. An eigenvalue whose real part is
-    within ``1e-12 max|lambda|`` of zero counts as marginal. Runs on host NumPy.
-    Derivation: ``docs/derivations/lipschitz_rnn.md`` section 5.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> A = np.array([[-1.0, 2.0], [-2.0, -1.0]])           # lambda = -1 +- 2i
-    >>> round(max_stable_step(A), 12), round(max_stable_step(A, rho=0.25), 12), max_stable_step(A, rho=0.5)
-    (0.4, 0.8, inf)
-    >>> round(max_stable_step(-np.eye(2), scheme="midpoint"), 12), round(max_stable_step(-np.eye(2), scheme="rk4"), 6)
-    (2.0, 2.785294)
-    """
-    a = _host_square("A", A)
-    alpha = _float_in("alpha", alpha, 0.0, math.inf)
-    rho = _float_in("rho", rho, 0.0, 1.0)
-    if scheme is not None:
-        _validate.one_of("scheme", scheme, SCHEMES)
-    if alpha == 0.0:
-        return math.inf
-    lam = np.linalg.eigvals(a)
-    mod2 = np.abs(lam) ** 2
-    re = np.where(np.abs(lam.real) <= 1e-12 * np.sqrt(np.max(mod2)), 0.0, lam.real)
-    if scheme in RK_TABLEAUX:
-        return min(_rk_edge(_RK_ORDER[scheme], complex(r, i)) for r, i in zip(re, lam.imag)) / alpha
-    if scheme == "euler":
-        rho = 0.0
-    q = (1.0 - 2.0 * rho) * mod2
-    bound = np.full(lam.shape, math.inf)
-    bound[(re > 0.0) | (mod2 == 0.0) | ((re == 0.0) & (q >= 0.0))] = 0.0
-    damped = (re < 0.0) & (q > 0.0)
-    bound[damped] = -2.0 * re[damped] / q[damped]
-    return float(np.min(bound)) / alpha
-
-
-def _rk_edge(p, lam):
-    """First positive ``e`` with ``|R_p(e lam)| = 1``, ``R_p(w) = sum_{j <= p} w^j / j!``, if
-    ``|R_p(e lam)| < 1`` just right of 0; else 0 (section 8)."""
-    r = abs(lam)
-    if r == 0.0:
-        return 0.0
-    u = lam / r
-    # R(x u) = sum_j c_j x^j; |R|^2 - 1 = sum_{n >= 1} d_n x^n with d_n = sum_{j + k = n} c_j conj(c_k)
-    c = [1.0 + 0.0j]
-    for j in range(1, p + 1):
-        c.append(c[-1] * u / j)
-    d = np.zeros(2 * p + 1)
-    for j in range(p + 1):
-        for k in range(p + 1):
-            d[j + k] += (c[j] * np.conj(c[k])).real
-    d = d[1:]
-    # cancellations of exactly-zero coefficients (marginal lam) leave rounding noise: drop it
-    d[np.abs(d) < 1e-12 * np.max(np.abs(d))] = 0.0
-    low = int(np.flatnonzero(d)[0])
-    if d[low] > 0.0:  # |R| > 1 for every small step
-        return 0.0
-    d = d[low:]
-    roots = np.roots(d[::-1])
-    real = roots[(np.abs(roots.imag) <= 1e-9 * (1.0 + np.abs(roots))) & (roots.real > 0.0)].real
-    return float(np.min(real)) / r if real.size else math.inf
-
-
-def linear_update_matrix(A, eps, alpha=1.0, scheme="euler", rho=0.5):
-    """The matrix ``F`` of one step of the linear part ``h' = alpha A h`` under ``scheme``:
-    ``I + eps alpha A`` (Euler), ``(I - eps rho alpha A)^-1 (I + eps (1 - rho) alpha A)`` (IMEX),
-    ``R(eps alpha A)`` (midpoint, rk4; section 8). For the discrete forms it equals
-    ``direct_to_explicit``'s ``F``; ``lyapunov_certificate(F, discrete=True)`` certifies it.
-    Host NumPy; returns an ``(N, N)`` float64 array.
-    """
-    a = _host_square("A", A)
-    eps = _validate.positive_float("eps", eps)
-    alpha = _float_in("alpha", alpha, 0.0, math.inf)
-    rho = _float_in("rho", rho, 0.0, 1.0)
-    _validate.one_of("scheme", scheme, SCHEMES)
-    I = np.eye(a.shape[0])
-    w = eps * alpha * a
-    if scheme == "imex":
-        return np.linalg.solve(I - rho * w, I + (1.0 - rho) * w)
-    F, term = I.copy(), I
-    for j in range(1, _RK_ORDER[scheme] + 1):
-        term = term @ w / j
-        F = F + term
-    return F
-
-
-class LyapunovCertificate(NamedTuple):
-    """``P`` solving the Lyapunov equation for ``Q``; ``V(h) = h^T P h`` then decays along the
-    linear dynamics. ``certified`` is True when ``P`` is positive definite (``eig_min_P > 0``) and
-    the relative residual is below ``1e-8``; ``decay_rate`` is ``lmin(Q) / lmax(P)``, so that
-    ``dV/dt <= -decay_rate V`` (continuous) or ``V_{t+1} <= (1 - decay_rate) V_t`` (discrete)."""
-
-    P: np.ndarray
-    Q: np.ndarray
-    eig_min_P: float
-    eig_max_P: float
-    residual: float
-    decay_rate: float
-    certified: bool
-
-
-def lyapunov_certificate(A, Q=None, *, discrete=False):
-    """A Lyapunov certificate for ``h' = A h`` (or ``h_{t+1} = A h_t`` with ``discrete=True``).
-
-    Solves ``P A + A^T P = -Q`` with SciPy's ``solve_continuous_lyapunov`` (or
-    ``A^T P A - P = -Q`` with ``solve_discrete_lyapunov``; pass the update matrix ``F`` of
-    ``direct_to_explicit`` to certify the linear part of either discretisation). Runs on host
-    NumPy: device arrays are copied to the host.
-
-    Parameters
-    ----------
-    A : (N, N) array with eigenvalues of negative real part (inside the unit circle if discrete)
-    Q : (N, N) symmetric positive-definite array; identity by default
-
-    Returns
-    -------
-    LyapunovCertificate
-
-    Raises
-    ------
-    ValueError
-        ``A`` is not Hurwitz (not Schur when ``discrete``), or ``Q`` is not symmetric positive
-        definite.
-    """
-    from scipy import linalg as sla
-
-    a = _host_square("A", A)
-    n = a.shape[0]
-    q = np.eye(n) if Q is None else _host_square("Q", Q)
-    if q.shape != a.shape:
-        raise ValueError(f"Q must have the shape of A {a.shape}; got {q.shape}")
-    if not np.allclose(q, q.T, rtol=1e-12, atol=1e-14 * np.max(np.abs(q))):
-        raise ValueError("Q must be symmetric")
-    q = 0.5 * (q + q.T)
-    q_eigs = np.linalg.eigvalsh(q)
-    if q_eigs[0] <= 0.0:
-        raise ValueError(f"Q must be positive definite; its smallest eigenvalue is {q_eigs[0]:.3e}")
-    lam = np.linalg.eigvals(a)
-    if discrete:
-        radius = float(np.max(np.abs(lam)))
-        if radius >= 1.0:
-            raise ValueError(f"A must have spectral radius < 1 for a discrete certificate; got {radius:.6g}")
-        P = sla.solve_discrete_lyapunov(a.T, q)
-        res = a.T @ P @ a - P + q
-    else:
-        abscissa = float(np.max(lam.real))
-        if abscissa >= 0.0:
-            raise ValueError(
-                f"A must have eigenvalues of negative real part; its largest real part is {abscissa:.6g}"
-            )
-        P = sla.solve_continuous_lyapunov(a.T, -q)
-        res = P @ a + a.T @ P + q
-    P = 0.5 * (P + P.T)
-    p_eigs = np.linalg.eigvalsh(P)
-    residual = float(np.linalg.norm(res) / max(np.linalg.norm(q), 1e-300))
-    return LyapunovCertificate(
-        P=P, Q=q, eig_min_P=float(p_eigs[0]), eig_max_P=float(p_eigs[-1]), residual=residual,
-        decay_rate=float(q_eigs[0] / p_eigs[-1]),
-        certified=bool(p_eigs[0] > 0.0 and residual < 1e-8),
-    )
+    return Explicit(dA, dW, dU, db, dD, dby, None, None, dUg, dbg), a, dX

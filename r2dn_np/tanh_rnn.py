@@ -13,53 +13,55 @@ Examples
 >>> from r2dn_np import tanh_rnn
 >>> cfg = tanh_rnn.Config(n_in=1, n_units=8, n_out=3)
 >>> explicit, _ = tanh_rnn.direct_to_explicit(cfg, tanh_rnn.init(cfg, seed=0))
->>> y, cache = tanh_rnn.forward(cfg, explicit, None, np.ones((20, 4, 1)))
->>> y.shape
-(4, 3)
+>>> hT, Y, cache = tanh_rnn.forward(cfg, explicit, None, np.ones((20, 4, 1)))
+>>> hT.shape, Y.shape
+((4, 8), (1, 4, 3))
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, losses
+from . import _validate
 from ._config import JSONConfig
-from .backend import asarray, namespace
-from .lipschitz_rnn import (
-    DECODERS,
+from ._rnn import (
     Cache,
-    _check_d_outputs,
-    _check_h0,
-    _check_labels,
-    _check_sequence,
-    _decode,
-    _decode_backward,
-    _input_projection,
+    check_cotangent_container,
+    check_cotangents,
+    check_sequence,
+    check_sizes,
+    check_step,
+    decode,
+    decode_backward,
+    input_projection,
 )
+from .backend import asarray, namespace
 
 __all__ = [
     "Config",
     "Direct",
     "Explicit",
-    "Cache",
+    "Grads",
     "init",
     "direct_to_explicit",
     "direct_to_explicit_vjp",
     "forward",
     "backward",
+    "step",
     "value_and_grad",
-    "predict",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(JSONConfig):
-    """Sizes and options of a tanh RNN ``R^n_in -> R^n_out`` with ``n_units`` hidden units."""
+    """Sizes and options of a tanh RNN ``R^n_in -> R^n_out`` with ``n_units`` hidden units;
+    ``decoder`` as in ``lipschitz_rnn.Config``."""
 
     n_in: int
     n_units: int
@@ -70,11 +72,12 @@ class Config(JSONConfig):
     model: ClassVar[str] = "tanh_rnn"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n_units", self.n_units)
-        _validate.positive_int("n_out", self.n_out)
-        _validate.one_of("decoder", self.decoder, DECODERS)
-        object.__setattr__(self, "init_std", _validate.positive_float("init_std", self.init_std))
+        check_sizes(self)
+
+    # the protocol's sizes, so generic code can size any model
+    nu = property(lambda self: self.n_in, doc="Input size (``n_in``).")
+    nx = property(lambda self: self.n_units, doc="State size (``n_units``).")
+    ny = property(lambda self: self.n_out, doc="Output size (``n_out``).")
 
 
 class Direct(NamedTuple):
@@ -86,6 +89,12 @@ class Direct(NamedTuple):
 
 
 Explicit = Direct  # no constraint: the free parameters are the weights
+
+
+class Grads(NamedTuple):
+    direct: Direct
+    x0: object
+    U: object
 
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
@@ -103,50 +112,61 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     return Direct(put(W), put(U), put(np.zeros(N)), put(D), put(np.zeros(cfg.n_out)))
 
 
+@functools.lru_cache(maxsize=32)
+def _template(cfg):
+    """This config's parameters on the host: the shapes a user's container must have."""
+    return init(cfg, 0, backend="numpy")
+
+
 def direct_to_explicit(cfg, direct):
-    """The identity map (validates ``direct``). Returns ``(explicit, cache)``, the cache being
-    ``direct`` itself (the VJP's template for ``None`` cotangents)."""
-    if not isinstance(direct, Direct):
-        raise TypeError(f"direct must be a tanh_rnn.Direct; got {type(direct).__name__}")
-    N = cfg.n_units
-    shapes = dict(W=(N, N), U=(N, cfg.n_in), b=(N,), D=(cfg.n_out, N), by=(cfg.n_out,))
-    like = direct.W if hasattr(direct.W, "dtype") else None
-    for name, shape in shapes.items():
-        _validate.array(f"direct.{name}", getattr(direct, name), list(shape), like=like)
+    """The identity map; validates ``direct`` (every field of its exact shape, one floating
+    dtype, finite). Returns ``(explicit, cache)``, the cache being ``direct`` itself (the VJP's
+    template for ``None`` cotangents)."""
+    _validate.container("direct", direct, _template(cfg))
     return direct, direct
 
 
 def direct_to_explicit_vjp(cfg, cache, d_explicit):
     """The identity; ``None`` entries of ``d_explicit`` count as zero."""
+    check_cotangent_container("d_explicit", d_explicit, _template(cfg), cache.W)
     return Direct(*(
         array_namespace(ref).zeros_like(ref) if d is None else d for d, ref in zip(d_explicit, cache)
     ))
 
 
-def forward(cfg, explicit, h0, X):
+def forward(cfg, explicit, x0, U):
     """Run the recurrence and the decoder.
 
     Parameters
     ----------
-    h0 : (B, N) array, or None for zeros
-    X : (T, B, n_in) array, time-major
+    x0 : (B, n_units) array, the initial hidden state h_0, or None for zeros
+    U : (T, B, n_in) array, time-major inputs
 
     Returns
     -------
-    outputs : (B, n_out) for ``decoder="last"``, (T, B, n_out) for ``"sequence"``
-    cache : lipschitz_rnn.Cache (``S`` is ``H[1:]``, the tanh outputs being the states)
+    xT : (B, n_units) array, h_T
+    Y : (1, B, n_out) for ``decoder="last"``, (T, B, n_out) for ``"sequence"``
+    cache : what ``backward`` needs (``S`` is None: the tanh outputs are the states ``H[1:]``)
+
+    Notes
+    -----
+    ``docs/derivations/lipschitz_rnn.md`` section 6.
     """
-    _check_sequence("X", X, cfg.n_in, explicit.W)
-    h0 = _check_h0(cfg, h0, X)
-    H = _rollout(cfg, explicit, h0, X)
-    return _decode(cfg, explicit, H), Cache(X, H, None)
+    _validate.container("explicit", explicit, _template(cfg))
+    return _forward(cfg, explicit, x0, U)
+
+
+def _forward(cfg, explicit, x0, U):
+    x0 = check_sequence(cfg, x0, U, explicit.W)
+    H = _rollout(cfg, explicit, x0, U)
+    return H[-1, ...], decode(cfg, explicit, H), Cache(U, H, None)
 
 
 def _rollout(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    UX = _input_projection(explicit, X)
+    UX = input_projection(explicit, X)
     H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
     H[0, ...] = h0
     h = h0
@@ -157,25 +177,34 @@ def _rollout(cfg, explicit, h0, X):
     return H
 
 
-def backward(cfg, explicit, cache, d_outputs):
-    """Cotangents of the initial state, the inputs and the weights.
+def step(cfg, explicit, x, u):
+    """One time-step: ``x : (B, n_units)``, ``u : (B, n_in)`` -> ``(x_next, y)``, ``y = D x_next + by``."""
+    _validate.container("explicit", explicit, _template(cfg))
+    check_step(cfg, x, u, explicit.W)
+    x_next = array_namespace(x).tanh(x @ explicit.W.mT + u @ explicit.U.mT + explicit.b)
+    return x_next, x_next @ explicit.D.mT + explicit.by
+
+
+def backward(cfg, explicit, cache, dY, dxT=None):
+    """Back-propagation through time. ``dY`` of exactly ``Y``'s shape, ``dxT : (B, n_units)`` or None.
 
     Returns
     -------
-    dh0 : (B, N) array
-    dX : (T, B, n_in) array
     d_explicit : Explicit
+    dx0 : (B, n_units) array
+    dU : (T, B, n_in) array
     """
-    _check_d_outputs(cfg, cache, d_outputs)
-    return _backward(cfg, explicit, cache, d_outputs)
+    _validate.container("explicit", explicit, _template(cfg))
+    check_cotangents(cfg, cache, dY, dxT)
+    return _backward(cfg, explicit, cache, dY, dxT)
 
 
-def _backward(cfg, explicit, cache, dY):
+def _backward(cfg, explicit, cache, dY, dxT):
     X, H = cache.X, cache.H
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
-    dD, dby, a, dH_out = _decode_backward(cfg, explicit, H, dY)
+    dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
     dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
     W = explicit.W
     for t in range(T - 1, -1, -1):
@@ -190,25 +219,19 @@ def _backward(cfg, explicit, cache, dY):
     dU = dZ_rows.mT @ xp.reshape(X, (T * B, n_in))
     db = xp.sum(dZ_rows, axis=0)
     dX = xp.reshape(dZ_rows @ explicit.U, (T, B, n_in))
-    return a, dX, Explicit(dW, dU, db, dD, dby)
+    return Explicit(dW, dU, db, dD, dby), a, dX
 
 
-def predict(cfg, direct, X, h0=None):
-    """Outputs (logits for classification) of the model."""
+def value_and_grad(cfg, direct, x0, U, loss):
+    """Roll out and backpropagate through time.
+
+    ``loss`` is a callable ``Y -> (value, dY)`` returning a finite scalar and a finite ``dY`` of
+    exactly ``Y``'s shape and dtype. Returns ``(value, Grads(direct, x0, U))``.
+    """
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
     explicit, _ = direct_to_explicit(cfg, direct)
-    return forward(cfg, explicit, h0, X)[0]
-
-
-def value_and_grad(cfg, direct, X, labels, h0=None):
-    """Mean softmax cross-entropy of ``D h_T + by`` against ``labels`` (B,) and its gradient.
-    Needs ``decoder="last"``. Returns ``(loss, d_direct)``."""
-    if cfg.decoder != "last":
-        raise ValueError(f"value_and_grad classifies from the final state: cfg.decoder must be 'last'; got {cfg.decoder!r}")
-    explicit, _ = direct_to_explicit(cfg, direct)
-    _check_sequence("X", X, cfg.n_in, explicit.W)
-    _check_labels(labels, int(X.shape[1]))
-    h0 = _check_h0(cfg, h0, X)
-    H = _rollout(cfg, explicit, h0, X)
-    loss, d_logits = losses.softmax_cross_entropy(_decode(cfg, explicit, H), labels)
-    _, _, d_explicit = _backward(cfg, explicit, Cache(X, H, None), d_logits)
-    return loss, d_explicit
+    _, Y, cache = _forward(cfg, explicit, x0, U)
+    value, dY = _validate.loss_output(loss(Y), Y)
+    d_explicit, dx0, dU = _backward(cfg, explicit, cache, dY, None)
+    return value, Grads(d_explicit, dx0, dU)

@@ -65,7 +65,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np import classify, lipschitz_rnn, losses, r2dn, tanh_rnn, tree
+from r2dn_np import classify, lipschitz_rnn, r2dn, stability, tanh_rnn, tree
 from r2dn_np.backend import namespace, to_numpy
 from r2dn_np.data import digits, mnist, perturb
 
@@ -133,7 +133,8 @@ DEFAULTS = dict(noise_rows=200, noise_epochs=20, noise_eps=0.05, noise_gamma=0.0
 
 
 class Adapter(NamedTuple):
-    """What the training loop needs from a model: its parameters and two functions."""
+    """What the training loop needs from a model: its parameters and two functions (the
+    cross-entropy of the last output and its logits, ``classify.value_and_grad`` / ``predict``)."""
 
     config: object
     params: object
@@ -151,19 +152,19 @@ def lipschitz_rnn_adapter(n_in, n_out, s, seed, backend, variant="lipschitz_rnn"
         eps=eps, alpha=s["alpha"], scheme=scheme, rho=s["rho"], init_std=s["init_std"],
         gated=over.get("gated", False), stable_margin=s["stable_margin"] if over.get("stable") else None,
     )
-    return Adapter(
-        cfg, lipschitz_rnn.init(cfg, seed, backend=backend),
-        lambda p, X, y: lipschitz_rnn.value_and_grad(cfg, p, X, y),
-        lambda p, X: lipschitz_rnn.predict(cfg, p, X),
-    )
+    return _adapter(lipschitz_rnn, cfg, seed, backend)
 
 
 def tanh_rnn_adapter(n_in, n_out, s, seed, backend):
     cfg = tanh_rnn.Config(n_in=n_in, n_units=s["n_units"], n_out=n_out, init_std=s["init_std"])
+    return _adapter(tanh_rnn, cfg, seed, backend)
+
+
+def _adapter(module, cfg, seed, backend):
     return Adapter(
-        cfg, tanh_rnn.init(cfg, seed, backend=backend),
-        lambda p, X, y: tanh_rnn.value_and_grad(cfg, p, X, y),
-        lambda p, X: tanh_rnn.predict(cfg, p, X),
+        cfg, module.init(cfg, seed, backend=backend),
+        lambda p, X, y: classify.value_and_grad(module, cfg, p, X, y),
+        lambda p, X: classify.predict(module, cfg, p, X),
     )
 
 
@@ -174,25 +175,7 @@ def r2dn_adapter(n_in, n_out, s, seed, backend):
     width = s["n_units"]
     cfg = r2dn.Config(nu=n_in, nx=width, nv=width // 2, ny=n_out, hidden=(width // 2, width // 2),
                       init="long_memory")
-    direct = r2dn.init(cfg, seed, backend=backend)
-    xp = array_namespace(direct.X)
-
-    def x0_for(X):
-        return xp.zeros((int(X.shape[1]), cfg.nx), dtype=X.dtype)
-
-    def value_and_grad(p, X, labels):
-        def last_output_loss(Y):
-            loss, d_logits = losses.softmax_cross_entropy(Y[-1, ...], labels)
-            dY = xp.concat([xp.zeros_like(Y[:-1, ...]), d_logits[None, ...]], axis=0)
-            return loss, dY
-        loss, grads = r2dn.value_and_grad(cfg, p, x0_for(X), X, last_output_loss)
-        return loss, grads.direct
-
-    def predict(p, X):
-        explicit, _ = r2dn.direct_to_explicit(cfg, p)
-        return r2dn.forward(cfg, explicit, x0_for(X), X)[1][-1, ...]
-
-    return Adapter(cfg, direct, value_and_grad, predict)
+    return _adapter(r2dn, cfg, seed, backend)
 
 
 ADAPTERS = {"tanh_rnn": tanh_rnn_adapter, "r2dn": r2dn_adapter}
@@ -289,20 +272,20 @@ def stability_report(adapter, params):
     # the gamma the map used for A (the stable mode raises it): A + gamma_A I has A's symmetric-skew form
     gamma_A = cfg.gamma
     if cfg.stable_margin is not None:  # (P3) of the derivation
-        gamma_A = max(cfg.gamma, lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, 0.0)[1] + cfg.stable_margin)
-    lo, hi = lipschitz_rnn.eigenvalue_bounds(params.M, cfg.beta, gamma_A)
+        gamma_A = max(cfg.gamma, stability.eigenvalue_bounds(params.M, cfg.beta, 0.0)[1] + cfg.stable_margin)
+    lo, hi = stability.eigenvalue_bounds(params.M, cfg.beta, gamma_A)
     # the gated cell's linear part changes with its gate: report its Euler (gate = 1) matrix
-    F = lipschitz_rnn.linear_update_matrix(A, cfg.eps, cfg.alpha, scheme=cfg.scheme, rho=cfg.rho)
+    F = stability.linear_update_matrix(A, cfg.eps, cfg.alpha, scheme=cfg.scheme, rho=cfg.rho)
     out = dict(
         prop2_interval=[lo, hi], gamma_A=gamma_A, max_re_eig_A=float(np.max(np.linalg.eigvals(A).real)),
-        eps=cfg.eps, max_stable_step_euler=lipschitz_rnn.max_stable_step(A, cfg.alpha, scheme="euler"),
-        max_stable_step_scheme=lipschitz_rnn.max_stable_step(A, cfg.alpha, cfg.rho, scheme=cfg.scheme),
+        eps=cfg.eps, max_stable_step_euler=stability.max_stable_step(A, cfg.alpha, scheme="euler"),
+        max_stable_step_scheme=stability.max_stable_step(A, cfg.alpha, cfg.rho, scheme=cfg.scheme),
         spectral_radius_F=float(np.max(np.abs(np.linalg.eigvals(F)))),
     )
     if out["max_re_eig_A"] < 0:
-        out["lyapunov_decay_rate_A"] = lipschitz_rnn.lyapunov_certificate(A).decay_rate
+        out["lyapunov_decay_rate_A"] = stability.lyapunov_certificate(A).decay_rate
     if out["spectral_radius_F"] < 1:
-        out["lyapunov_decay_rate_F"] = lipschitz_rnn.lyapunov_certificate(F, discrete=True).decay_rate
+        out["lyapunov_decay_rate_F"] = stability.lyapunov_certificate(F, discrete=True).decay_rate
     return out
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from r2dn_np import io, tanh_rnn, tree
+from r2dn_np import classify, io, losses, tanh_rnn, tree
 from r2dn_np.backend import to_backend
 from r2dn_np.testing import assert_close, check_vjp
 
@@ -39,15 +39,20 @@ def naive(cfg, direct, h0, X):
         for t in range(X.shape[0]):
             h = np.tanh(W @ h + U @ X[t, j] + b)
             out[t, j] = D @ h + by
-    return out[-1] if cfg.decoder == "last" else out
+    return out[-1:] if cfg.decoder == "last" else out
 
 
 @given(data=st.data())
 def test_forward_matches_naive_formula(xp, data):
     cfg, direct, h0, X = data.draw(problems(xp))
     explicit, _ = tanh_rnn.direct_to_explicit(cfg, direct)
-    y, _ = tanh_rnn.forward(cfg, explicit, h0, X)
+    hT, y, cache = tanh_rnn.forward(cfg, explicit, h0, X)
     np.testing.assert_allclose(host(y), naive(cfg, direct, h0, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(host(hT), host(cache.H[-1, ...]))
+    h1, y1 = tanh_rnn.step(cfg, explicit, h0, X[0, ...])
+    _, Y1, cache1 = tanh_rnn.forward(cfg, explicit, h0, X[:1, ...])
+    assert_close(h1, cache1.H[1, ...], rtol=1e-14, atol=1e-15)
+    assert_close(y1, Y1[0, ...], rtol=1e-13, atol=1e-14)
 
 
 @given(data=st.data())
@@ -56,28 +61,41 @@ def test_gradients_end_to_end(xp, data):
 
     def f(args):
         explicit, _ = tanh_rnn.direct_to_explicit(cfg, args[0])
-        return tanh_rnn.forward(cfg, explicit, args[1], args[2])[0]
+        return tanh_rnn.forward(cfg, explicit, args[1], args[2])[:2]
 
-    def vjp(args, dy):
+    def vjp(args, cot):
         explicit, map_cache = tanh_rnn.direct_to_explicit(cfg, args[0])
-        _, cache = tanh_rnn.forward(cfg, explicit, args[1], args[2])
-        dh0, dX, d_explicit = tanh_rnn.backward(cfg, explicit, cache, dy)
+        _, _, cache = tanh_rnn.forward(cfg, explicit, args[1], args[2])
+        d_explicit, dh0, dX = tanh_rnn.backward(cfg, explicit, cache, cot[1], cot[0])
         return tanh_rnn.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dh0, dX
 
     check_vjp(f, vjp, (direct, h0, X))
 
 
 @given(data=st.data())
-def test_value_and_grad(xp, data):
+def test_classify_value_and_grad(xp, data):
     cfg, direct, _, X = data.draw(problems(xp, decoder=st.just("last")))
     B = int(X.shape[1])
     labels = xp.asarray(np.arange(B) % cfg.n_out)
-    assume(float(tanh_rnn.value_and_grad(cfg, direct, X, labels)[0]) > 0.05)
+    assume(float(classify.value_and_grad(tanh_rnn, cfg, direct, X, labels)[0]) > 0.05)
 
     def vjp(d, c):
-        return tree.map(lambda g: g * c, tanh_rnn.value_and_grad(cfg, d, X, labels)[1])
+        return tree.map(lambda g: g * c, classify.value_and_grad(tanh_rnn, cfg, d, X, labels)[1])
 
-    check_vjp(lambda d: tanh_rnn.value_and_grad(cfg, d, X, labels)[0], vjp, direct)
+    check_vjp(lambda d: classify.value_and_grad(tanh_rnn, cfg, d, X, labels)[0], vjp, direct)
+
+
+@given(data=st.data())
+def test_value_and_grad_is_forward_backward(xp, data):
+    cfg, direct, h0, X = data.draw(problems(xp))
+    explicit, _ = tanh_rnn.direct_to_explicit(cfg, direct)
+    _, Y, cache = tanh_rnn.forward(cfg, explicit, h0, X)
+    target = xp.zeros_like(Y)
+    value, grads = tanh_rnn.value_and_grad(cfg, direct, h0, X, lambda Y: losses.mse(Y, target))
+    d_explicit, dh0, dX = tanh_rnn.backward(cfg, explicit, cache, losses.mse(Y, target)[1])
+    assert_close(value, losses.mse(Y, target)[0])
+    for a, b in zip(tree.leaves(grads), tree.leaves(tanh_rnn.Grads(d_explicit, dh0, dX))):
+        assert_close(a, b, rtol=0)
 
 
 def test_vjp_of_identity_map_fills_none(xp):
@@ -112,21 +130,21 @@ def test_bad_inputs(xp):
     cfg = tanh_rnn.Config(3, 4, 2)
     direct = tanh_rnn.init(cfg, 0, backend=xp)
     explicit, _ = tanh_rnn.direct_to_explicit(cfg, direct)
-    with pytest.raises(ValueError, match=r"X must have shape \(T, B, n_in=3\)"):
+    with pytest.raises(ValueError, match=r"U must have shape \(T, B, n_in=3\)"):
         tanh_rnn.forward(cfg, explicit, None, put(xp, np.ones((5, 2, 1))))
-    with pytest.raises(ValueError, match="X must have T >= 1"):
+    with pytest.raises(ValueError, match="U must have T >= 1"):
         tanh_rnn.forward(cfg, explicit, None, put(xp, np.ones((0, 2, 3))))
-    with pytest.raises(ValueError, match="X contains NaN"):
+    with pytest.raises(ValueError, match="U contains NaN"):
         tanh_rnn.forward(cfg, explicit, None, put(xp, np.full((2, 2, 3), np.nan)))
-    with pytest.raises(ValueError, match=r"h0 must have shape \(B=2, n_units=4\)"):
+    with pytest.raises(ValueError, match=r"x0 must have shape \(B=2, n_units=4\)"):
         tanh_rnn.forward(cfg, explicit, put(xp, np.ones((2, 3))), put(xp, np.ones((5, 2, 3))))
-    _, cache = tanh_rnn.forward(cfg, explicit, None, put(xp, np.ones((5, 2, 3))))
-    with pytest.raises(ValueError, match=r"d_outputs must have shape \(B=2, n_out=2\)"):
+    _, _, cache = tanh_rnn.forward(cfg, explicit, None, put(xp, np.ones((5, 2, 3))))
+    with pytest.raises(ValueError, match=r"dY must have shape \(T_out=1, B=2, n_out=2\)"):
         tanh_rnn.backward(cfg, explicit, cache, put(xp, np.ones((2, 3))))
     with pytest.raises(ValueError, match=r"direct.W must have shape \(4, 4\)"):
         tanh_rnn.direct_to_explicit(cfg, direct._replace(W=put(xp, np.ones((4, 1)))))
     with pytest.raises(ValueError, match="labels must have shape"):
-        tanh_rnn.value_and_grad(cfg, direct, put(xp, np.ones((5, 2, 3))), xp.asarray(np.array([1])))
+        classify.value_and_grad(tanh_rnn, cfg, direct, put(xp, np.ones((5, 2, 3))), xp.asarray(np.array([1])))
 
 
 def test_io_round_trip(xp, tmp_path):
