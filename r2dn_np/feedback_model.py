@@ -96,14 +96,14 @@ def functions(spec):
         _validate.container("direct", direct, templates(cfg)[0])
         return spec.map(cfg, direct)
 
-    def direct_to_explicit_vjp(cfg, map_cache, d_explicit):
+    def direct_to_explicit_vjp(cfg, cache, d_explicit):
         """Cotangent of the free parameters given that of the explicit model.
 
         ``d_explicit`` has the explicit model's structure; a field that is None counts as zero.
         """
         check_config(cfg)
         _validate.container("d_explicit", d_explicit, templates(cfg)[1], optional=True)
-        return spec.map_vjp(cfg, map_cache, d_explicit)
+        return spec.map_vjp(cfg, cache, d_explicit)
 
     def forward(cfg, explicit, x0, U, checkpoint_every=None):
         """Roll the model out over a whole input sequence.

@@ -17,3 +17,13 @@ def test_readme_has_examples():
 def test_readme_example_runs(code, capsys):
     exec(compile(code, str(README), "exec"), {"__name__": "readme_example"})
     capsys.readouterr()  # the examples print; what they print is checked where it matters
+
+
+PROTOCOL = README.parent / "docs" / "protocol.md"
+PROTOCOL_BLOCKS = re.findall(r"```python\n(.*?)```", PROTOCOL.read_text(), re.S)
+
+
+@pytest.mark.parametrize("code", PROTOCOL_BLOCKS, ids=[f"block{i}" for i in range(len(PROTOCOL_BLOCKS))])
+def test_protocol_doc_example_runs(code):
+    assert PROTOCOL_BLOCKS
+    exec(compile(code, str(PROTOCOL), "exec"), {"__name__": "protocol_example"})
