@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import deq, fixed_point, io, tree
+from r2dn_np import deq, fixed_point, io, losses, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
@@ -210,11 +210,6 @@ def test_bad_config(kwargs, error, text):
         deq.Config(**{"n_in": 2, "n": 3, **kwargs})
 
 
-def test_solve_checks_its_options():
-    with pytest.raises(ValueError, match="solver must be one of"):
-        fixed_point.solve(lambda z: z, np.zeros((1, 2)), solver="bisection")
-
-
 def test_init_is_a_contraction_and_seeded(xp):
     cfg = deq.Config(3, 10)
     a, b = deq.init(cfg, 5, backend=xp), deq.init(cfg, 5, backend=xp)
@@ -247,8 +242,26 @@ def test_divergence_is_reported_before_overflow():
     assert np.all(np.isfinite(result.z))
 
 
-def test_frobenius_norm(xp):
-    assert fixed_point.frobenius_norm(put(xp, [[3.0, 4.0]])) == 5.0
-    assert fixed_point.frobenius_norm(put(xp, [[1e300, 0.0]])) == np.inf
-    assert fixed_point.frobenius_norm(put(xp, [[np.nan, 0.0]])) == np.inf
-    assert fixed_point.frobenius_norm(put(xp, np.zeros((0, 3)))) == 0.0
+def test_value_and_grad_composes_the_stages(xp):
+    cfg = deq.Config(3, 5, activation="tanh", tol=1e-12)
+    direct = deq.init(cfg, 4, backend=xp)
+    x = put(xp, np.random.default_rng(2).standard_normal((6, 3)))
+    target = put(xp, np.random.default_rng(3).standard_normal((6, 5)))
+    value, grads = deq.value_and_grad(cfg, direct, x, lambda z: losses.mse(z, target))
+    explicit, map_cache = deq.direct_to_explicit(cfg, direct)
+    z, cache = deq.forward(cfg, explicit, x)
+    want, dz = losses.mse(z, target)
+    d_explicit, dx, result = deq.backward(cfg, explicit, cache, dz)
+    assert float(value) == float(want) and result.converged
+    assert isinstance(grads, deq.Grads) and isinstance(grads.direct, deq.Direct)
+    for got, ref in zip((*grads.direct, grads.x), (*deq.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx)):
+        assert np.array_equal(host(got), host(ref))
+
+
+def test_warm_start_finds_the_same_equilibrium_sooner():
+    cfg = deq.Config(3, 6, solver="fixed_point", tol=1e-12, max_iter=500)
+    explicit, x = make(np, cfg, 0.8, 6, 4)
+    z, cache = deq.forward(cfg, explicit, x)
+    z2, cache2 = deq.forward(cfg, explicit, x, z0=z + 1e-6)
+    np.testing.assert_allclose(z2, z, rtol=0, atol=1e-11)
+    assert cache2.result.iterations < cache.result.iterations

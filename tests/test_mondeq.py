@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import deq, fixed_point, io, mondeq, tree
+from r2dn_np import deq, fixed_point, io, losses, mondeq, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
@@ -253,3 +253,31 @@ def test_backward_prox_with_fractional_slopes(splitting, alpha):
     for i in range(4):
         want = np.linalg.solve(np.eye(6) - np.diag(J[i]) @ W.T, J[i] * dz[i])
         np.testing.assert_allclose(result.z[i], want, rtol=1e-10, atol=1e-12)
+
+
+def test_value_and_grad_composes_the_stages(xp):
+    cfg = mondeq.Config(4, 6, 3, splitting="pr", tol=1e-10)
+    direct = mondeq.init(cfg, 1, backend=xp)
+    x = put(xp, np.random.default_rng(2).standard_normal((5, 4)))
+    labels = xp.asarray(np.array([0, 2, 1, 1, 0]))
+    value, grads = mondeq.value_and_grad(cfg, direct, x, lambda out: losses.softmax_cross_entropy(out, labels))
+    explicit, map_cache = mondeq.direct_to_explicit(cfg, direct)
+    logits, cache = mondeq.forward(cfg, explicit, x)
+    want, dlogits = losses.softmax_cross_entropy(logits, labels)
+    d_explicit, dx, result = mondeq.backward(cfg, explicit, cache, dlogits)
+    assert float(value) == float(want) and result.converged
+    assert isinstance(grads, mondeq.Grads) and isinstance(grads.direct, mondeq.Direct)
+    ref = (*mondeq.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx)
+    for got, want in zip((*grads.direct, grads.x), ref):
+        assert np.array_equal(host(got), host(want))
+
+
+@pytest.mark.parametrize("splitting", mondeq.SPLITTINGS)
+def test_warm_start_finds_the_same_equilibrium_sooner(splitting):
+    cfg = mondeq.Config(4, 7, 2, splitting=splitting, alpha=0.2, tol=1e-11, max_iter=20000)
+    direct, x = make(np, cfg, 0.7, 3, 5)
+    explicit, _ = mondeq.direct_to_explicit(cfg, direct)
+    _, cache = mondeq.forward(cfg, explicit, x)
+    _, cache2 = mondeq.forward(cfg, explicit, x, z0=cache.z)
+    np.testing.assert_allclose(cache2.z, cache.z, rtol=0, atol=1e-9)
+    assert cache2.result.iterations < cache.result.iterations
