@@ -335,8 +335,9 @@ def value_and_grad(cfg, direct, x, loss):
     _check_cfg(cfg)
     if not callable(loss):
         raise TypeError(f"loss must be a callable z -> (value, dz); got {type(loss).__name__}")
-    explicit, map_cache = direct_to_explicit(cfg, direct)
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
+    _validate.container("direct", direct, _templates(cfg)[0])
+    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=direct.W)
+    explicit = Explicit(direct.W, direct.U, direct.b)
     z, cache = _forward(cfg, explicit, x, None)
     value, dz = _validate.loss_output(loss(z), z)
     d_explicit, dx, _ = _backward(cfg, explicit, cache, dz)

@@ -476,8 +476,9 @@ def value_and_grad(cfg, direct, x, loss):
     _check_cfg(cfg)
     if not callable(loss):
         raise TypeError(f"loss must be a callable logits -> (value, dlogits); got {type(loss).__name__}")
-    explicit, map_cache = direct_to_explicit(cfg, direct)
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
+    _validate.container("direct", direct, _templates(cfg)[0])
+    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=direct.A)
+    explicit, map_cache = _direct_to_explicit(cfg, direct)
     logits, cache = _forward(cfg, explicit, x, None)
     value, dlogits = _validate.loss_output(loss(logits), logits)
     d_explicit, dx, _ = _backward(cfg, explicit, cache, dlogits)
