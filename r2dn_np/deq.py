@@ -75,11 +75,12 @@ _INIT_W_NORM = 0.5
 class Config(JSONConfig):
     """Sizes and solver options of a DEQ layer ``R^n_in -> R^n``.
 
-    ``solver`` is one of ``fixed_point.SOLVERS``. ``tol`` in (0, 1) bounds the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` (Frobenius
-    norms over the batch; ``c`` the input injection, or ``dz`` for the adjoint solve of the
-    backward pass); ``max_iter`` caps the evaluations of ``F``. ``anderson_m`` is Anderson's
-    memory and ``anderson_beta`` its mixing (1 = undamped). The default ``tol`` suits float64;
-    float32 needs about ``1e-6`` or more.
+    ``solver`` is one of ``fixed_point.SOLVERS``. ``tol`` in (0, 1) bounds the relative
+    residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` (Frobenius norms over the batch; ``c`` the
+    input injection, or ``dz`` for the adjoint solve of the backward pass); ``max_iter`` caps
+    the evaluations of ``F``. ``anderson_m`` is Anderson's memory and ``anderson_beta`` its
+    mixing (1 = undamped). The default ``tol`` suits float64; float32 needs about ``1e-6`` or
+    more.
     """
 
     n_in: int

@@ -52,7 +52,8 @@ def test_converged_result_passes():
 def test_relative_residual():
     z = np.array([[1.0, 2.0]])
     assert fixed_point.relative_residual(z, z) == 0.0
-    assert fixed_point.relative_residual(np.array([[4.0, 2.0]]), z, scale=1.0) == pytest.approx(3.0 / (np.sqrt(20.0) + 1.0))
+    got = fixed_point.relative_residual(np.array([[4.0, 2.0]]), z, scale=1.0)
+    assert got == pytest.approx(3.0 / (np.sqrt(20.0) + 1.0))
     assert fixed_point.relative_residual(np.zeros((1, 2)), z) == np.inf
 
 
