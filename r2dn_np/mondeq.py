@@ -12,7 +12,7 @@ two monotone operators, found by operator splitting with step ``alpha``:
 
 - ``"fb"`` forward-backward: ``z <- sigma((1 - alpha) z + alpha (W z + U x + b))``. Converges
   for ``alpha < 2 m / ||I - W||_2^2``; larger steps may oscillate or diverge, and then the
-  layer raises :class:`r2dn_np.deq.NotConverged` (never returns the iterate).
+  layer raises ``r2dn_np.fixed_point.NotConverged`` (never returns the iterate).
 - ``"pr"`` Peaceman-Rachford: uses the resolvent ``V = (I + alpha (I - W))^{-1}``, computed
   once per forward call (one per parameter update) and reused by the backward pass;
   converges for every ``alpha > 0``.
@@ -24,21 +24,27 @@ splitting (its "activation" ``y -> J y`` is the prox of a convex quadratic). The
 reads the equilibrium out linearly: ``logits = z C^T + c``.
 
 Rows are batch entries: ``x`` is ``(N, n_in)``, ``z`` is ``(N, n)``, logits ``(N, n_out)``.
-Derivations: ``docs/derivations/deq.md``.
+The forward solve's ``fixed_point.SolveResult`` is ``cache.result``; the backward solve's is
+the third value of ``backward``. Derivations: ``docs/derivations/deq.md``, equations (M1)-(M7).
 
 Examples
 --------
 >>> import numpy as np
->>> from r2dn_np import mondeq
+>>> from r2dn_np import losses, mondeq
 >>> cfg = mondeq.Config(n_in=4, n=8, n_out=3, splitting="pr", alpha=1.0, tol=1e-10)
 >>> explicit, map_cache = mondeq.direct_to_explicit(cfg, mondeq.init(cfg, seed=0))
 >>> x = np.random.default_rng(0).standard_normal((5, 4))
 >>> logits, cache = mondeq.forward(cfg, explicit, x)
 >>> bool(mondeq.residual(cfg, explicit, x, cache.z) <= 1e-10)
 True
->>> dx, d_explicit = mondeq.backward(cfg, explicit, cache, np.ones((5, 3)))
+>>> d_explicit, dx, result = mondeq.backward(cfg, explicit, cache, np.ones((5, 3)))
 >>> d_direct = mondeq.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
->>> d_direct.A.shape, dx.shape
+>>> d_direct.A.shape, dx.shape, result.converged
+((8, 8), (5, 4), True)
+>>> labels = np.arange(5) % 3
+>>> value, grads = mondeq.value_and_grad(
+...     cfg, mondeq.init(cfg, seed=0), x, lambda out: losses.softmax_cross_entropy(out, labels))
+>>> grads.direct.A.shape, grads.x.shape
 ((8, 8), (5, 4))
 """
 
@@ -52,11 +58,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, deq, linalg
+from . import _validate, activations, fixed_point, linalg
 from ._config import JSONConfig
 from ._random import lecun_normal
-from .backend import asarray, namespace
-from .deq import NotConverged, SolveResult, relative_residual
+from .backend import asarray, namespace, resolve_dtype
 
 __all__ = [
     "ACTIVATIONS",
@@ -64,14 +69,15 @@ __all__ = [
     "Config",
     "Direct",
     "Explicit",
+    "MapCache",
     "Cache",
-    "NotConverged",
-    "SolveResult",
+    "Grads",
     "init",
     "direct_to_explicit",
     "direct_to_explicit_vjp",
     "forward",
     "backward",
+    "value_and_grad",
     "residual",
     "fb_alpha_bound",
     "resolvent",
@@ -86,10 +92,10 @@ class Config(JSONConfig):
     """Sizes and options of a monDEQ classifier ``R^n_in -> R^n_out`` with ``n`` equilibrium units.
 
     ``m`` is the strong-monotonicity margin, ``splitting`` and ``alpha`` the operator
-    splitting and its step (used by the forward and the backward solve alike), ``tol`` the
-    bound on the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` of both solves
-    (``c = x U^T + b`` forward, ``dz`` backward; see ``r2dn_np.deq.relative_residual``) and
-    ``max_iter`` their iteration cap.
+    splitting and its step (used by the forward and the backward solve alike), ``tol`` in
+    (0, 1) the bound on the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` of both
+    solves (``c = x U^T + b`` forward, ``dz`` backward; see
+    ``r2dn_np.fixed_point.relative_residual``) and ``max_iter`` their iteration cap.
     """
 
     n_in: int
@@ -112,8 +118,9 @@ class Config(JSONConfig):
         _validate.one_of("activation", self.activation, ACTIVATIONS)
         _validate.one_of("splitting", self.splitting, SPLITTINGS)
         object.__setattr__(self, "alpha", _validate.positive_float("alpha", self.alpha))
-        object.__setattr__(self, "tol", _validate.positive_float("tol", self.tol))
-        object.__setattr__(self, "max_iter", _validate.positive_int("max_iter", self.max_iter))
+        tol, max_iter = fixed_point.check_stopping(self.tol, self.max_iter)
+        object.__setattr__(self, "tol", tol)
+        object.__setattr__(self, "max_iter", max_iter)
 
 
 class Direct(NamedTuple):
@@ -136,7 +143,7 @@ class Explicit(NamedTuple):
 
 
 class MapCache(NamedTuple):
-    A: object
+    A: object  # (n, n)
 
 
 class Cache(NamedTuple):
@@ -144,13 +151,22 @@ class Cache(NamedTuple):
     z: object  # (N, n) the equilibrium
     s: object  # (N, n) sigma(z W^T + x U^T + b), from which the slopes J are read
     V: object  # (n, n) resolvent (I + alpha (I - W))^{-1}, None for "fb"
-    result: SolveResult
+    result: fixed_point.SolveResult  # the forward solve's statistics
+
+
+class Grads(NamedTuple):
+    """What :func:`value_and_grad` returns besides the value."""
+
+    direct: Direct
+    x: object  # (N, n_in)
 
 
 def init(cfg, seed=0, backend=None, dtype="float64"):
     """Gaussian ``A, B`` with entries of variance ``1 / (4 n)`` (so ``||A^T A|| ~ 1``),
     lecun-normal ``U`` and ``C``, zero biases."""
+    _check_cfg(cfg)
     xp = namespace(backend)
+    resolve_dtype(xp, dtype)
     rng = np.random.default_rng(_validate.seed("seed", seed))
     n = cfg.n
 
@@ -171,6 +187,7 @@ def direct_to_explicit(cfg, direct):
     -----
     ``docs/derivations/deq.md``, equation (M1).
     """
+    _check_cfg(cfg)
     _validate.container("direct", direct, _templates(cfg)[0])
     return _direct_to_explicit(cfg, direct)
 
@@ -190,7 +207,20 @@ def _direct_to_explicit(cfg, direct):
 
 
 def direct_to_explicit_vjp(cfg, cache, d_explicit):
-    """``dA = -A (dW + dW^T)``, ``dB = dW - dW^T`` (equation (M2))."""
+    """``dA = -A (dW + dW^T)``, ``dB = dW - dW^T``; the other fields pass through.
+
+    Notes
+    -----
+    ``docs/derivations/deq.md``, equation (M2).
+    """
+    _check_cfg(cfg)
+    template = _templates(cfg)
+    _validate.container("cache", cache, MapCache(template[0].A))
+    _validate.container("d_explicit", d_explicit, template[1])
+    return _direct_to_explicit_vjp(cache, d_explicit)
+
+
+def _direct_to_explicit_vjp(cache, d_explicit):
     dW = d_explicit.W
     return Direct(
         linalg.gram_vjp(cache.A, -dW), dW - dW.mT,
@@ -199,8 +229,14 @@ def direct_to_explicit_vjp(cfg, cache, d_explicit):
 
 
 def fb_alpha_bound(cfg, explicit):
-    """``2 m / ||I - W||_2^2``: forward-backward splitting converges for steps below it."""
-    xp = array_namespace(explicit.W)
+    """``2 m / ||I - W||_2^2``: forward-backward splitting converges for steps below it.
+
+    Notes
+    -----
+    ``docs/derivations/deq.md``, equation (M6).
+    """
+    _check_cfg(cfg)
+    xp = _validate.container("explicit", explicit, _templates(cfg)[1])
     I = linalg.eye_like(cfg.n, explicit.W)
     # the largest singular value, as the root of the largest eigenvalue of M^T M
     M = I - explicit.W
@@ -220,15 +256,16 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
     """
     alpha = cfg.alpha
     z = u = z0
-    scale = deq.frobenius_norm(rhs)
+    # trusted arrays: the unchecked residual of fixed_point (the public one checks its arguments)
+    scale = fixed_point._norm(rhs)
     trace = []
     for _ in range(cfg.max_iter):
         a = apply_W(z) + rhs
         fz = prox_1(a)
-        res = relative_residual(fz, z, scale)
+        res = fixed_point._relative_residual(fz, z, scale)
         trace.append(res)
         if res <= cfg.tol:
-            return SolveResult(z, fz, tuple(trace), len(trace), True, cfg.splitting)
+            return fixed_point.SolveResult(z, fz, tuple(trace), len(trace), True, cfg.splitting)
         if not math.isfinite(res):
             break
         if cfg.splitting == "fb":
@@ -237,7 +274,7 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
             u_half = 2.0 * z - u
             u = 2.0 * apply_V(u_half + alpha * rhs) - u_half
             z = prox(u)
-    return SolveResult(z, fz, tuple(trace), len(trace), False, cfg.splitting)
+    return fixed_point.SolveResult(z, fz, tuple(trace), len(trace), False, cfg.splitting)
 
 
 def _hint(cfg):
@@ -250,18 +287,35 @@ def _hint(cfg):
     return "Peaceman-Rachford converges for every alpha > 0 but may need a larger max_iter"
 
 
+def _check_cfg(cfg):
+    if not isinstance(cfg, Config):
+        raise TypeError(f"cfg must be a mondeq.Config; got {type(cfg).__name__}")
+
+
 def _check_x(cfg, explicit, x):
+    _check_cfg(cfg)
     _validate.container("explicit", explicit, _templates(cfg)[1])
     _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
 
 
 def resolvent(cfg, explicit):
-    """``V = (I + alpha (I - W))^{-1}``, invertible because ``I - W`` is monotone."""
+    """``V = (I + alpha (I - W))^{-1}``, invertible because ``I - W`` is monotone.
+
+    Notes
+    -----
+    ``docs/derivations/deq.md``, equation (M7).
+    """
+    _check_cfg(cfg)
+    _validate.container("explicit", explicit, _templates(cfg)[1])
+    return _resolvent(cfg, explicit)
+
+
+def _resolvent(cfg, explicit):
     I = linalg.eye_like(cfg.n, explicit.W)
     return linalg.solve(I + cfg.alpha * (I - explicit.W), I)
 
 
-def forward(cfg, explicit, x):
+def forward(cfg, explicit, x, z0=None):
     """Equilibrium and logits for every row of ``x``.
 
     Parameters
@@ -269,22 +323,37 @@ def forward(cfg, explicit, x):
     cfg : Config
     explicit : Explicit
     x : (N, n_in) array
+    z0 : optional (N, n) starting iterate (zeros by default), e.g. the last minibatch's.
 
     Returns
     -------
     logits : (N, n_out) array
-    cache : Cache, with the equilibrium ``cache.z`` and the solve's ``cache.result``
+    cache : Cache, with the equilibrium ``cache.z`` and the forward solve's
+        ``fixed_point.SolveResult`` as ``cache.result``
 
     Raises
     ------
-    NotConverged
+    fixed_point.NotConverged
         The splitting stopped above ``cfg.tol``; ``exc.result`` holds the residual trace.
+
+    Notes
+    -----
+    ``docs/derivations/deq.md``, equations (D1), (D5), (M6) and (M7).
     """
     _check_x(cfg, explicit, x)
+    return _forward(cfg, explicit, x, z0)
+
+
+def _forward(cfg, explicit, x, z0):
+    """:func:`forward` on a trusted ``explicit`` and ``x``."""
     xp = array_namespace(x)
+    if z0 is None:
+        z0 = xp.zeros((x.shape[0], cfg.n), dtype=x.dtype)
+    else:
+        _validate.array("z0", z0, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
     W = explicit.W
     act = cfg.activation
-    V = resolvent(cfg, explicit) if cfg.splitting == "pr" else None
+    V = _resolvent(cfg, explicit) if cfg.splitting == "pr" else None
     rhs = x @ explicit.U.mT + explicit.b
 
     def apply_W(z):
@@ -297,39 +366,63 @@ def forward(cfg, explicit, x):
         # ReLU and the identity are prox_{alpha f} for every alpha
         return activations.apply(act, a)
 
-    z0 = xp.zeros((x.shape[0], cfg.n), dtype=x.dtype)
     result = _split(cfg, apply_W, apply_V, sigma, sigma, rhs, z0)
-    deq.raise_unless_converged(result, "mondeq.forward", cfg.tol, cfg.max_iter, _hint(cfg))
+    fixed_point.raise_unless_converged(result, "mondeq.forward", cfg.tol, cfg.max_iter, _hint(cfg))
     z = result.z
     return z @ explicit.C.mT + explicit.c, Cache(x, z, result.fz, V, result)
 
 
-def backward(cfg, explicit, cache, dlogits, return_result=False):
-    """Cotangents of ``x`` and of the explicit weights.
+def _check_cache(cfg, explicit, cache):
+    if not isinstance(cache, Cache):
+        raise TypeError(f"cache must be the mondeq.Cache returned by mondeq.forward; got {type(cache).__name__}")
+    _validate.array("cache.x", cache.x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
+    N = int(cache.x.shape[0])
+    _validate.array("cache.z", cache.z, [("N", N), ("n", cfg.n)], like=explicit.W)
+    _validate.array("cache.s", cache.s, [("N", N), ("n", cfg.n)], like=explicit.W)
+    if cfg.splitting == "pr":
+        if cache.V is None:
+            raise ValueError("cache.V is None (a forward-backward cache) but cfg.splitting is 'pr'; "
+                             "run mondeq.forward with this cfg")
+        _validate.array("cache.V", cache.V, [("n", cfg.n), ("n", cfg.n)], like=explicit.W)
+    return N
 
-    Solves ``v = J (W^T v + dz)`` (rows: ``v = J * (v W + dz)``), ``dz = dlogits C``, with the
+
+def backward(cfg, explicit, cache, dout):
+    """Cotangents of the explicit weights and of ``x``.
+
+    Solves ``v = J (W^T v + dz)`` (rows: ``v = J * (v W + dz)``), ``dz = dout C``, with the
     same splitting and step as the forward pass, then ``dW = v^T z``, ``dU = v^T x``,
     ``db = sum_rows v``, ``dx = v U``.
 
     Parameters
     ----------
-    dlogits : (N, n_out) array
-    return_result : also return the backward solve's :class:`SolveResult`.
+    cache : Cache, from :func:`forward` with the same ``cfg`` and ``explicit``.
+    dout : (N, n_out) array, the cotangent of the logits.
 
     Returns
     -------
-    dx : (N, n_in) array
     d_explicit : Explicit
-    result : SolveResult, only when ``return_result``
+    dx : (N, n_in) array
+    result : fixed_point.SolveResult of the backward solve
+
+    Raises
+    ------
+    fixed_point.NotConverged
+        The backward splitting stopped above ``cfg.tol``.
 
     Notes
     -----
     ``docs/derivations/deq.md``, equations (M3)-(M5).
     """
+    _check_cfg(cfg)
     _validate.container("explicit", explicit, _templates(cfg)[1])
-    _validate.array(
-        "dlogits", dlogits, [("N", int(cache.x.shape[0])), ("n_out", cfg.n_out)], like=explicit.W
-    )
+    N = _check_cache(cfg, explicit, cache)
+    _validate.array("dout", dout, [("N", N), ("n_out", cfg.n_out)], like=explicit.W)
+    return _backward(cfg, explicit, cache, dout)
+
+
+def _backward(cfg, explicit, cache, dlogits):
+    """:func:`backward` on trusted arguments."""
     xp = array_namespace(dlogits)
     W, V, alpha = explicit.W, cache.V, cfg.alpha
     J = activations.slope_from_output(cfg.activation, cache.s)
@@ -350,23 +443,53 @@ def backward(cfg, explicit, cache, dlogits, return_result=False):
         return J * y
 
     result = _split(cfg, apply_W, apply_V, prox, prox_1, dz, xp.zeros_like(dz))
-    deq.raise_unless_converged(result, "mondeq.backward", cfg.tol, cfg.max_iter, _hint(cfg))
+    fixed_point.raise_unless_converged(result, "mondeq.backward", cfg.tol, cfg.max_iter, _hint(cfg))
     v = result.z
     d_explicit = Explicit(
         v.mT @ cache.z, v.mT @ cache.x, xp.sum(v, axis=0),
         dlogits.mT @ cache.z, xp.sum(dlogits, axis=0),
     )
-    dx = v @ explicit.U
-    if return_result:
-        return dx, d_explicit, result
-    return dx, d_explicit
+    return d_explicit, v @ explicit.U, result
+
+
+def value_and_grad(cfg, direct, x, loss):
+    """Map, solve forward, evaluate ``loss`` on the logits, solve backward, map back.
+
+    Parameters
+    ----------
+    direct : Direct
+    x : (N, n_in) array
+    loss : callable ``logits -> (value, dlogits)``, e.g.
+        ``lambda out: losses.softmax_cross_entropy(out, labels)``; it must return a finite
+        scalar and a finite ``dlogits`` of exactly the logits' shape and dtype.
+
+    Returns
+    -------
+    value : the loss value.
+    grads : Grads(direct, x).
+
+    Raises
+    ------
+    fixed_point.NotConverged
+        The forward or the backward splitting stopped above ``cfg.tol``.
+    """
+    _check_cfg(cfg)
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable logits -> (value, dlogits); got {type(loss).__name__}")
+    _validate.container("direct", direct, _templates(cfg)[0])
+    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=direct.A)
+    explicit, map_cache = _direct_to_explicit(cfg, direct)
+    logits, cache = _forward(cfg, explicit, x, None)
+    value, dlogits = _validate.loss_output(loss(logits), logits)
+    d_explicit, dx, _ = _backward(cfg, explicit, cache, dlogits)
+    return value, Grads(_direct_to_explicit_vjp(map_cache, d_explicit), dx)
 
 
 def residual(cfg, explicit, x, z):
     """The residual the forward solve stops on: with ``c = x U^T + b`` and
-    ``F(z) = sigma(z W^T + c)``, ``||F(z) - z|| / (||F(z)|| + ||c||)``."""
+    ``F(z) = sigma(z W^T + c)``, ``||F(z) - z|| / (||F(z)|| + ||c||)`` (equation (D5))."""
     _check_x(cfg, explicit, x)
     _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
     c = x @ explicit.U.mT + explicit.b
     fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
-    return relative_residual(fz, z, deq.frobenius_norm(c))
+    return fixed_point.relative_residual(fz, z, fixed_point.frobenius_norm(c))

@@ -41,7 +41,7 @@ import time
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np import classify, deq, losses, mondeq
+from r2dn_np import classify, deq, fixed_point, losses, mondeq
 from r2dn_np.backend import asarray, namespace
 from r2dn_np.data import digits
 
@@ -77,7 +77,7 @@ def train(s, data, seed, log):
         explicit, map_cache = mondeq.direct_to_explicit(cfg, direct)
         logits, cache = mondeq.forward(cfg, explicit, X)
         loss, dlogits = losses.softmax_cross_entropy(logits, y)
-        _, d_explicit, result = mondeq.backward(cfg, explicit, cache, dlogits, return_result=True)
+        d_explicit, _, result = mondeq.backward(cfg, explicit, cache, dlogits)
         counts.append((cache.result.iterations, result.iterations))
         return loss, mondeq.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
 
@@ -106,8 +106,8 @@ def splitting_sweep(cfg, direct, X, y, alphas, max_iter):
                 logits, cache = mondeq.forward(c, explicit, X)
                 row["forward"] = cache.result.iterations
                 _, dlogits = losses.softmax_cross_entropy(logits, y)
-                row["backward"] = mondeq.backward(c, explicit, cache, dlogits, return_result=True)[2].iterations
-            except mondeq.NotConverged as exc:
+                row["backward"] = mondeq.backward(c, explicit, cache, dlogits)[2].iterations
+            except fixed_point.NotConverged as exc:
                 row["last_residual"] = exc.result.residuals[-1]
             rows.append(row)
     return rows, mondeq.fb_alpha_bound(cfg, explicit)
@@ -132,7 +132,7 @@ def demonstration(X, n, m, scales, draws, tol, max_iter, seed):
                 try:
                     deq.forward(cfg, layer, X)
                     hits["deq_" + solver] += 1
-                except deq.NotConverged:
+                except fixed_point.NotConverged:
                     pass
             cfg = mondeq.Config(n_in, n, 1, m=m, splitting="pr", alpha=1.0, tol=tol, max_iter=max_iter)
             direct = mondeq.Direct(*(asarray(a, xp, X.dtype) for a in
@@ -141,7 +141,7 @@ def demonstration(X, n, m, scales, draws, tol, max_iter, seed):
             try:
                 mondeq.forward(cfg, explicit, X)
                 hits["mondeq_pr"] += 1
-            except mondeq.NotConverged:
+            except fixed_point.NotConverged:
                 pass
         out.append(dict(scale=scale, draws=draws, **{k: v / draws for k, v in hits.items()}))
     return out
@@ -161,14 +161,14 @@ def solver_comparison(X, n, rhos, tol, max_iter, seed):
     for rho in rhos:
         W = rho * G
         layer = deq.Explicit(*(asarray(a, xp, X.dtype) for a in (W, U, np.zeros(n))))
-        for solver in deq.SOLVERS:
+        for solver in fixed_point.SOLVERS:
             cfg = deq.Config(n_in, n, activation="tanh", solver=solver, tol=tol, max_iter=max_iter)
             row = dict(rho=rho, solver=solver, forward=None, backward=None)
             try:
                 _, cache = deq.forward(cfg, layer, X)
                 row["forward"] = cache.result.iterations
-                row["backward"] = deq.backward(cfg, layer, cache, dz, return_result=True)[2].iterations
-            except deq.NotConverged:
+                row["backward"] = deq.backward(cfg, layer, cache, dz)[2].iterations
+            except fixed_point.NotConverged:
                 pass
             rows.append(row)
     return rows
@@ -221,13 +221,14 @@ def report(results):
         f"## DEQ solvers: iterations forward / adjoint (tanh, n = {s['n']}, W = rho Q, Q orthogonal, "
         f"tol = {s['solver_tol']:g}, max_iter = {s['solver_max_iter']})",
         "",
-        "| rho | " + " | ".join(deq.SOLVERS) + " |",
-        "|---|" + "---|" * len(deq.SOLVERS),
+        "| rho | " + " | ".join(fixed_point.SOLVERS) + " |",
+        "|---|" + "---|" * len(fixed_point.SOLVERS),
     ]
     by = {(r["rho"], r["solver"]): r for r in results["solvers"]}
     cap = s["solver_max_iter"]
     for rho in s["rhos"]:
-        cells = [f"{_iters(by[rho, k], 'forward', cap)} / {_iters(by[rho, k], 'backward', cap)}" for k in deq.SOLVERS]
+        cells = [f"{_iters(by[rho, k], 'forward', cap)} / {_iters(by[rho, k], 'backward', cap)}"
+                 for k in fixed_point.SOLVERS]
         lines.append(f"| {rho:g} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import deq, io, tree
+from r2dn_np import deq, fixed_point, io, losses, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
@@ -20,7 +20,7 @@ def problems(draw, activations=tuple(ACT)):
     cfg = deq.Config(
         n_in=draw(st.integers(1, 5)), n=draw(st.integers(1, 8)),
         activation=draw(st.sampled_from(activations)),
-        solver=draw(st.sampled_from(deq.SOLVERS)), tol=1e-13, max_iter=2000,
+        solver=draw(st.sampled_from(fixed_point.SOLVERS)), tol=1e-13, max_iter=2000,
         anderson_m=draw(st.integers(1, 6)),
     )
     rho = draw(st.sampled_from([0.2, 0.6, 0.9]))
@@ -62,7 +62,7 @@ def test_residual_below_tol_at_return(xp):
 def test_solvers_agree():
     cfg, rho, seed, N = deq.Config(3, 7, tol=1e-13), 0.8, 4, 5
     zs = []
-    for solver in deq.SOLVERS:
+    for solver in fixed_point.SOLVERS:
         c = dataclasses.replace(cfg, solver=solver)
         explicit, x = make(np, c, rho, seed, N)
         zs.append(deq.forward(c, explicit, x)[0])
@@ -73,7 +73,7 @@ def test_solvers_agree():
 def test_accelerated_solvers_take_fewer_iterations():
     cfg = deq.Config(4, 16, tol=1e-10, max_iter=5000)
     counts = {}
-    for solver in deq.SOLVERS:
+    for solver in fixed_point.SOLVERS:
         c = dataclasses.replace(cfg, solver=solver)
         explicit, x = make(np, c, 0.95, 1, 8)
         counts[solver] = deq.forward(c, explicit, x)[1].result.iterations
@@ -93,7 +93,7 @@ def test_ift_gradients_match_finite_differences(xp):
 
         def vjp(args, dz):
             _, cache = deq.forward(cfg, args[0], args[1])
-            dx, d_explicit = deq.backward(cfg, args[0], cache, dz)
+            d_explicit, dx, _ = deq.backward(cfg, args[0], cache, dz)
             return d_explicit, dx
 
         try:
@@ -123,14 +123,14 @@ def unrolled_value_and_grad(W, U, b, x, dzK, act, K):
     return zs[-1], dW, dc.T @ x, dc.sum(0), dc @ U
 
 
-@pytest.mark.parametrize("solver", deq.SOLVERS)
+@pytest.mark.parametrize("solver", fixed_point.SOLVERS)
 def test_ift_gradients_match_unrolled_backprop(solver):
     cfg = deq.Config(3, 6, activation="tanh", solver=solver, tol=1e-14, max_iter=500)
     explicit, x = make(np, cfg, 0.7, 11, 4)
     rng = np.random.default_rng(1)
     dz = rng.standard_normal((4, 6))
     z, cache = deq.forward(cfg, explicit, x)
-    dx, d_explicit = deq.backward(cfg, explicit, cache, dz)
+    d_explicit, dx, _ = deq.backward(cfg, explicit, cache, dz)
     zK, dW, dU, db, dxK = unrolled_value_and_grad(*explicit, x, dz, np.tanh, K=300)
     np.testing.assert_allclose(z, zK, rtol=0, atol=1e-12)
     for got, want in zip((d_explicit.W, d_explicit.U, d_explicit.b, dx), (dW, dU, db, dxK)):
@@ -141,16 +141,16 @@ def test_backward_reports_its_own_iterations():
     cfg = deq.Config(3, 6, solver="anderson", tol=1e-10)
     explicit, x = make(np, cfg, 0.9, 2, 3)
     _, cache = deq.forward(cfg, explicit, x)
-    _, _, result = deq.backward(cfg, explicit, cache, np.ones((3, 6)), return_result=True)
+    _, _, result = deq.backward(cfg, explicit, cache, np.ones((3, 6)))
     assert result.converged and result.residuals[-1] <= cfg.tol and result.iterations >= 2
 
 
-@pytest.mark.parametrize("solver", deq.SOLVERS)
+@pytest.mark.parametrize("solver", fixed_point.SOLVERS)
 def test_no_equilibrium_raises_with_trace(xp, solver):
     """W = I with the identity activation: z = z + U x + b has no solution when U x + b != 0."""
     cfg = deq.Config(2, 3, activation="identity", solver=solver, max_iter=40)
     explicit = deq.Explicit(put(xp, np.eye(3)), put(xp, np.ones((3, 2))), put(xp, np.ones(3)))
-    with pytest.raises(deq.NotConverged, match=f"{solver} solver did not reach tol") as info:
+    with pytest.raises(fixed_point.NotConverged, match=f"{solver} solver did not reach tol") as info:
         deq.forward(cfg, explicit, put(xp, np.ones((2, 2))))
     result = info.value.result
     assert not result.converged
@@ -166,7 +166,7 @@ def test_large_normal_weights_fail_plain_iteration():
     cfg = deq.Config(4, n, activation="tanh", solver="fixed_point", tol=1e-6, max_iter=300)
     explicit = deq.Explicit(3.0 * rng.standard_normal((n, n)) / np.sqrt(n),
                             rng.standard_normal((n, 4)), np.zeros(n))
-    with pytest.raises(deq.NotConverged) as info:
+    with pytest.raises(fixed_point.NotConverged) as info:
         deq.forward(cfg, explicit, rng.standard_normal((8, 4)))
     trace = info.value.result.residuals
     assert len(trace) == 300 and min(trace[-50:]) > 1e-3
@@ -177,7 +177,7 @@ def test_backward_non_convergence_raises():
     explicit, x = make(np, cfg, 0.5, 0, 2)
     _, cache = deq.forward(cfg, explicit, x)
     singular = explicit._replace(W=np.eye(3))  # I - W^T J = 0: no adjoint exists
-    with pytest.raises(deq.NotConverged, match="adjoint solve"):
+    with pytest.raises(fixed_point.NotConverged, match="adjoint solve"):
         deq.backward(cfg, singular, cache, np.ones((2, 3)))
 
 
@@ -193,7 +193,7 @@ def test_bad_inputs(xp):
     with pytest.raises(ValueError, match=r"z0 must have shape \(N=4, n=3\)"):
         deq.forward(cfg, explicit, put(xp, np.ones((4, 2))), z0=put(xp, np.ones((4, 2))))
     _, cache = deq.forward(cfg, explicit, put(xp, np.ones((4, 2))))
-    with pytest.raises(ValueError, match=r"dz must have shape \(N=4, n=3\)"):
+    with pytest.raises(ValueError, match=r"dout must have shape \(N=4, n=3\)"):
         deq.backward(cfg, explicit, cache, put(xp, np.ones((5, 3))))
 
 
@@ -208,11 +208,6 @@ def test_bad_inputs(xp):
 def test_bad_config(kwargs, error, text):
     with pytest.raises(error, match=text):
         deq.Config(**{"n_in": 2, "n": 3, **kwargs})
-
-
-def test_solve_checks_its_options():
-    with pytest.raises(ValueError, match="solver must be one of"):
-        deq.solve(lambda z: z, np.zeros((1, 2)), solver="bisection")
 
 
 def test_init_is_a_contraction_and_seeded(xp):
@@ -240,15 +235,33 @@ def test_divergence_is_reported_before_overflow():
     'diverged' report before any square overflows (warnings are errors in this suite)."""
     cfg = deq.Config(1, 2, activation="relu", solver="fixed_point", max_iter=5000)
     explicit = deq.Explicit(3.0 * np.eye(2), np.ones((2, 1)), np.zeros(2))
-    with pytest.raises(deq.NotConverged, match="diverged") as info:
+    with pytest.raises(fixed_point.NotConverged, match="diverged") as info:
         deq.forward(cfg, explicit, np.ones((3, 1)))
     result = info.value.result
     assert result.residuals[-1] == np.inf and 300 < result.iterations < 5000
     assert np.all(np.isfinite(result.z))
 
 
-def test_frobenius_norm(xp):
-    assert deq.frobenius_norm(put(xp, [[3.0, 4.0]])) == 5.0
-    assert deq.frobenius_norm(put(xp, [[1e300, 0.0]])) == np.inf
-    assert deq.frobenius_norm(put(xp, [[np.nan, 0.0]])) == np.inf
-    assert deq.frobenius_norm(put(xp, np.zeros((0, 3)))) == 0.0
+def test_value_and_grad_composes_the_stages(xp):
+    cfg = deq.Config(3, 5, activation="tanh", tol=1e-12)
+    direct = deq.init(cfg, 4, backend=xp)
+    x = put(xp, np.random.default_rng(2).standard_normal((6, 3)))
+    target = put(xp, np.random.default_rng(3).standard_normal((6, 5)))
+    value, grads = deq.value_and_grad(cfg, direct, x, lambda z: losses.mse(z, target))
+    explicit, map_cache = deq.direct_to_explicit(cfg, direct)
+    z, cache = deq.forward(cfg, explicit, x)
+    want, dz = losses.mse(z, target)
+    d_explicit, dx, result = deq.backward(cfg, explicit, cache, dz)
+    assert float(value) == float(want) and result.converged
+    assert isinstance(grads, deq.Grads) and isinstance(grads.direct, deq.Direct)
+    for got, ref in zip((*grads.direct, grads.x), (*deq.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx)):
+        assert np.array_equal(host(got), host(ref))
+
+
+def test_warm_start_finds_the_same_equilibrium_sooner():
+    cfg = deq.Config(3, 6, solver="fixed_point", tol=1e-12, max_iter=500)
+    explicit, x = make(np, cfg, 0.8, 6, 4)
+    z, cache = deq.forward(cfg, explicit, x)
+    z2, cache2 = deq.forward(cfg, explicit, x, z0=z + 1e-6)
+    np.testing.assert_allclose(z2, z, rtol=0, atol=1e-11)
+    assert cache2.result.iterations < cache.result.iterations

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import deq, io, mondeq, tree
+from r2dn_np import deq, fixed_point, io, losses, mondeq, tree
 from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
@@ -125,7 +125,7 @@ def test_gradients_match_finite_differences(xp):
         def vjp(args, dlogits):
             explicit, map_cache = mondeq.direct_to_explicit(cfg, args[0])
             _, cache = mondeq.forward(cfg, explicit, args[1])
-            dx, d_explicit = mondeq.backward(cfg, explicit, cache, dlogits)
+            d_explicit, dx, _ = mondeq.backward(cfg, explicit, cache, dlogits)
             return mondeq.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx
 
         try:
@@ -144,13 +144,13 @@ def test_matches_the_generic_deq_layer(splitting):
     explicit, _ = mondeq.direct_to_explicit(cfg, direct)
     logits, cache = mondeq.forward(cfg, explicit, x)
     dlogits = np.random.default_rng(0).standard_normal(logits.shape)
-    dx, d_explicit = mondeq.backward(cfg, explicit, cache, dlogits)
+    d_explicit, dx, _ = mondeq.backward(cfg, explicit, cache, dlogits)
 
     dcfg = deq.Config(4, 7, activation="relu", solver="broyden", tol=1e-13, max_iter=500)
     layer = deq.Explicit(explicit.W, explicit.U, explicit.b)
     z, dcache = deq.forward(dcfg, layer, x)
     np.testing.assert_allclose(cache.z, z, atol=1e-11)
-    dx2, d_layer = deq.backward(dcfg, layer, dcache, dlogits @ explicit.C)
+    d_layer, dx2, _ = deq.backward(dcfg, layer, dcache, dlogits @ explicit.C)
     for got, want in zip((dx, d_explicit.W, d_explicit.U, d_explicit.b), (dx2, *d_layer)):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-11)
 
@@ -160,7 +160,7 @@ def test_pr_converges_where_fb_with_large_alpha_does_not(xp):
     direct, x = make(xp, cfg, 1.0, 7, 8)
     explicit, _ = mondeq.direct_to_explicit(cfg, direct)
     assert cfg.alpha > mondeq.fb_alpha_bound(cfg, explicit)
-    with pytest.raises(mondeq.NotConverged, match="fb_alpha_bound") as info:
+    with pytest.raises(fixed_point.NotConverged, match="fb_alpha_bound") as info:
         mondeq.forward(cfg, explicit, x)
     trace = info.value.result.residuals
     assert not info.value.result.converged and min(trace) > cfg.tol
@@ -168,7 +168,7 @@ def test_pr_converges_where_fb_with_large_alpha_does_not(xp):
     pr = dataclasses.replace(cfg, splitting="pr")
     logits, cache = mondeq.forward(pr, explicit, x)
     assert cache.result.converged and mondeq.residual(pr, explicit, x, cache.z) <= pr.tol
-    _, _, result = mondeq.backward(pr, explicit, cache, logits, return_result=True)
+    _, _, result = mondeq.backward(pr, explicit, cache, logits)
     assert result.converged
 
     small = dataclasses.replace(cfg, alpha=mondeq.fb_alpha_bound(cfg, explicit), max_iter=100000)
@@ -192,7 +192,7 @@ def test_backward_non_convergence_raises():
     explicit, _ = mondeq.direct_to_explicit(cfg, direct)
     _, cache = mondeq.forward(cfg, explicit, x)
     hasty = dataclasses.replace(cfg, max_iter=3)
-    with pytest.raises(mondeq.NotConverged, match="mondeq.backward"):
+    with pytest.raises(fixed_point.NotConverged, match="mondeq.backward"):
         mondeq.backward(hasty, explicit, cache, np.ones((4, 2)))
 
 
@@ -206,7 +206,7 @@ def test_bad_inputs(xp):
     with pytest.raises(TypeError, match="dtype"):
         mondeq.forward(cfg, explicit, xp.ones((5, 2), dtype=xp.float32))
     _, cache = mondeq.forward(cfg, explicit, put(xp, np.ones((5, 2))))
-    with pytest.raises(ValueError, match=r"dlogits must have shape \(N=5, n_out=4\)"):
+    with pytest.raises(ValueError, match=r"dout must have shape \(N=5, n_out=4\)"):
         mondeq.backward(cfg, explicit, cache, put(xp, np.ones((5, 3))))
 
 
@@ -239,12 +239,13 @@ def test_backward_prox_with_fractional_slopes(splitting, alpha):
     splitting with prox y -> J y / (J + alpha (1 - J)) finds v = (I - J W^T)^{-1} J dz."""
     cfg = mondeq.Config(3, 6, 2, splitting=splitting, alpha=alpha, tol=1e-13, max_iter=100000)
     direct, _ = make(np, cfg, 1.0, 5, 1)
-    W = mondeq.direct_to_explicit(cfg, direct)[0].W
+    explicit = mondeq.direct_to_explicit(cfg, direct)[0]
+    W = explicit.W
     rng = np.random.default_rng(0)
     J = rng.uniform(0.0, 1.0, (4, 6))
     J[0, :2] = 0.0
     dz = rng.standard_normal((4, 6))
-    V = mondeq.resolvent(cfg, mondeq.Explicit(W, None, None, None, None))
+    V = mondeq.resolvent(cfg, explicit)
     shrink = J / (J + alpha * (1.0 - J))
     result = mondeq._split(cfg, lambda v: v @ W, lambda u: u @ V, lambda y: shrink * y,
                            lambda y: J * y, dz, np.zeros_like(dz))
@@ -252,3 +253,31 @@ def test_backward_prox_with_fractional_slopes(splitting, alpha):
     for i in range(4):
         want = np.linalg.solve(np.eye(6) - np.diag(J[i]) @ W.T, J[i] * dz[i])
         np.testing.assert_allclose(result.z[i], want, rtol=1e-10, atol=1e-12)
+
+
+def test_value_and_grad_composes_the_stages(xp):
+    cfg = mondeq.Config(4, 6, 3, splitting="pr", tol=1e-10)
+    direct = mondeq.init(cfg, 1, backend=xp)
+    x = put(xp, np.random.default_rng(2).standard_normal((5, 4)))
+    labels = xp.asarray(np.array([0, 2, 1, 1, 0]))
+    value, grads = mondeq.value_and_grad(cfg, direct, x, lambda out: losses.softmax_cross_entropy(out, labels))
+    explicit, map_cache = mondeq.direct_to_explicit(cfg, direct)
+    logits, cache = mondeq.forward(cfg, explicit, x)
+    want, dlogits = losses.softmax_cross_entropy(logits, labels)
+    d_explicit, dx, result = mondeq.backward(cfg, explicit, cache, dlogits)
+    assert float(value) == float(want) and result.converged
+    assert isinstance(grads, mondeq.Grads) and isinstance(grads.direct, mondeq.Direct)
+    ref = (*mondeq.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx)
+    for got, want in zip((*grads.direct, grads.x), ref):
+        assert np.array_equal(host(got), host(want))
+
+
+@pytest.mark.parametrize("splitting", mondeq.SPLITTINGS)
+def test_warm_start_finds_the_same_equilibrium_sooner(splitting):
+    cfg = mondeq.Config(4, 7, 2, splitting=splitting, alpha=0.2, tol=1e-11, max_iter=20000)
+    direct, x = make(np, cfg, 0.7, 3, 5)
+    explicit, _ = mondeq.direct_to_explicit(cfg, direct)
+    _, cache = mondeq.forward(cfg, explicit, x)
+    _, cache2 = mondeq.forward(cfg, explicit, x, z0=cache.z)
+    np.testing.assert_allclose(cache2.z, cache.z, rtol=0, atol=1e-9)
+    assert cache2.result.iterations < cache.result.iterations
