@@ -61,19 +61,9 @@ def get_model(name):
     ------
     ValueError
         Unknown name.
-    ImportError
-        The model's module is not part of this installation.
     """
     _validate.one_of("model", name, RECURRENT_MODELS)
-    try:
-        return importlib.import_module(io.MODELS[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != io.MODELS[name]:
-            raise
-        raise ImportError(
-            f"model {name!r} needs the module {io.MODELS[name]}, which this installation of r2dn_np "
-            "does not have yet; use --model r2dn"
-        ) from None
+    return importlib.import_module(io.MODELS[name])
 
 
 @dataclasses.dataclass(frozen=True)
