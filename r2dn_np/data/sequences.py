@@ -100,14 +100,19 @@ def check_records(name, records, nu=None, ny=None, outputs=True, min_T=1):
     if not records:
         raise ValueError(f"{name} must hold at least one record; got none")
     for i, r in enumerate(records):
-        if not isinstance(r, tuple) or len(r) != 2:
-            raise TypeError(f"{name}[{i}] must be a Record(u, y); got {type(r).__name__}")
-        u = check_series(f"{name}[{i}].u", r[0], nu, "nu", min_T=min_T)
-        nu = u.shape[1]
-        if outputs:
-            y = check_series(f"{name}[{i}].y", r[1], ny, "ny", T=u.shape[0], min_T=min_T)
-            ny = y.shape[1]
+        nu, ny = _check_one(f"{name}[{i}]", r, nu, ny, outputs, min_T)
     return records
+
+
+def _check_one(name, r, nu, ny, outputs, min_T):
+    """One record; returns its ``(nu, ny)``."""
+    if not isinstance(r, tuple) or len(r) != 2:
+        raise TypeError(f"{name} must be a Record(u, y); got {type(r).__name__}")
+    u = check_series(f"{name}.u", r[0], nu, "nu", min_T=min_T)
+    if not outputs:
+        return u.shape[1], ny
+    y = check_series(f"{name}.y", r[1], ny, "ny", T=u.shape[0], min_T=min_T)
+    return u.shape[1], y.shape[1]
 
 
 def check_sysid_data(name, data, nu=None, ny=None):
@@ -123,7 +128,7 @@ def check_sysid_data(name, data, nu=None, ny=None):
     if not isinstance(data.test, dict):
         raise TypeError(f"{name}.test must be a dict of named records; got {type(data.test).__name__}")
     for key, r in data.test.items():
-        check_records(f"{name}.test[{key!r}]", [r], nu, ny)
+        _check_one(f"{name}.test[{key!r}]", r, nu, ny, True, 1)
     return data
 
 
