@@ -200,3 +200,43 @@ def loss_output(out, Y):
         raise ValueError(f"loss returned a non-finite value {float(value)!r}")
     array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y)
     return value, dY
+
+
+def real(name, value, low=-math.inf, high=math.inf, *, low_open=False, high_open=False):
+    """A finite real number (not a bool or string) in the interval from ``low`` to ``high``, as a float;
+    ``low_open``/``high_open`` exclude an end. The message names the interval: ``in (0, 1]``."""
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, (bool, str, bytes)) or not (
+        isinstance(value, numbers.Real) or getattr(value, "shape", None) == ()
+    ):
+        raise TypeError(f"{name} must be a finite number in {text}; got {value!r}")
+    out = float(value)
+    if not (math.isfinite(out) and (low < out if low_open else low <= out)
+            and (out < high if high_open else out <= high)):
+        raise ValueError(f"{name} must be a finite number in {text}; got {value!r}")
+    return out
+
+
+def path(name, value):
+    """A file-system path (``str`` or ``os.PathLike``), as a ``str``."""
+    import os
+
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike); got {type(value).__name__}")
+    out = os.fspath(value)
+    if not isinstance(out, str) or not out:
+        raise ValueError(f"{name} must be a non-empty path; got {value!r}")
+    return out
+
+
+def flag(name, value):
+    """A bool (or NumPy bool), never a string such as ``"False"``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def callable_or_none(name, value):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None; got {type(value).__name__}")
+    return value

@@ -27,6 +27,7 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from . import __version__, certificates, io, linear, train, verify
 from .backend import BackendError, namespace, to_backend
@@ -249,7 +250,7 @@ def _sysid(args):
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         "train_seconds": train_seconds, "total_seconds": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "blas_threads": {v: os.environ.get(v) for v in _THREAD_VARS}},
+                    "blas_threads": _thread_pools()},
         "test": tests, "washout": opts.washout, "output_names": list(data.output_names),
         "published": {n: {m: dict(zip(data.output_names, v)) for m, v in p.items()} for n, p in published.items()},
         "official_test": None if benchmark is None else {
@@ -409,8 +410,15 @@ def _simulate(args):
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (``r2dn sysid: error: argument --threads: ...``)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser():
-    ap = argparse.ArgumentParser(prog="r2dn", description="Robust recurrent networks: system identification and checks.")
+    ap = _Parser(prog="r2dn", description="Robust recurrent networks: system identification and checks.")
     ap.add_argument("--version", action="version", version=f"r2dn_np {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
@@ -455,23 +463,20 @@ def _parser():
 
 # BLAS thread pools cost more than they give on the small matrices of these models (a
 # 64-sample training step ran 6 times slower with OpenBLAS's default threads on a busy 2-core
-# machine); the variables must be set before NumPy loads, so the command restarts itself once.
+# machine): each command runs under a thread limit, 1 unless the user chose otherwise.
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-_CHILD = "R2DN_CLI_THREADS_SET"
 
 
-def _restart_with_threads(threads):
-    env = dict(os.environ)
-    for var in _THREAD_VARS:
-        if threads is not None:
-            env[var] = str(threads)
-        else:
-            env.setdefault(var, "1")
-    if all(env.get(v) == os.environ.get(v) for v in _THREAD_VARS):
-        return
-    env[_CHILD] = "1"
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "r2dn_np", *sys.argv[1:]], env)
+def _thread_limit(threads):
+    """``--threads``, else None (no limit) where a variable of ``_THREAD_VARS`` already chose, else 1."""
+    if threads is not None:
+        return threads
+    return None if any(os.environ.get(v) for v in _THREAD_VARS) else 1
+
+
+def _thread_pools():
+    """``{library: threads}`` of the thread pools in use now (for results.json)."""
+    return {f"{p['user_api']}:{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
 
 
 _PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input")
@@ -479,6 +484,8 @@ _PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input")
 
 def _check_arguments(args):
     """Argument values argparse's types let through, refused with the flag named."""
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be an integer >= 1; got {args.threads}")
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1; got {args.epochs}")
     if getattr(args, "seed", None) is not None and args.seed < 0:
@@ -512,21 +519,18 @@ def _name_the_flag(args, message):
 
 
 def main(argv=None):
-    """The ``r2dn`` command. ``argv=None`` reads ``sys.argv`` and, the first time, restarts the
-    process with single-threaded BLAS (``--threads`` chooses another number)."""
+    """The ``r2dn`` command (``argv=None`` reads ``sys.argv``). BLAS and OpenMP thread pools are
+    limited to one thread while it runs (``--threads`` chooses another number; without it, a set
+    ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` is left to decide)."""
     args = _parser().parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        print(f"r2dn {args.command}: error: --threads must be >= 1; got {args.threads}", file=sys.stderr)
-        return 1
-    if argv is None and not os.environ.get(_CHILD):
-        _restart_with_threads(args.threads)
     try:
         _check_arguments(args)
-        if args.command == "sysid":
-            return _sysid(args)
-        if args.command == "simulate":
-            return _simulate(args)
-        return _verify(args)
+        with threadpool_limits(limits=_thread_limit(args.threads)):
+            if args.command == "sysid":
+                return _sysid(args)
+            if args.command == "simulate":
+                return _simulate(args)
+            return _verify(args)
     except (UserError, BackendError, io.FormatError, sequences.DataError, OSError, ImportError,
             ValueError, TypeError, FloatingPointError) as exc:
         if os.environ.get("R2DN_DEBUG"):  # developers: the full traceback

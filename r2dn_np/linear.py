@@ -60,12 +60,17 @@ def _sim_one(F, B, c, u):
 
 def simulate(model, u):
     """Free-run output from rest for input ``u : (T, nu)`` in original units; ``(T, ny)``."""
+    if not isinstance(model, OEModel):
+        raise TypeError(f"model must be a linear.OEModel (from linear.fit); got {type(model).__name__}")
+    u = sequences.check_series("u", u, int(model.B[0].shape[0]), "nu")
     us = model.scaler.u(np.asarray(u, dtype=np.float64))
     ys = np.stack([_sim_one(F, B, c, us) for F, B, c in zip(model.F, model.B, model.c)], axis=1)
     return model.scaler.y_inverse(ys)
 
 
 def nrmse_of(model, record, washout=0):
+    """NRMSE of the model's free-run simulation of ``record`` after ``washout`` samples."""
+    sequences.check_records("record", [record])
     return sequences.nrmse(simulate(model, record.u), record.y, washout)
 
 
@@ -125,6 +130,9 @@ def fit(train, val, max_order=6, washout=100):
     _validate.nonnegative_int("washout", washout)
     if not train or not val:
         raise ValueError("train and val must each hold at least one record")
+    sequences.check_records("train", train)
+    nu, ny = train[0].u.shape[1], train[0].y.shape[1]
+    sequences.check_records("val", val, nu, ny)
     # checked here: a short record would otherwise reach a reshape deep inside the fit
     for name, records, need in (("train", train, washout + max_order), ("val", val, washout)):
         for i, r in enumerate(records):

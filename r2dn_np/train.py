@@ -61,19 +61,9 @@ def get_model(name):
     ------
     ValueError
         Unknown name.
-    ImportError
-        The model's module is not part of this installation.
     """
     _validate.one_of("model", name, RECURRENT_MODELS)
-    try:
-        return importlib.import_module(io.MODELS[name])
-    except ModuleNotFoundError as exc:
-        if exc.name != io.MODELS[name]:
-            raise
-        raise ImportError(
-            f"model {name!r} needs the module {io.MODELS[name]}, which this installation of r2dn_np "
-            "does not have yet; use --model r2dn"
-        ) from None
+    return importlib.import_module(io.MODELS[name])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,24 +89,54 @@ class Options:
     dtype: str = "float64"
 
     def __post_init__(self):
+        # stored as plain int/float/str: the options go into JSON (checkpoints, results.json)
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
         for name in ("epochs", "chunk", "window", "batch", "decay_epochs", "plateau_patience"):
-            _validate.positive_int(name, getattr(self, name))
-        for name in ("washout", "patience", "seed", "val_samples"):
-            _validate.nonnegative_int(name, getattr(self, name))
-        for name in ("lr", "decay_rate", "clip"):
-            _validate.positive_float(name, getattr(self, name))
-        _validate.one_of("schedule", self.schedule, SCHEDULES)
-        _validate.one_of("dtype", self.dtype, ("float32", "float64"))
-        if not 0 <= self.min_improvement < 1:
-            raise ValueError(f"min_improvement must be in [0, 1); got {self.min_improvement!r}")
-        if not 0 < self.plateau_factor < 1:
-            raise ValueError(f"plateau_factor must be in (0, 1); got {self.plateau_factor!r}")
+            put(name, _validate.positive_int(name, getattr(self, name)))
+        for name in ("washout", "patience", "val_samples"):
+            put(name, _validate.nonnegative_int(name, getattr(self, name)))
+        put("seed", _validate.seed("seed", self.seed))
+        for name in ("lr", "clip"):
+            put(name, _validate.positive_float(name, getattr(self, name)))
+        put("decay_rate", _validate.real("decay_rate", self.decay_rate, 0, 1, low_open=True))
+        put("min_improvement", _validate.real("min_improvement", self.min_improvement, 0, 1, high_open=True))
+        put("plateau_factor", _validate.real("plateau_factor", self.plateau_factor, 0, 1, low_open=True,
+                                             high_open=True))
+        put("schedule", str(_validate.one_of("schedule", self.schedule, SCHEDULES)))
+        put("dtype", str(_validate.one_of("dtype", self.dtype, ("float32", "float64"))))
         if self.window > self.chunk:
             raise ValueError(f"window ({self.window}) must not exceed chunk ({self.chunk})")
         if self.val_samples and self.val_samples <= self.washout:
             raise ValueError(f"val_samples ({self.val_samples}) must exceed washout ({self.washout})")
         if self.washout >= self.chunk:
             raise ValueError(f"washout ({self.washout}) must be smaller than chunk ({self.chunk})")
+
+
+_INTERFACE = ("Config", "init", "direct_to_explicit", "direct_to_explicit_vjp", "forward", "backward")
+
+
+def _check_model(module, cfg):
+    """``module`` has the recurrent-model interface and ``cfg`` is its ``Config``."""
+    missing = [n for n in _INTERFACE if not hasattr(module, n)]
+    if missing:
+        raise TypeError(f"module must be a recurrent model module (get_model('r2dn'), say) with {', '.join(_INTERFACE)}; "
+                        f"got {getattr(module, '__name__', type(module).__name__)!r}, which lacks {missing[0]}")
+    if not isinstance(cfg, module.Config):
+        raise TypeError(f"cfg must be a {module.__name__.rsplit('.', 1)[-1]}.Config; got "
+                        f"{type(cfg).__module__.rsplit('.', 1)[-1]}.{type(cfg).__qualname__}")
+
+
+def _check_params(name, module, cfg, params, dtype=None):
+    """``params`` is ``module``'s ``Direct`` for ``cfg`` (every field, exact shapes, finite), of
+    ``dtype`` where given. Returns the parameters' namespace."""
+    template = module.init(cfg, seed=0, backend="numpy")
+    xp = _validate.container(name, params, template)
+    leaf = tree.leaves(params)[0]
+    if dtype is not None and leaf.dtype != getattr(xp, dtype):
+        raise TypeError(f"{name} must be {dtype} (Options.dtype); got {leaf.dtype}")
+    return xp
 
 
 class Result(NamedTuple):
@@ -204,9 +224,28 @@ def _epoch(module, cfg, state, records, opts, xp, lr):
 
 def simulate(module, cfg, params, records, scaler, dtype=None):
     """Free-run simulation from the zero state. Returns one ``(T, ny)`` host array per record,
-    in the records' original units."""
+    in the records' original units.
+
+    Parameters
+    ----------
+    module, cfg : the model (``get_model(name)``) and its ``Config``.
+    params : the model's free parameters (its ``Direct``).
+    records : list of ``Record(u (T, nu), y)``; only ``u`` is read.
+    scaler : the ``sequences.Scaler`` the model was trained with.
+    dtype : ``"float32"`` or ``"float64"``; default the parameters' dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Any argument malformed, named in the message (``records[1].u``, ``params.X``).
+    """
+    _check_model(module, cfg)
+    xp = _check_params("params", module, cfg, params)
     leaf = tree.leaves(params)[0]
-    xp = array_namespace(leaf)
+    sequences.check_records("records", records, cfg.nu, outputs=False)
+    sequences.check_scaler("scaler", scaler, cfg.nu, cfg.ny)
+    if dtype is not None:
+        _validate.one_of("dtype", dtype, ("float32", "float64"))
     explicit, _ = module.direct_to_explicit(cfg, params)
     out = [None] * len(records)
     by_length = {}
@@ -261,10 +300,17 @@ class Model(NamedTuple):
 def check_input(name, u, nu):
     """``u`` as a finite float64 ``(T, nu)`` host array, ``T >= 1``; ``(T,)`` is ``(T, 1)`` when
     ``nu == 1``. Errors name the argument ``name``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (the argument's name in messages); got {type(name).__name__}")
+    nu = _validate.positive_int("nu", nu)
     try:
-        u = np.asarray(to_numpy(u) if hasattr(u, "shape") else u, dtype=np.float64)
+        u = np.asarray(to_numpy(u) if hasattr(u, "shape") else u)
+        if u.dtype.kind not in "biuf":  # strings would parse, complex lose its imaginary part
+            raise TypeError
+        u = np.asarray(u, dtype=np.float64)
     except (TypeError, ValueError):
-        raise TypeError(f"{name} must be an array of numbers of shape (T, nu={nu}); got {type(u).__name__}") from None
+        raise TypeError(f"{name} must be an array of numbers of shape (T, nu={nu}); got "
+                        f"{type(u).__name__}{' of dtype %s' % u.dtype if hasattr(u, 'dtype') else ''}") from None
     if u.ndim == 1 and nu == 1:
         u = u[:, None]
     if u.ndim != 2 or u.shape[0] < 1:
@@ -306,8 +352,9 @@ def load_model(path, backend=None):
     >>> train.load_model(path).simulate(np.ones(50)).shape
     (50, 1)
     """
+    path = _validate.path("path", path)
     loaded = io.load(path, backend=backend)
-    path, cfg = os.fspath(path), loaded.config
+    cfg = loaded.config
     if cfg.model not in RECURRENT_MODELS:
         raise io.FormatError(f"{path}: holds a {cfg.model!r} model; only {' and '.join(RECURRENT_MODELS)} "
                              "models simulate input records")
@@ -330,7 +377,20 @@ def load_model(path, backend=None):
 
 def evaluate(predictions, records, washout):
     """NRMSE and RMSE of each prediction against its record, after ``washout`` samples;
-    the mean NRMSE and the pooled RMSE over all records."""
+    the mean NRMSE and the pooled RMSE over all records.
+
+    ``predictions`` : list of ``(T_i, ny)`` arrays, one per record of ``records`` (list of
+    ``Record(u, y (T_i, ny))``); ``washout`` : samples skipped, fewer than every ``T_i``."""
+    sequences.check_records("records", records)
+    if not isinstance(predictions, (list, tuple)) or len(predictions) != len(records):
+        got = f"{len(predictions)} predictions" if isinstance(predictions, (list, tuple)) else type(predictions).__name__
+        raise ValueError(f"predictions must be a list of one (T, ny) array per record ({len(records)}); got {got}")
+    for i, (p, r) in enumerate(zip(predictions, records)):
+        sequences.check_series(f"predictions[{i}]", p, r.y.shape[1], "ny", T=r.y.shape[0], finite=False)
+    washout = _validate.nonnegative_int("washout", washout)
+    shortest = min(r.y.shape[0] for r in records)
+    if washout >= shortest:
+        raise ValueError(f"washout must be smaller than every record ({shortest} samples the shortest); got {washout}")
     per = [(sequences.nrmse(p, r.y, washout), sequences.rmse(p, r.y, washout)) for p, r in zip(predictions, records)]
     n = [r.y.shape[0] - washout for r in records]
     pooled = math.sqrt(sum(k * e * e for k, (_, e) in zip(n, per)) / sum(n))
@@ -338,6 +398,11 @@ def evaluate(predictions, records, washout):
 
 
 def _validate_data(data, opts, cfg):
+    if not isinstance(data, sequences.SysIdData):
+        raise TypeError(f"data must be a sequences.SysIdData; got {type(data).__name__}")
+    if not data.train or not data.val:
+        raise ValueError("data.train and data.val must each hold at least one record")
+    sequences.check_records("data.train", data.train)
     if data.nu != cfg.nu or data.ny != cfg.ny:
         raise ValueError(f"the model has nu={cfg.nu}, ny={cfg.ny} but the data has nu={data.nu}, ny={data.ny}")
     if max(r.u.shape[0] for r in data.train) < opts.chunk:
@@ -347,6 +412,7 @@ def _validate_data(data, opts, cfg):
         )
     if min(r.u.shape[0] for r in data.val) <= opts.washout:
         raise ValueError(f"every validation record must be longer than washout ({opts.washout})")
+    sequences.check_sysid_data("data", data, cfg.nu, cfg.ny)
 
 
 def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=None, resume=False,
@@ -367,9 +433,23 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     -------
     Result, with the parameters of the epoch of the best validation NRMSE.
     """
+    _check_model(module, cfg)
     opts = Options() if opts is None else opts
+    if not isinstance(opts, Options):
+        raise TypeError(f"opts must be a train.Options; got {type(opts).__name__}")
     _validate_data(data, opts, cfg)
+    if checkpoint is not None:
+        checkpoint = _validate.path("checkpoint", checkpoint)
+    resume = _validate.flag("resume", resume)
+    _validate.callable_or_none("log", log)
+    if stop_after is not None:
+        _validate.nonnegative_int("stop_after", stop_after)
     xp = namespace(backend)
+    if params is not None:
+        got = _check_params("params", module, cfg, params, opts.dtype)
+        if got is not xp:
+            raise TypeError(f"params live on {got.__name__} but backend is {xp.__name__}; move them with "
+                            "r2dn_np.to_backend")
     scaler = sequences.fit_scaler(data.scale or data.train)
     records = [sequences.Record(scaler.u(r.u), scaler.y(r.y)) for r in data.train]
     fingerprint = {"config": cfg.to_dict(), "model": cfg.model, "options": dataclasses.asdict(opts),
@@ -429,6 +509,11 @@ def _duration(seconds):
 
 def save_checkpoint(path, cfg, state, fingerprint):
     """Write the whole training state to one ``.npz`` (arrays) with a JSON record (the rest)."""
+    path = _validate.path("path", path)
+    if not isinstance(state, _State):
+        raise TypeError(f"state must be the training state of train.fit; got {type(state).__name__}")
+    if not isinstance(fingerprint, dict):
+        raise TypeError(f"fingerprint must be a dict; got {type(fingerprint).__name__}")
     arrays = {}
     for prefix, container in (("params", state.params), ("adam_m", state.adam.m), ("adam_v", state.adam.v),
                               ("best", state.best_params)):
@@ -444,7 +529,17 @@ def save_checkpoint(path, cfg, state, fingerprint):
 
 
 def load_checkpoint(path, module, cfg, fingerprint, xp):
-    """Read a checkpoint written by :func:`save_checkpoint` for the same run."""
+    """Read a checkpoint written by :func:`save_checkpoint` for the same run.
+
+    Raises
+    ------
+    io.FormatError
+        Not a checkpoint, one of another run, or a field missing or malformed (named).
+    """
+    path = _validate.path("path", path)
+    _check_model(module, cfg)
+    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("options"), dict):
+        raise TypeError(f"fingerprint must be the dict train.fit makes; got {type(fingerprint).__name__}")
     arrays, meta = io.read_arrays(path)
     if meta.get("kind") != _CHECKPOINT_KIND:
         raise io.FormatError(f"{path}: not a training checkpoint")
@@ -464,6 +559,30 @@ def load_checkpoint(path, module, cfg, fingerprint, xp):
             values[name] = xp.asarray(arrays[key])
         return tree.from_paths(template, values)
 
+    def field(key, check):
+        try:
+            if key not in meta or not check(meta[key]):
+                raise TypeError
+        except (TypeError, ValueError):
+            raise io.FormatError(f"{path}: checkpoint field {key!r} is missing or malformed") from None
+        return meta[key]
+
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    for key in ("adam_step", "epoch", "best_epoch", "since_best"):
+        field(key, count)
+    field("best_val", number)
+    field("rng", lambda v: isinstance(v, dict) and "bit_generator" in v)
+    field("plateau", lambda v: isinstance(v, list) and len(v) == 3 and all(map(number, v)) and count(v[2]))
+    field("history", lambda v: isinstance(v, dict) and all(isinstance(v.get(k), list)
+                                                           for k in ("loss", "val_nrmse", "lr", "seconds")))
+    for key, leaf in arrays.items():
+        if leaf.dtype.kind == "f" and not np.all(np.isfinite(leaf)):
+            raise io.FormatError(f"{path}: field {key!r} contains NaN or Inf")
     lr, best, wait = meta["plateau"]
     return _State(part("params"), optim.AdamState(part("adam_m"), part("adam_v"), int(meta["adam_step"])),
                   part("best"), int(meta["epoch"]), meta["rng"], optim.PlateauState(float(lr), float(best), int(wait)),

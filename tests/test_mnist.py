@@ -66,7 +66,7 @@ def test_sequences_and_the_fixed_permutation(xp):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="test_fraction must be in"):
+    with pytest.raises(ValueError, match=r"test_fraction must be a finite number in \(0, 1\)"):
         mnist.load(test_fraction=1.0)
     with pytest.raises(ValueError, match="limit must be a pair"):
         mnist.load(limit=(5,))

@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from .. import io
+from .. import _validate, io
 
 CACHE_ENV = "R2DN_CACHE_DIR"
 _CACHE_VERSION = 1
@@ -21,6 +21,14 @@ def multisine(rng, n_signals, period, fs, f_min, f_max, rms):
     Returns ``(n_signals, period)`` signals of exactly the given RMS; phases are drawn
     uniformly on ``[0, 2 pi)`` from ``rng``.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
+    _validate.positive_int("n_signals", n_signals)
+    _validate.positive_int("period", period)
+    _validate.positive_float("fs", fs)
+    _validate.real("f_min", f_min, 0)
+    _validate.real("f_max", f_max, 0)
+    _validate.positive_float("rms", rms)
     f = np.fft.rfftfreq(period, d=1.0 / fs)
     bins = np.flatnonzero((f >= f_min) & (f <= f_max))
     if bins.size == 0:
@@ -33,6 +41,11 @@ def multisine(rng, n_signals, period, fs, f_min, f_max, rms):
 
 def sine_sweep(n, fs, f_start, f_stop, amplitude):
     """A linear sine sweep from ``f_start`` to ``f_stop`` Hz over ``n`` samples."""
+    _validate.positive_int("n", n)
+    _validate.positive_float("fs", fs)
+    _validate.real("f_start", f_start, 0)
+    _validate.real("f_stop", f_stop, 0)
+    _validate.real("amplitude", amplitude)
     t = np.arange(n) / fs
     duration = n / fs
     phase = 2 * np.pi * (f_start * t + 0.5 * (f_stop - f_start) * t * t / duration)
@@ -53,6 +66,15 @@ def rk4_zoh(f, s0, U, dt, substeps):
     -------
     S : (T + 1, n_state, B) states at the sampling instants, ``S[0] = s0``.
     """
+    if not callable(f):
+        raise TypeError(f"f must be callable; got {type(f).__name__}")
+    _validate.positive_float("dt", dt)
+    _validate.positive_int("substeps", substeps)
+    s0, U = np.asarray(s0, dtype=np.float64), np.asarray(U, dtype=np.float64)
+    if s0.ndim != 2 or U.ndim != 2 or U.shape[1] != s0.shape[1]:
+        raise ValueError(f"s0 must be (n_state, B) and U (T, B) with the same B; got {s0.shape} and {U.shape}")
+    if not (np.all(np.isfinite(s0)) and np.all(np.isfinite(U))):
+        raise ValueError("s0 and U must be finite; got NaN or Inf")
     T = U.shape[0]
     h = dt / substeps
     S = np.empty((T + 1,) + s0.shape)
@@ -77,13 +99,20 @@ def default_cache_dir():
     return os.path.join(base, "r2dn_np")
 
 
+def check_cache_dir(cache_dir):
+    """``cache_dir`` of a loader: None, False or a path (``True`` or a number is refused)."""
+    if cache_dir is None or cache_dir is False:
+        return cache_dir
+    return _validate.path("cache_dir", cache_dir)
+
+
 def cached(kind, settings, generate, cache_dir):
     """Return ``generate()`` (a dict of arrays), read from or written to a cache file whose
     name is a hash of ``kind`` and ``settings``. ``cache_dir=False`` disables the cache; a
     cache file that cannot be read is regenerated and rewritten."""
     if cache_dir is False:
         return generate()
-    folder = default_cache_dir() if cache_dir is None else os.fspath(cache_dir)
+    folder = default_cache_dir() if cache_dir is None else check_cache_dir(cache_dir)
     key = json.dumps({"kind": kind, "settings": settings, "version": _CACHE_VERSION}, sort_keys=True)
     path = os.path.join(folder, f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
     if os.path.exists(path):

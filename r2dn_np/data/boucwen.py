@@ -51,6 +51,7 @@ import scipy.signal
 
 from .. import _validate, io
 from . import _sim
+from . import sequences
 from .sequences import Record, SysIdData
 
 __all__ = ["PARAMS", "FS", "OVERSAMPLE", "NOISE_STD", "PUBLISHED", "Settings", "integrate", "decimate",
@@ -95,6 +96,11 @@ class Settings:
         _validate.positive_int("n_train", self.n_train)
         _validate.nonnegative_int("transient_periods", self.transient_periods)
         _validate.positive_float("rms", self.rms)
+        _validate.real("f_min", self.f_min)
+        _validate.real("f_max", self.f_max)
+        _validate.real("noise_std", self.noise_std)
+        _validate.real("sweep_seconds", self.sweep_seconds)
+        _validate.seed("seed", self.seed)
         if not 0 <= self.f_min < self.f_max < FS / 2:
             raise ValueError(f"need 0 <= f_min < f_max < {FS / 2}; got f_min={self.f_min}, f_max={self.f_max}")
         if not self.noise_std >= 0:
@@ -119,6 +125,11 @@ def integrate(u, fs=FS * OVERSAMPLE, params=PARAMS, tol=1e-13):
     -------
     y : (N,) displacement, ``y[n]`` at time ``n / fs``.
     """
+    _validate.positive_float("fs", fs)
+    _validate.positive_float("tol", tol)
+    u = np.asarray(u)
+    if u.dtype.kind not in "biuf":
+        raise TypeError(f"u must be a real array; got dtype {u.dtype}")
     u = np.asarray(u, dtype=np.float64)
     if u.ndim != 1 or u.size < 1 or not np.all(np.isfinite(u)):
         raise ValueError(f"u must be a finite 1-D array; got shape {u.shape}")
@@ -181,7 +192,10 @@ def upsample_periodic(u, factor=OVERSAMPLE):
     """One period of a periodic signal at ``factor`` times its rate, by FFT zero-padding
     (the band-limited interpolation that synthesises a multisine from its spectrum):
     ``upsample_periodic(u)[::factor] == u`` to rounding."""
+    _validate.positive_int("factor", factor)
     u = np.asarray(u, dtype=np.float64)
+    if u.ndim < 1 or u.shape[-1] < 1 or not np.all(np.isfinite(u)):
+        raise ValueError(f"u must be a finite array of at least one sample; got shape {u.shape}")
     n = u.shape[-1]
     spectrum = np.fft.rfft(u)
     if n % 2 == 0:  # split the Nyquist bin between +- f so the result stays real and exact
@@ -200,7 +214,10 @@ def steady_state(u, transient_periods=1, params=PARAMS):
     :func:`decimate` would in the middle of a long periodic record (the benchmark's data are
     such interior samples, not the last ones, whose filter sees the reflected end).
     """
+    _validate.nonnegative_int("transient_periods", transient_periods)
     u = np.asarray(u, dtype=np.float64)
+    if u.ndim != 1:
+        raise ValueError(f"u must be one 1-D period; got shape {u.shape}")
     fast = upsample_periodic(u)
     y = integrate(np.tile(fast, transient_periods + 1), params=params)[-fast.size:]
     y = np.tile(y, 3)  # the periodic continuation on both sides
@@ -212,6 +229,7 @@ def steady_state(u, transient_periods=1, params=PARAMS):
 def sweep(seconds=204.0, params=PARAMS):
     """The benchmark's sine sweep ``40 sin(2 pi (18 t + t^2 / 12))`` N from rest, ``seconds``
     long. Returns ``(u, y)`` at 750 Hz, 1-D."""
+    _validate.real("seconds", seconds, 2 / FS, 3600)
     n = int(round(seconds * FS)) * OVERSAMPLE
     t = np.arange(n) / (FS * OVERSAMPLE)
     u_fast = 40.0 * np.sin(2 * np.pi * (18.0 * t + t * t / 12.0))
@@ -238,7 +256,12 @@ def official_rmse(predict, record=None):
     model is run over two periods and the second is scored: every sample counts and none is
     spent on the model's own start-up.
     """
-    record = official_test() if record is None else record
+    if not callable(predict):
+        raise TypeError(f"predict must be callable (u -> y); got {type(predict).__name__}")
+    if record is None:
+        record = official_test()
+    else:
+        sequences.check_records("record", [record])
     T = record.u.shape[0]
     y = np.asarray(predict(np.concatenate([record.u, record.u])), dtype=np.float64)
     if y.shape != (2 * T, record.y.shape[1]):
@@ -270,6 +293,7 @@ def load(settings=None, cache_dir=None):
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
         raise TypeError(f"settings must be a boucwen.Settings; got {type(settings).__name__}")
+    _sim.check_cache_dir(cache_dir)
     key = dict(dataclasses.asdict(settings), generator="newmark-15kHz")
     arrays = _sim.cached("boucwen", key, lambda: _generate(settings), cache_dir)
     U, Y = arrays["u"], arrays["y"]

@@ -45,8 +45,9 @@ def load(test_fraction=0.25, seed=0, backend=None, dtype="float64"):
     -------
     Split with ``X`` of shape (N, 64) in [0, 1] and integer labels.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    test_fraction = _validate.real("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+    _validate.seed("seed", seed)
+    _validate.one_of("dtype", dtype, ("float32", "float64"))
     X, y = _sklearn_digits()
     order = np.random.default_rng(seed).permutation(len(y))
     X, y = X[order], y[order]
@@ -67,11 +68,17 @@ def as_sequences(split, kind="pixel", noise_rows=200, noise_std=1.0, seed=0):
     of Gaussian noise (T = 8 + noise_rows, n = 8), a long-memory task: the label must be
     carried across the noise.
     """
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a digits.Split (from digits.load); got {type(split).__name__}")
     _validate.one_of("kind", kind, SEQUENCE_KINDS)
+    _validate.nonnegative_int("noise_rows", noise_rows)
+    _validate.real("noise_std", noise_std, 0)
+    _validate.seed("seed", seed)
     perm = np.random.default_rng(seed).permutation(64)
     rng = np.random.default_rng(seed + 1)
 
-    def convert(X):
+    def convert(name, X):
+        _validate.array(name, X, [("N", None), ("pixels", 64)])
         xp = array_namespace(X)
         host = np.asarray(to_numpy(X))
         n = host.shape[0]
@@ -82,9 +89,9 @@ def as_sequences(split, kind="pixel", noise_rows=200, noise_std=1.0, seed=0):
         else:
             seq = host.reshape(n, 8, 8).transpose(1, 0, 2)
             if kind == "noise_padded":
-                _validate.nonnegative_int("noise_rows", noise_rows)
                 noise = noise_std * rng.standard_normal((noise_rows, n, 8))
                 seq = np.concatenate([seq, noise], axis=0)
         return xp.astype(xp.asarray(np.ascontiguousarray(seq)), X.dtype)
 
-    return Split(convert(split.X_train), split.y_train, convert(split.X_test), split.y_test)
+    return Split(convert("split.X_train", split.X_train), split.y_train,
+                 convert("split.X_test", split.X_test), split.y_test)

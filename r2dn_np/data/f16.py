@@ -46,6 +46,7 @@ import re
 
 import numpy as np
 
+from .. import _validate
 from .sequences import DataError, SysIdData, check_record
 
 __all__ = ["COLUMNS", "INPUTS", "OUTPUTS", "FS", "PATTERN", "PUBLISHED", "read_csv", "load"]
@@ -80,6 +81,7 @@ def read_csv(path):
         The header lacks one of :data:`COLUMNS`, a row misses a field or holds a field that
         is not a number, fewer than 2 rows, NaN or Inf, or a filled ``Fs`` other than 400.
     """
+    path = _validate.path("path", path)
     with open(path, newline="") as fh:
         header = [h.strip().strip('"') for h in fh.readline().strip().split(",")]
     missing = [c for c in COLUMNS if c not in header]
@@ -110,10 +112,11 @@ def read_csv(path):
 
 
 def _levels(name, levels):
-    levels = [int(n) for n in levels]
-    if not levels or any(n < 1 for n in levels):
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, (list, tuple, range)):
+        raise TypeError(f"{name} must list at least one level number >= 1 (a tuple of ints); got {levels!r}")
+    if not levels:
         raise ValueError(f"{name} must list at least one level number >= 1; got {levels!r}")
-    return levels
+    return list(_validate.positive_ints(name, levels))
 
 
 def load(data_dir, train=(1, 3, 5, 7), val=(2, 4), test=(6,), scale=(4,)):
@@ -138,7 +141,7 @@ def load(data_dir, train=(1, 3, 5, 7), val=(2, 4), test=(6,), scale=(4,)):
     """
     if data_dir is None:
         raise FileNotFoundError("the f16 data set needs --data-dir: the folder with F16Data_FullMSine_Level*.csv")
-    data_dir = os.fspath(data_dir)
+    data_dir = _validate.path("data_dir", data_dir)
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
     sets = {"train": _levels("train", train), "val": _levels("val", val), "test": _levels("test", test)}

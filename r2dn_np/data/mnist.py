@@ -97,8 +97,13 @@ def load(test_fraction=0.2, seed=0, limit=None, backend=None, dtype="float64"):
     -------
     Split with ``X`` of shape (N, 784) in [0, 1] (row-major pixels) and int64 labels 0..9.
     """
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction!r}")
+    test_fraction = _validate.real("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+    _validate.seed("seed", seed)
+    _validate.one_of("dtype", dtype, ("float32", "float64"))
+    if limit is not None and (isinstance(limit, (str, bytes)) or not isinstance(limit, (tuple, list))):
+        raise TypeError(f"limit must be a pair (n_train, n_test); got {limit!r}")
+    if limit is not None and len(limit) != 2:
+        raise ValueError(f"limit must be a pair (n_train, n_test); got {limit!r}")
     pixels, labels = _read()
     rng = np.random.default_rng(seed)
     n_test = int(round(test_fraction * (N_IMAGES // 10)))
@@ -113,8 +118,6 @@ def load(test_fraction=0.2, seed=0, limit=None, backend=None, dtype="float64"):
         train.append(idx[n_test:])
     train, test = rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
     if limit is not None:
-        if len(limit) != 2:
-            raise ValueError(f"limit must be a pair (n_train, n_test); got {limit!r}")
         n_tr = _validate.positive_int("limit[0]", limit[0])
         n_te = _validate.positive_int("limit[1]", limit[1])
         train, test = train[:n_tr], test[:n_te]
@@ -130,6 +133,7 @@ def load(test_fraction=0.2, seed=0, limit=None, backend=None, dtype="float64"):
 
 def pixel_permutation(seed=0):
     """The fixed permutation of the 784 pixel positions of the permuted task (seeded)."""
+    _validate.seed("seed", seed)
     return np.random.default_rng(seed).permutation(N_PIXELS)
 
 
@@ -141,6 +145,8 @@ def as_sequences(split, kind="pixel", seed=0):
     image, training and test (the permuted MNIST task). ``"rows"``: one image row per step
     (T = 28, n = 28), a short version for smoke tests.
     """
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a mnist.Split (from mnist.load); got {type(split).__name__}")
     _validate.one_of("kind", kind, SEQUENCE_KINDS)
     perm = pixel_permutation(seed)
 

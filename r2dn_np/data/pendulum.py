@@ -51,6 +51,9 @@ class Settings:
         _validate.nonnegative_int("transient", self.transient)
         _validate.positive_int("substeps", self.substeps)
         _validate.positive_float("rms", self.rms)
+        _validate.real("f_min", self.f_min)
+        _validate.real("f_max", self.f_max)
+        _validate.seed("seed", self.seed)
         if self.transient > self.period:
             raise ValueError(f"transient must not exceed period ({self.period}); got {self.transient}")
         if not 0 <= self.f_min < self.f_max <= FS / 2:
@@ -66,6 +69,12 @@ def rhs(s, u, p=PARAMS):
 
 def simulate(U, substeps=10, fs=FS, params=PARAMS):
     """Angle of the pendulum hanging at rest at t = 0 under torque ``U : (T, B)``; ``(T, B)``."""
+    _validate.positive_int("substeps", substeps)
+    _validate.positive_float("fs", fs)
+    U = np.asarray(U)
+    if U.dtype.kind not in "biuf" or U.ndim not in (1, 2) or U.shape[0] < 1 or not np.all(np.isfinite(U)):
+        raise ValueError(f"U must be a finite real array of shape (T, B) or (T,); got dtype {U.dtype}, "
+                         f"shape {U.shape}")
     U = np.asarray(U, dtype=np.float64)
     if U.ndim == 1:
         return simulate(U[:, None], substeps, fs, params)[:, 0]
@@ -86,6 +95,7 @@ def load(settings=None, cache_dir=None):
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
         raise TypeError(f"settings must be a pendulum.Settings; got {type(settings).__name__}")
+    _sim.check_cache_dir(cache_dir)
     arrays = _sim.cached("pendulum", dataclasses.asdict(settings), lambda: _generate(settings), cache_dir)
     U, Y = arrays["u"], arrays["y"]
     rec = lambda i: Record(U[i][:, None].copy(), Y[i][:, None].copy())  # noqa: E731

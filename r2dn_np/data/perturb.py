@@ -13,11 +13,10 @@ Examples
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from array_api_compat import array_namespace
 
+from .. import _validate
 from ..backend import to_numpy
 
 __all__ = ["gaussian_noise", "salt_and_pepper"]
@@ -36,9 +35,8 @@ def _place(host, like):
 
 def gaussian_noise(X, sigma, seed=0):
     """``X + sigma * N(0, 1)`` elementwise (no clipping). ``sigma >= 0``."""
-    sigma = float(sigma)
-    if not (math.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
+    sigma = _validate.real("sigma", sigma, 0)
+    _validate.seed("seed", seed)
     host = _host("X", X)
     noise = np.random.default_rng(seed).standard_normal(host.shape)
     return _place(host + sigma * noise, X)
@@ -46,9 +44,9 @@ def gaussian_noise(X, sigma, seed=0):
 
 def salt_and_pepper(X, p, seed=0, low=0.0, high=1.0):
     """Replace each entry with probability ``p`` by ``low`` or ``high`` (equally likely)."""
-    p = float(p)
-    if not (math.isfinite(p) and 0.0 <= p <= 1.0):
-        raise ValueError(f"p must be a number in [0, 1]; got {p!r}")
+    p = _validate.real("p", p, 0, 1)
+    _validate.seed("seed", seed)
+    low, high = _validate.real("low", low), _validate.real("high", high)
     host = _host("X", X)
     rng = np.random.default_rng(seed)
     hit = rng.random(host.shape) < p

@@ -27,7 +27,7 @@ import numpy as np
 from .. import _validate
 
 __all__ = ["DataError", "Record", "SysIdData", "Scaler", "fit_scaler", "chunk", "rmse", "nrmse", "nrmse_per_output",
-           "check_record"]
+           "check_record", "check_records", "check_series", "check_scaler", "check_sysid_data"]
 
 
 class DataError(ValueError):
@@ -73,6 +73,78 @@ def check_record(name, u, y):
     return Record(u, y)
 
 
+def check_series(name, a, n=None, label="n", T=None, min_T=1, finite=True):
+    """A host array of real numbers of shape ``(T, n)``, finite (with ``finite``), at least ``min_T``
+    rows; ``n`` and ``T`` are checked where given. Returns it as a NumPy array (not copied or cast)."""
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        raise TypeError(f"{name} must be an array of shape (T, {label}); got {type(a).__name__}")
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    if a.ndim != 2 or (n is not None and a.shape[1] != n) or (T is not None and a.shape[0] != T):
+        want = f"({'T' if T is None else T}, {label}{'' if n is None else '=%d' % n})"
+        raise ValueError(f"{name} must have shape {want}; got {a.shape}")
+    if a.shape[0] < min_T:
+        raise ValueError(f"{name} must have at least {min_T} samples; got {a.shape[0]}")
+    if finite and a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+        t, j = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} contains NaN or Inf (first at sample {t}, channel {j})")
+    return a
+
+
+def check_records(name, records, nu=None, ny=None, outputs=True, min_T=1):
+    """Validate a non-empty list of records ``(u (T, nu), y (T, ny))`` (``y`` unchecked with
+    ``outputs=False``); errors name ``name[i].u``. ``nu``/``ny`` default to the first record's."""
+    if isinstance(records, (str, bytes, dict)) or not isinstance(records, (list, tuple)):
+        raise TypeError(f"{name} must be a list of Record(u, y); got {type(records).__name__}")
+    if not records:
+        raise ValueError(f"{name} must hold at least one record; got none")
+    for i, r in enumerate(records):
+        nu, ny = _check_one(f"{name}[{i}]", r, nu, ny, outputs, min_T)
+    return records
+
+
+def _check_one(name, r, nu, ny, outputs, min_T):
+    """One record; returns its ``(nu, ny)``."""
+    if not isinstance(r, tuple) or len(r) != 2:
+        raise TypeError(f"{name} must be a Record(u, y); got {type(r).__name__}")
+    u = check_series(f"{name}.u", r[0], nu, "nu", min_T=min_T)
+    if not outputs:
+        return u.shape[1], ny
+    y = check_series(f"{name}.y", r[1], ny, "ny", T=u.shape[0], min_T=min_T)
+    return u.shape[1], y.shape[1]
+
+
+def check_sysid_data(name, data, nu=None, ny=None):
+    """Validate a :class:`SysIdData`: its training, validation, scale and test records, all with
+    the same ``nu`` and ``ny`` (the model's where given)."""
+    if not isinstance(data, SysIdData):
+        raise TypeError(f"{name} must be a sequences.SysIdData; got {type(data).__name__}")
+    check_records(f"{name}.train", data.train, nu, ny)
+    nu, ny = data.train[0].u.shape[1], data.train[0].y.shape[1]
+    check_records(f"{name}.val", data.val, nu, ny)
+    if data.scale is not None:
+        check_records(f"{name}.scale", data.scale, nu, ny)
+    if not isinstance(data.test, dict):
+        raise TypeError(f"{name}.test must be a dict of named records; got {type(data.test).__name__}")
+    for key, r in data.test.items():
+        _check_one(f"{name}.test[{key!r}]", r, nu, ny, True, 1)
+    return data
+
+
+def check_scaler(name, scaler, nu, ny):
+    """A :class:`Scaler` for ``nu`` inputs and ``ny`` outputs: finite, deviations > 0."""
+    if not isinstance(scaler, Scaler):
+        raise TypeError(f"{name} must be a sequences.Scaler; got {type(scaler).__name__}")
+    for field, n in (("u_mean", nu), ("u_std", nu), ("y_mean", ny), ("y_std", ny)):
+        v = np.asarray(getattr(scaler, field))
+        if v.dtype.kind not in "biuf" or v.shape != (n,) or not np.all(np.isfinite(v)) or (
+                field.endswith("std") and not np.all(v > 0)):
+            raise ValueError(f"{name}.{field} must hold {n} finite number(s){' > 0' if field.endswith('std') else ''}"
+                             f" (shape ({n},)); got {v.tolist() if v.size < 10 else 'shape %s' % (v.shape,)}")
+    return scaler
+
+
 class Scaler(NamedTuple):
     """Affine standardisation ``(x - mean) / std`` of inputs and outputs, fitted on training data."""
 
@@ -101,6 +173,7 @@ class Scaler(NamedTuple):
 
 def fit_scaler(records):
     """Per-channel mean and standard deviation over all samples of ``records``."""
+    check_records("records", records)
     u = np.concatenate([r.u for r in records], axis=0)
     y = np.concatenate([r.y for r in records], axis=0)
     # a constant channel would divide by zero; leave it unscaled instead
@@ -122,8 +195,14 @@ def chunk(records, length, offsets=None):
     -------
     U : (length, B, nu), Y : (length, B, ny) with B the total number of chunks.
     """
+    check_records("records", records)
     _validate.positive_int("length", length)
-    offsets = [0] * len(records) if offsets is None else list(offsets)
+    if offsets is None:
+        offsets = [0] * len(records)
+    else:
+        if isinstance(offsets, (str, bytes)) or not hasattr(offsets, "__len__") or len(offsets) != len(records):
+            raise ValueError(f"offsets must hold one start offset per record ({len(records)}); got {offsets!r}")
+        offsets = [_validate.nonnegative_int(f"offsets[{i}]", o) for i, o in enumerate(offsets)]
     Us, Ys = [], []
     for (u, y), off in zip(records, offsets):
         n = (u.shape[0] - off) // length
@@ -140,17 +219,37 @@ def chunk(records, length, offsets=None):
     return np.ascontiguousarray(U), np.ascontiguousarray(Y)
 
 
+def _pair(y_pred, y_true, washout):
+    """``y_pred``, ``y_true`` as float64 host arrays of one shape ``(T,)`` or ``(T, ny)``, after ``washout``
+    (no broadcasting: a ``(T, 1)`` prediction against a ``(T,)`` target is refused)."""
+    washout = _validate.nonnegative_int("washout", washout)
+    out = []
+    for name, a in (("y_pred", y_pred), ("y_true", y_true)):
+        a = np.asarray(a)
+        if a.dtype.kind not in "biuf" or a.ndim not in (1, 2):
+            raise TypeError(f"{name} must be a real array of shape (T,) or (T, ny); got dtype {a.dtype}, shape {a.shape}")
+        out.append(np.asarray(a, dtype=np.float64))
+    p, t = out
+    if p.shape != t.shape:
+        raise ValueError(f"y_pred must have the shape of y_true {t.shape}; got {p.shape}")
+    if washout >= t.shape[0]:
+        raise ValueError(f"washout must be smaller than the number of samples ({t.shape[0]}); got {washout}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("y_true contains NaN or Inf")
+    return p[washout:], t[washout:]
+
+
 def rmse(y_pred, y_true, washout=0):
     """Root-mean-square error over samples ``t >= washout`` and all outputs (host float)."""
-    e = np.asarray(y_pred, dtype=np.float64)[washout:] - np.asarray(y_true, dtype=np.float64)[washout:]
+    p, t = _pair(y_pred, y_true, washout)
+    e = p - t
     return float(np.sqrt(np.mean(e * e)))
 
 
 def nrmse_per_output(y_pred, y_true, washout=0):
     """Normalised RMSE of each output: ``RMSE_j / std(y_true_j)`` over ``t >= washout``, as a
     host array ``(ny,)``."""
-    p = np.asarray(y_pred, dtype=np.float64)[washout:]
-    t = np.asarray(y_true, dtype=np.float64)[washout:]
+    p, t = _pair(y_pred, y_true, washout)
     p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
     return np.sqrt(np.mean((p - t) ** 2, axis=0)) / np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)
 
