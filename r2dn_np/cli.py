@@ -318,9 +318,11 @@ def _verify(args):
                 label = f"{args.model} {kind[:5]} {nu},{nx},{nv},{ny}"
                 rows += [(label, c) for c in verify.check_model(module, cfg, direct, seed=args.seed + i)]
     print(verify.table(rows))
-    failed = [r for r in rows if not r[1].holds]
-    print(f"\n{len(rows) - len(failed)} of {len(rows)} checks passed" + ("" if not failed else "; FAILED: "
-          + ", ".join(f"{label}: {c.name}" for label, c in failed)))
+    failed = [r for r in rows if r[1].verdict == "fails"]
+    held = sum(c.holds for _, c in rows)
+    undecided = len(rows) - held - len(failed)
+    print(f"\n{held} of {len(rows)} checks held" + (f", {undecided} not decisive" if undecided else "")
+          + ("" if not failed else "; FAILED: " + ", ".join(f"{label}: {c.name}" for label, c in failed)))
     return 1 if failed else 0
 
 

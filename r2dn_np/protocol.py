@@ -44,11 +44,13 @@ EQUILIBRIUM_LAYER = {
     "Config": None,
     "Direct": None,
     "Explicit": None,
+    "Grads": None,
     "init": ("cfg", "seed", "backend", "dtype"),
     "direct_to_explicit": ("cfg", "direct"),
     "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
-    "forward": ("cfg", "explicit", "x"),
-    "backward": ("cfg", "explicit", "cache"),
+    "forward": ("cfg", "explicit", "x", "z0"),
+    "backward": ("cfg", "explicit", "cache", "dout"),
+    "value_and_grad": ("cfg", "direct", "x", "loss"),
     "residual": ("cfg", "explicit", "x", "z"),
 }
 

@@ -96,7 +96,7 @@ class Config(JSONConfig):
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
         if not isinstance(self.polar, bool):
             raise TypeError(f"polar must be a bool; got {self.polar!r}")
-        self.lbdn  # validates hidden, activation and output_layer
+        _ = self.lbdn  # building the LBDN config validates hidden, activation and output_layer
 
     @property
     def lbdn(self):

@@ -152,7 +152,7 @@ def run_memory(args):
     xp = namespace("numpy")
     horizons = QUICK_MEMORY_HORIZONS if args.quick else MEMORY_HORIZONS
     rows = []
-    print(f"\npeak memory of the gradient pass (float64, batch 64, F16 size), checkpoint k")
+    print("\npeak memory of the gradient pass (float64, batch 64, F16 size), checkpoint k")
     f = dict(F16)
     f.pop("T"), f.pop("B")
     cfg = r2dn.Config(activation="relu", **f)

@@ -4,14 +4,19 @@ best of 7 rounds. Usage: python scripts/bench_validation.py"""
 import timeit
 import numpy as np
 from threadpoolctl import threadpool_limits
-from r2dn_np import _validate, losses, r2dn
+from r2dn_np import _validate, feedback_model, losses, r2dn
 
 cfg = r2dn.Config(nu=1, nx=16, nv=32, ny=1, hidden=(32,))
 direct = r2dn.init(cfg, seed=0)
 rng = np.random.default_rng(0)
 T, B = 128, 10
 U, x0, target = rng.standard_normal((T, B, 1)), np.zeros((B, 16)), rng.standard_normal((T, B, 1))
-loss = lambda Y: losses.mse(Y, target)
+
+
+def loss(Y):
+    return losses.mse(Y, target)
+
+
 template = r2dn._templates(cfg)
 explicit, _ = r2dn.direct_to_explicit(cfg, direct)
 Y = r2dn.forward(cfg, explicit, x0, U)[1]
@@ -24,7 +29,7 @@ with threadpool_limits(limits=1):
     step = best(lambda: r2dn.value_and_grad(cfg, direct, x0, U, loss), 20)
     c_direct = best(lambda: _validate.container("direct", direct, template[0]), 500)
     c_explicit = best(lambda: _validate.container("explicit", explicit, template[1]), 500)
-    seq = best(lambda: r2dn._check_sequence(cfg, explicit, x0, U), 500)
+    seq = best(lambda: feedback_model._check_sequence(cfg, explicit.A, x0, U), 500)
     lo = best(lambda: _validate.loss_output(out, Y), 500)
 print(f"value_and_grad step          {step * 1e3:8.3f} ms")
 for name, t in (("container(direct)", c_direct), ("container(explicit)", c_explicit),

@@ -58,7 +58,7 @@ def test_verify_on_the_trained_model(tiny_run, capsys):
     assert cli.main(["verify", "--params", str(out / "model.npz")]) == 0
     text = capsys.readouterr().out
     assert "gradient vs finite differences" in text and "contraction in metric M" in text
-    assert "4 of 4 checks passed" in text
+    assert "4 of 4 checks held" in text
 
 
 def test_verify_on_a_corrupted_file_fails_clearly(tiny_run, tmp_path, capsys):

@@ -49,7 +49,10 @@ def test_r2dn_adapter_trains_and_its_gradient_matches_finite_differences(capsys)
     _, grads = adapter.value_and_grad(adapter.params, X, labels)
     direction = tree.map(lambda a: rng.standard_normal(a.shape), adapter.params)
     h = 1e-6
-    f = lambda s: float(adapter.value_and_grad(tree.map(lambda a, d: a + s * d, adapter.params, direction), X, labels)[0])
+
+    def f(s):
+        return float(adapter.value_and_grad(tree.map(lambda a, d: a + s * d, adapter.params, direction), X, labels)[0])
+
     fd = (f(h) - f(-h)) / (2 * h)
     np.testing.assert_allclose(tree.vdot(grads, direction), fd, rtol=1e-5)
 
