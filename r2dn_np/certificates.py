@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from . import _validate, linalg
+from . import _validate, linalg, supply
 
 __all__ = [
     "Check",
@@ -41,6 +41,8 @@ __all__ = [
     "ren_contracting_lmi",
     "ren_lipschitz_lmi",
     "ren_implicit_lmi",
+    "qsr_lmi",
+    "ren_qsr_lmi",
     "balanced_max_eig",
     "certify",
 ]
@@ -160,6 +162,34 @@ def lipschitz_lmi(explicit, M, gamma):
     return linalg.sym(ABB.mT @ M @ ABB - D + N1.mT @ N1 + (N2.mT @ N2) / gamma)
 
 
+def _supply_terms(explicit, Q, S, R):
+    """``G^T Pi G`` over ``(x, w, u)`` with ``G = [[C2 D21 D22], [0 0 I]]``, ``Pi = [[Q, S^T], [S, R]]``."""
+    xp = array_namespace(Q)
+    C2, D21, D22 = (_f64(getattr(explicit, k)) for k in ("C2", "D21", "D22"))
+    nx, nv, nu = int(C2.shape[1]), int(D21.shape[1]), int(D22.shape[1])
+    G = _block([[C2, D21, D22], [_zeros(xp, nu, nx), _zeros(xp, nu, nv), linalg.eye_like(nu, Q)]])
+    Pi = _block([[Q, S.mT], [S, R]])
+    return G.mT @ Pi @ G
+
+
+def qsr_lmi(explicit, M, Q, S, R):
+    """(Q4) of ``docs/derivations/qsr.md`` over ``(x, w, u)``: ``[A B1 B2]^T M [A B1 B2] -
+    blkdiag(M, I, 0) + [C1 0 D12]^T [C1 0 D12] - G^T Pi G``, negative definite for an R2DN
+    that is incrementally (Q, S, R)-dissipative (``Q, S, R`` float64 arrays)."""
+    xp = array_namespace(M)
+    A, B1, B2 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.B2)
+    C1, D12 = _f64(explicit.C1), _f64(explicit.D12)
+    nx, nv, nu = int(A.shape[0]), int(B1.shape[1]), int(B2.shape[1])
+    ABB = xp.concat([A, B1, B2], axis=1)
+    N1 = xp.concat([C1, _zeros(xp, int(C1.shape[0]), nv), D12], axis=1)
+    D = _block([
+        [M, _zeros(xp, nx, nv), _zeros(xp, nx, nu)],
+        [_zeros(xp, nv, nx), linalg.eye_like(nv, M), _zeros(xp, nv, nu)],
+        [_zeros(xp, nu, nx), _zeros(xp, nu, nv), _zeros(xp, nu, nu)],
+    ])
+    return linalg.sym(ABB.mT @ M @ ABB - D + N1.mT @ N1 - _supply_terms(explicit, Q, S, R))
+
+
 def implicit_lmi(cfg, cache):
     """The implicit, inverse-free form ``Phi`` (positive definite when the certificate holds).
 
@@ -235,6 +265,22 @@ def ren_lipschitz_lmi(explicit, M, lam, gamma, abar=1.0):
         [_zeros(xp, nu, nx), LD12.mT, -gamma * linalg.eye_like(nu, M)],
     ])
     return linalg.sym(ABB.mT @ M @ ABB + Q + (N2.mT @ N2) / gamma)
+
+
+def ren_qsr_lmi(explicit, M, lam, Q, S, R, abar=1.0):
+    """(Q5) of ``docs/derivations/qsr.md``: ``[A B1 B2]^T M [A B1 B2] - blkdiag(abar^2 M, 0, 0) +
+    Q_Lambda - G^T Pi G``, negative definite for a REN that is (Q, S, R)-dissipative."""
+    xp = array_namespace(M)
+    A, B1, B2 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.B2)
+    nx, nu = int(A.shape[0]), int(B2.shape[1])
+    LC1, W, LD12 = _ren_multiplier_terms(explicit, _f64(lam))
+    ABB = xp.concat([A, B1, B2], axis=1)
+    Qlam = _block([
+        [-(abar**2) * M, LC1.mT, _zeros(xp, nx, nu)],
+        [LC1, W, LD12],
+        [_zeros(xp, nu, nx), LD12.mT, _zeros(xp, nu, nu)],
+    ])
+    return linalg.sym(ABB.mT @ M @ ABB + Qlam - _supply_terms(explicit, Q, S, R))
 
 
 def ren_implicit_lmi(cfg, cache):
@@ -327,22 +373,35 @@ def certify(cfg, explicit, cache, tol=1e-10):
     def add(name, value, bound, sense, why_not=None):
         checks.append(judge(f"{prefix} {name}", value, bound, sense, why_not))
 
+    transformed = cfg.kind == "qsr" or cfg.learn_gamma
+    if transformed:
+        # a unit-gain core mapped back to the supply rate: the explicit form is the (Q, S, R)
+        # inequality of the model itself, the implicit form the core's (docs/derivations/qsr.md)
+        q, s_, r = (xp.asarray(a, dtype=xp.float64) for a in supply.matrices(cfg, cache.direct))
+        supply_name = ("(Q,S,R) LMI" if cfg.kind == "qsr"
+                       else f"gamma-Lipschitz LMI (learned gamma = {float(r[0, 0]):.4g})")
     if cfg.model == "ren":
         lam_ren = 1.0 / _f64(cache.lam_inv)
         add("contraction LMI (rate abar), balanced max eigenvalue",
             balanced_max_eig(ren_contracting_lmi(explicit, M, lam_ren, cfg.abar), M), explicit_tol, "<=", why)
-        if cfg.kind == "lipschitz":
+        if transformed:
+            add(f"{supply_name}, balanced max eigenvalue",
+                balanced_max_eig(ren_qsr_lmi(explicit, M, lam_ren, q, s_, r, cfg.abar), M), explicit_tol, "<=", why)
+        elif cfg.kind == "lipschitz":
             add("gamma-Lipschitz LMI, balanced max eigenvalue",
                 balanced_max_eig(ren_lipschitz_lmi(explicit, M, lam_ren, cfg.gamma, cfg.abar), M),
                 explicit_tol, "<=", why)
-        implicit = ren_implicit_lmi(cfg, cache)
+        implicit = ren_implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
     else:
         add("contraction LMI, balanced max eigenvalue", balanced_max_eig(contracting_lmi(explicit, M), M),
             explicit_tol, "<=", why)
-        if cfg.kind == "lipschitz":
+        if transformed:
+            add(f"{supply_name}, balanced max eigenvalue",
+                balanced_max_eig(qsr_lmi(explicit, M, q, s_, r), M), explicit_tol, "<=", why)
+        elif cfg.kind == "lipschitz":
             add("gamma-Lipschitz LMI, balanced max eigenvalue",
                 balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", why)
-        implicit = implicit_lmi(cfg, cache)
+        implicit = implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
     lam = float(xp.min(xp.linalg.eigvalsh(implicit))) / scale_H
     add("implicit LMI, min eigenvalue / max|H|", lam, -1e-12, ">=")
     return report(checks, cond_H)

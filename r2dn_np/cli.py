@@ -29,7 +29,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import __version__, certificates, io, linear, train, verify
+from . import __version__, certificates, io, linear, supply, train, verify
 from .backend import BackendError, namespace, to_backend
 from .data import sequences
 
@@ -312,8 +312,10 @@ def _verify(args):
         kinds = [args.kind] if args.kind else ["contracting", "lipschitz"]
         for kind in kinds:
             for i, (nu, nx, nv, ny) in enumerate(SIZES):
+                # --kind qsr: a random valid supply rate per size, from the seed
+                Q, S, R = supply.example(nu, ny, args.seed + i) if kind == "qsr" else (None, None, None)
                 cfg = _make_config(module, nu=nu, nx=nx, nv=nv, ny=ny, hidden=(8,), activation="tanh",
-                                   kind=kind, gamma=args.gamma)
+                                   kind=kind, gamma=args.gamma, Q=Q, S=S, R=R)
                 direct = to_backend(verify.perturbed(module, cfg, args.seed + i, tiny=i % 2 == 1), xp)
                 label = f"{args.model} {kind[:5]} {nu},{nx},{nv},{ny}"
                 rows += [(label, c) for c in verify.check_model(module, cfg, direct, seed=args.seed + i)]
@@ -444,7 +446,8 @@ def _parser():
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds")
     v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn")
-    v.add_argument("--kind", choices=("contracting", "lipschitz"), default=None, help="default: both")
+    v.add_argument("--kind", choices=("contracting", "lipschitz", "qsr"), default=None,
+                   help="default: contracting and lipschitz; qsr draws a random valid (Q, S, R) per size")
     v.add_argument("--gamma", type=float, default=1.0)
     v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.io.save) to check instead")
     v.add_argument("--backend", choices=("numpy", "cupy"), default=None)

@@ -38,6 +38,8 @@ __all__ = [
     "jacobian_gain",
     "ascend_pair_ratio",
     "contraction_trace",
+    "supply_ratios",
+    "descend_supply",
 ]
 
 
@@ -126,6 +128,42 @@ def ascend_pair_ratio(f, U1, U2, steps=100, lr=0.05):
         scale = lr * np.sqrt(nu2) / norm
         a, b = a + scale * ga, b + scale * gb
     return best
+
+
+def supply_ratios(f, Q, S, R, U1, U2):
+    """Per-sequence ``sum_t s(dy_t, du_t) / sum_t |du_t|^2`` from a common initial state, with
+    ``s(y, u) = y^T Q y + 2 u^T S y + u^T R u``; a (Q, S, R)-dissipative map keeps it ``>= 0``."""
+    from .supply import supply_sum
+
+    dY = _host(f.outputs(U1)) - _host(f.outputs(U2))
+    dU = _host(U1) - _host(U2)
+    return supply_sum(Q, S, R, dY, dU) / np.sum(dU**2, axis=(0, 2))
+
+
+def descend_supply(f, Q, S, R, U1, U2, steps=100, lr=0.05):
+    """Gradient descent on the normalised supply of :func:`supply_ratios` (all sequences at once),
+    gradients from the model's backward pass. Returns the smallest ratio seen."""
+    xp = array_namespace(U1)
+    a, b = _host(U1), _host(U2)
+    worst = np.inf
+    for _ in range(steps):
+        A, B = xp.astype(xp.asarray(a), U1.dtype), xp.astype(xp.asarray(b), U1.dtype)
+        dY = _host(f.outputs(A)) - _host(f.outputs(B))
+        dU = a - b
+        n2 = np.sum(dU**2, axis=(0, 2), keepdims=True)
+        r = (np.einsum("tbi,ij,tbj->b", dY, Q, dY) + 2 * np.einsum("tbi,ij,tbj->b", dU, S, dY)
+             + np.einsum("tbi,ij,tbj->b", dU, R, dU))[None, :, None] / n2
+        worst = min(worst, float(r.min()))
+        # d(ratio)/dY = 2 (Q dY + S^T dU) / n2, then through the model to each input sequence
+        gY = 2 * (dY @ Q + dU @ S) / n2
+        gU = 2 * (dU @ R + dY @ S.T) / n2 - 2 * r * dU / n2
+        vjpY = xp.astype(xp.asarray(gY), U1.dtype)
+        ga = _host(f.vjp(A, vjpY)) + gU
+        gb = -_host(f.vjp(B, vjpY)) - gU
+        norm = np.sqrt(np.sum(ga**2 + gb**2, axis=(0, 2), keepdims=True)) + 1e-300
+        scale = lr * np.sqrt(n2) / norm
+        a, b = a - scale * ga, b - scale * gb
+    return worst
 
 
 def contraction_trace(explicit, phi, M, x0_a, x0_b, U):

@@ -6,7 +6,10 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
 
 - ``kind="contracting"``: the authors' map; contracting in the metric ``M = E^T P^-1 E``.
 - ``kind="lipschitz"``: gamma-Lipschitz from input to output (incremental l2 gain <= gamma),
-  with ``d22="zero"`` (the paper's assumption) or ``d22="free"``.
+  with ``d22="zero"`` (the paper's assumption) or ``d22="free"``; ``learn_gamma=True`` makes
+  ``gamma = exp(log_gamma)`` a free parameter.
+- ``kind="qsr"``: incrementally (Q, S, R)-dissipative for a user's ``Q < 0`` and
+  ``R - S Q^-1 S^T > 0`` (beyond the paper; ``r2dn_np.supply``).
 
 This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
 weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
@@ -37,7 +40,7 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, feedback_model, lbdn, linalg
+from . import _validate, feedback_model, lbdn, linalg, supply
 from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
@@ -64,8 +67,10 @@ class Config(JSONConfig):
 
     ``hidden``, ``activation`` and ``output_layer`` describe the LBDN ``R^nv -> R^nv`` in
     the feedback loop; its Lipschitz bound is fixed at 1 (never trainable inside an R2DN).
-    ``d22`` applies to the Lipschitz kind; the contracting kind always has a free ``D22``.
-    ``eps`` is used in ``eps I`` and inside the Frobenius norm of the polar map, as in the
+    ``d22`` applies to the Lipschitz and (Q, S, R) kinds; the contracting kind always has a free
+    ``D22``. ``Q`` (ny x ny), ``S`` (nu x ny), ``R`` (nu x nu) are the supply rate of
+    ``kind="qsr"`` (nested lists; None otherwise). ``learn_gamma`` (Lipschitz kind only) trains
+    gamma, starting from ``gamma``. ``eps`` is used in ``eps I`` and inside the Frobenius norm of the polar map, as in the
     authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
     """
 
@@ -82,6 +87,10 @@ class Config(JSONConfig):
     eps: float = 2.0**-23
     polar: bool = True
     init: str = "random"
+    Q: Optional[tuple] = None
+    S: Optional[tuple] = None
+    R: Optional[tuple] = None
+    learn_gamma: bool = False
 
     model: ClassVar[str] = "r2dn"
 
@@ -89,13 +98,23 @@ class Config(JSONConfig):
         for name in ("nu", "nx", "nv", "ny"):
             _validate.positive_int(name, getattr(self, name))
         object.__setattr__(self, "hidden", _validate.positive_ints("hidden", self.hidden))
-        _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
+        _validate.one_of("kind", self.kind, ("contracting", "lipschitz", "qsr"))
         _validate.one_of("d22", self.d22, ("zero", "free"))
         _validate.one_of("init", self.init, ("random", "long_memory"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
         if not isinstance(self.polar, bool):
             raise TypeError(f"polar must be a bool; got {self.polar!r}")
+        for name, value in (("Q", self.Q), ("S", self.S), ("R", self.R)):
+            object.__setattr__(self, name, supply.config_matrix(name, value, self.kind))
+        if self.kind == "qsr":
+            qsr = supply.check(self.nu, self.ny, self.Q, self.S, self.R)
+            for name, value in zip("QSR", qsr):
+                object.__setattr__(self, name, value)
+        if not isinstance(self.learn_gamma, bool):
+            raise TypeError(f"learn_gamma must be a bool; got {self.learn_gamma!r}")
+        if self.learn_gamma and self.kind != "lipschitz":
+            raise ValueError(f"learn_gamma needs kind='lipschitz'; got kind={self.kind!r}")
         _ = self.lbdn  # building the LBDN config validates hidden, activation and output_layer
 
     @property
@@ -125,6 +144,7 @@ class Direct(NamedTuple):
     bv: object
     by: object
     phi: lbdn.Direct
+    log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
 
 
 class Explicit(NamedTuple):
@@ -158,7 +178,8 @@ class MapCache(NamedTuple):
     F: object
     AB: object  # E^-1 [F B1~ (B2~)]
     phi_cache: object
-    lip: Optional[object]  # _LipCache for the Lipschitz kind
+    lip: Optional[object]  # _LipCache for the Lipschitz and (Q, S, R) kinds
+    core: Optional[object] = None  # the unit-gain core's Explicit when a supply transform follows
 
 
 class _LipCache(NamedTuple):
@@ -225,9 +246,10 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
         U12, V21 = lecun_normal(rng, (nv, nu)), lecun_normal(rng, (ny, nv))
         Z22 = lecun_normal(rng, (ny, nu)) if cfg.d22 == "free" else None
     opt = [None if a is None else put(a) for a in (D12, D21, D22, U12, V21, Z22)]
+    log_gamma = put(np.log(cfg.gamma)) if cfg.learn_gamma else None
     return Direct(
         put(X), put(p), put(Y), put(B1), put(B2), put(C1), put(C2), *opt,
-        put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)), phi_direct,
+        put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)), phi_direct, log_gamma,
     )
 
 
@@ -237,15 +259,22 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
 def _direct_to_explicit(cfg, direct):
     """The map on trusted inputs; ``direct_to_explicit`` checks them first."""
     phi_explicit, phi_cache = lbdn._direct_to_explicit(cfg.lbdn, direct.phi)
-    kind_map = _contracting_map if cfg.kind == "contracting" else _lipschitz_map
-    explicit, cache = kind_map(cfg, direct)
+    explicit, cache = _kind(cfg)[0](cfg, direct)
     return explicit._replace(phi=phi_explicit), cache._replace(phi_cache=phi_cache)
 
 
 def _direct_to_explicit_vjp(cfg, cache, d_explicit):
-    kind_vjp = _contracting_map_vjp if cfg.kind == "contracting" else _lipschitz_map_vjp
-    d_direct = kind_vjp(cfg, cache, d_explicit)
+    d_direct = _kind(cfg)[1](cfg, cache, d_explicit)
     return d_direct._replace(phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, d_explicit.phi))
+
+
+def _kind(cfg):
+    """``(map, map_vjp)`` of ``cfg``'s kind."""
+    if cfg.kind == "contracting":
+        return _contracting_map, _contracting_map_vjp
+    if cfg.kind == "qsr" or cfg.learn_gamma:
+        return _supply_map, _supply_map_vjp
+    return _lipschitz_map, _lipschitz_map_vjp
 
 
 def _zero_if_none(g, like):
@@ -428,6 +457,28 @@ def _lipschitz_map_vjp(cfg, cache, de):
     dV21 = dV21 + _strict_contraction_vjp(d.V21.mT, lip.c.mT, lip.Ly, sg * dD21.mT, dLy).mT
     out.update(B1=dB1t, B2=dB2t, C1=dC1, C2=dC2, U12=dU12, V21=dV21, Z22=dZ22)
     return d._replace(**out)
+
+
+# A supply rate other than a fixed gamma: the gamma-Lipschitz map at gamma = 1 (the unit-gain core)
+# mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
+
+
+def _factors(cfg, d):
+    return supply.gain_factors(d.log_gamma, cfg.nu, cfg.ny) if cfg.learn_gamma else supply.factors(cfg, d.X)
+
+
+def _supply_map(cfg, d):
+    core, cache = _lipschitz_map(supply.core_config(cfg), d)
+    return supply.transform(core, _factors(cfg, d)), cache._replace(core=core)
+
+
+def _supply_map_vjp(cfg, cache, de):
+    d = cache.direct
+    de_core, dLQinv, dLR = supply.transform_vjp(cache.core, _factors(cfg, d), de)
+    d_direct = _lipschitz_map_vjp(supply.core_config(cfg), cache, de_core)
+    if cfg.learn_gamma:
+        return d_direct._replace(log_gamma=supply.gain_factors_vjp(d.log_gamma, dLQinv, dLR))
+    return d_direct
 
 
 # --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------

@@ -36,7 +36,7 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, equilibrium, feedback_model, linalg
+from . import _validate, activations, equilibrium, feedback_model, linalg, supply
 from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
@@ -61,8 +61,10 @@ __all__ = [
 class Config(JSONConfig):
     """Sizes and options of a REN.
 
-    ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz kind;
-    the contracting kind always has a free ``D22``. ``eps`` is used in ``eps I`` (in ``H``
+    ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz and
+    (Q, S, R) kinds; the contracting kind always has a free ``D22``. ``kind="qsr"`` makes the REN
+    incrementally (Q, S, R)-dissipative for the supply ``Q`` (ny x ny), ``S`` (nu x ny), ``R``
+    (nu x nu) (``r2dn_np.supply``); ``learn_gamma`` (Lipschitz kind) trains gamma. ``eps`` is used in ``eps I`` (in ``H``
     and in the ``D22`` map) and inside the Frobenius norm of the polar map, as in the
     authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
     """
@@ -79,6 +81,10 @@ class Config(JSONConfig):
     eps: float = 2.0**-23
     polar: bool = True
     init: str = "random"
+    Q: Optional[tuple] = None
+    S: Optional[tuple] = None
+    R: Optional[tuple] = None
+    learn_gamma: bool = False
 
     model: ClassVar[str] = "ren"
 
@@ -86,7 +92,7 @@ class Config(JSONConfig):
         for name in ("nu", "nx", "nv", "ny"):
             _validate.positive_int(name, getattr(self, name))
         _validate.one_of("activation", self.activation, activations.NAMES)
-        _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
+        _validate.one_of("kind", self.kind, ("contracting", "lipschitz", "qsr"))
         _validate.one_of("d22", self.d22, ("zero", "free"))
         _validate.one_of("init", self.init, ("random", "long_memory"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
@@ -97,6 +103,15 @@ class Config(JSONConfig):
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
         if not isinstance(self.polar, bool):
             raise TypeError(f"polar must be a bool; got {self.polar!r}")
+        for name, value in (("Q", self.Q), ("S", self.S), ("R", self.R)):
+            object.__setattr__(self, name, supply.config_matrix(name, value, self.kind))
+        if self.kind == "qsr":
+            for name, value in zip("QSR", supply.check(self.nu, self.ny, self.Q, self.S, self.R)):
+                object.__setattr__(self, name, value)
+        if not isinstance(self.learn_gamma, bool):
+            raise TypeError(f"learn_gamma must be a bool; got {self.learn_gamma!r}")
+        if self.learn_gamma and self.kind != "lipschitz":
+            raise ValueError(f"learn_gamma needs kind='lipschitz'; got kind={self.kind!r}")
 
     @property
     def n(self):
@@ -110,7 +125,7 @@ class Config(JSONConfig):
 
     @property
     def free_d22_map(self):
-        return self.kind == "lipschitz" and self.d22 == "free"
+        return self.kind in ("lipschitz", "qsr") and self.d22 == "free"
 
 
 class Direct(NamedTuple):
@@ -133,6 +148,7 @@ class Direct(NamedTuple):
     bx: object
     bv: object
     by: object
+    log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
 
 
 class Explicit(NamedTuple):
@@ -175,7 +191,8 @@ class MapCache(NamedTuple):
     D11t: object  # D11-tilde = -strict_lower(H22)
     lam_inv: object  # (nv,) 2 / diag(H22) = Lambda^-1
     AB: object  # E^-1 [F B1t B2t]
-    lip: Optional[object]  # _LipCache for the Lipschitz kind
+    lip: Optional[object]  # _LipCache for the Lipschitz and (Q, S, R) kinds
+    core: Optional[object] = None  # the unit-gain core's Explicit when a supply transform follows
 
 
 class _LipCache(NamedTuple):
@@ -241,6 +258,7 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     return Direct(
         put(X), put(p), put(Y1), put(B2), put(D12), put(C2), put(D21), put(D22),
         put(X3), put(Y3), put(Z3), put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)),
+        put(np.log(cfg.gamma)) if cfg.learn_gamma else None,
     )
 
 
@@ -388,8 +406,34 @@ def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
     return dB2, dD12
 
 
+# A supply rate other than a fixed gamma: the gamma-Lipschitz map at gamma = 1 (the unit-gain core)
+# mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
+
+
+def _factors(cfg, d):
+    return supply.gain_factors(d.log_gamma, cfg.nu, cfg.ny) if cfg.learn_gamma else supply.factors(cfg, d.X)
+
+
+def _map(cfg, direct):
+    if cfg.kind == "qsr" or cfg.learn_gamma:
+        core, cache = _direct_to_explicit(supply.core_config(cfg), direct)
+        return supply.transform(core, _factors(cfg, direct)), cache._replace(core=core)
+    return _direct_to_explicit(cfg, direct)
+
+
+def _map_vjp(cfg, cache, d_explicit):
+    if not (cfg.kind == "qsr" or cfg.learn_gamma):
+        return _direct_to_explicit_vjp(cfg, cache, d_explicit)
+    d = cache.direct
+    de_core, dLQinv, dLR = supply.transform_vjp(cache.core, _factors(cfg, d), d_explicit)
+    d_direct = _direct_to_explicit_vjp(supply.core_config(cfg), cache, de_core)
+    if cfg.learn_gamma:
+        return d_direct._replace(log_gamma=supply.gain_factors_vjp(d.log_gamma, dLQinv, dLR))
+    return d_direct
+
+
 # --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------
 
 (direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,
  _templates) = feedback_model.functions(feedback_model.Spec(
-    "ren", Grads, init, phi, _direct_to_explicit, _direct_to_explicit_vjp))
+    "ren", Grads, init, phi, _map, _map_vjp))

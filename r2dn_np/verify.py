@@ -24,7 +24,7 @@ import math
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, certificates, empirical, tree
+from . import _validate, certificates, empirical, supply, tree
 from .certificates import judge, verdict_text
 from .backend import to_numpy
 from .testing import FiniteDifferenceUnreliable, check_vjp
@@ -130,6 +130,31 @@ def check_lipschitz(module, cfg, explicit, rng, steps=30):
     return judge("Lipschitz: searched gain / gamma", ratio, 1.0 + LIPSCHITZ_TOL, "<=")
 
 
+def supply_search(module, cfg, explicit, Q, S, R, rng, T=12, B=4, steps=30):
+    """Smallest normalised incremental supply ``sum s(dy, du) / sum |du|^2`` found from equal
+    (zero) initial states by random pairs and gradient descent (evidence, not proof)."""
+    xp = array_namespace(explicit.A)
+    f = model_map(module, cfg, explicit, xp.zeros((B, cfg.nx), dtype=xp.float64))
+    worst = np.inf
+    for s in (0.1, 1.0, 10.0):
+        for ds in (1e-3, 0.1, 1.0):
+            U1 = s * rng.standard_normal((T, B, cfg.nu))
+            U2 = U1 + ds * rng.standard_normal(U1.shape)
+            worst = min(worst, float(empirical.supply_ratios(f, Q, S, R, xp.asarray(U1), xp.asarray(U2)).min()))
+    U1 = rng.standard_normal((T, B, cfg.nu))
+    U2 = U1 + 0.1 * rng.standard_normal(U1.shape)
+    return min(worst, empirical.descend_supply(f, Q, S, R, xp.asarray(U1), xp.asarray(U2), steps=steps))
+
+
+def check_supply(module, cfg, explicit, direct, rng, steps=30):
+    """The (Q, S, R) supply of a (Q, S, R) or learned-gamma model, on sampled and searched pairs.
+    The bound is relative to the supply's scale ``max(|Q|, |R|)``."""
+    Q, S, R = supply.matrices(cfg, direct)
+    scale = max(np.abs(Q).max(), np.abs(R).max())
+    worst = supply_search(module, cfg, explicit, Q, S, R, rng, steps=steps) / scale
+    return judge("(Q,S,R) supply: searched min sum s / sum |du|^2 / scale", worst, -LIPSCHITZ_TOL, ">=")
+
+
 def check_model(module, cfg, direct, seed=0, quick=False):
     """Every check for one model; a list of Check rows."""
     rng = np.random.default_rng(_validate.seed("seed", seed))
@@ -138,7 +163,9 @@ def check_model(module, cfg, direct, seed=0, quick=False):
     explicit, cache = module.direct_to_explicit(cfg, direct)
     rows.extend(certificates.certify(cfg, explicit, cache).checks)
     rows.append(check_contraction(module, cfg, explicit, cache, rng))
-    if getattr(cfg, "kind", None) == "lipschitz":
+    if getattr(cfg, "kind", None) == "qsr" or getattr(cfg, "learn_gamma", False):
+        rows.append(check_supply(module, cfg, explicit, direct, rng, steps=10 if quick else 30))
+    elif getattr(cfg, "kind", None) == "lipschitz":
         rows.append(check_lipschitz(module, cfg, explicit, rng, steps=10 if quick else 30))
     return rows
 
