@@ -208,3 +208,14 @@ def test_bad_supply_configs_are_refused_by_name(module, kw, exc, word):
 def test_asymmetric_Q_is_refused():
     with pytest.raises(ValueError, match="Q must be symmetric"):
         supply.check(1, 2, [[-1.0, 0.5], [0.0, -1.0]], [[0.0, 0.0]], [[1.0]])
+
+
+def test_the_worked_examples_script_runs_and_every_example_holds():
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "supply_examples.py"
+    rows = runpy.run_path(str(script), run_name="supply_examples")["run"](seed=1, steps=3)
+    assert len(rows) == 6
+    for name, model, report, worst in rows:
+        assert report.holds and worst >= 0, (name, model, report.table())

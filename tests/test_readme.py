@@ -27,3 +27,14 @@ PROTOCOL_BLOCKS = re.findall(r"```python\n(.*?)```", PROTOCOL.read_text(), re.S)
 def test_protocol_doc_example_runs(code):
     assert PROTOCOL_BLOCKS
     exec(compile(code, str(PROTOCOL), "exec"), {"__name__": "protocol_example"})
+
+
+SUPPLY = README.parent / "docs" / "supply_rates.md"
+SUPPLY_BLOCKS = re.findall(r"```python\n(.*?)```", SUPPLY.read_text(), re.S)
+
+
+@pytest.mark.parametrize("code", SUPPLY_BLOCKS, ids=[f"block{i}" for i in range(len(SUPPLY_BLOCKS))])
+def test_supply_rates_doc_example_runs(code, capsys):
+    assert SUPPLY_BLOCKS
+    exec(compile(code, str(SUPPLY), "exec"), {"__name__": "supply_example"})
+    assert capsys.readouterr().out.rstrip().endswith("True")
