@@ -29,6 +29,10 @@ __all__ = ["to_flax", "from_flax"]
 
 
 def _module(cfg):
+    if isinstance(cfg, (r2dn.Config, ren.Config)) and (cfg.kind == "qsr" or cfg.learn_gamma):
+        raise ValueError("the authors' models have no (Q, S, R) kind and no learned gamma: cfg.kind must be "
+                         f"'contracting' or 'lipschitz' with learn_gamma=False; got kind={cfg.kind!r}, "
+                         f"learn_gamma={cfg.learn_gamma}")
     if isinstance(cfg, r2dn.Config):
         _check_r2dn_config(cfg)
         return r2dn

@@ -47,6 +47,11 @@ CASES = [
     ("flax-tree-missing", lambda: flax_interop.from_flax(R_FLAX, {"params": {"X": np.eye(4)}}), KeyError, "p"),
     ("flax-nan-direct", lambda: flax_interop.to_flax(R_FLAX, r2dn.init(R_FLAX, 0)._replace(bx=np.full(2, np.nan))),
      ValueError, "direct.bx"),
+    ("flax-qsr", lambda: flax_interop.to_flax(ren.Config(1, 2, 3, 1, kind="qsr", Q=[[-1.0]], S=[[0.0]], R=[[1.0]]),
+                                              ren.init(ren.Config(1, 2, 3, 1, kind="qsr", Q=[[-1.0]], S=[[0.0]],
+                                                                  R=[[1.0]]), 0)), ValueError, "kind"),
+    ("flax-learned-gamma", lambda: flax_interop.from_flax(ren.Config(1, 2, 3, 1, kind="lipschitz", learn_gamma=True),
+                                                          {}), ValueError, "learn_gamma"),
     ("allocator-flag", lambda: allocator.reuse_buffers(1), TypeError, "enabled"),
 ]
 
