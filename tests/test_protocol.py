@@ -191,3 +191,22 @@ def test_verify_checks_hold_where_a_certificate_exists(name):
     rows = verify.check_model(module, cfg, direct, seed=0, quick=True)
     assert rows and all(r.verdict in ("holds", "not decisive") for r in rows), verify.table([(name, r) for r in rows])
     assert any(r.holds for r in rows if "LMI" in r.name)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_backend_gives_the_numpy_numbers(xp, name):
+    """The protocol's value_and_grad uses only the array API: array_api_strict (and CuPy where a GPU
+    exists) give NumPy's loss and gradients."""
+    from helpers import host, put
+
+    module, cfg, direct = build(name)
+    x0, U = problem(cfg)
+
+    def loss(Y):
+        return float(host(Y * Y).sum()), 2 * Y
+
+    ref_value, ref = module.value_and_grad(cfg, direct, x0, U, loss)
+    value, grads = module.value_and_grad(cfg, tree.map(lambda a: put(xp, a), direct), put(xp, x0), put(xp, U), loss)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    for (path, a), (_, b) in zip(tree.paths(grads), tree.paths(ref)):
+        np.testing.assert_allclose(host(a), b, rtol=1e-10, atol=1e-13, err_msg=path)

@@ -219,3 +219,31 @@ def test_the_worked_examples_script_runs_and_every_example_holds():
     assert len(rows) == 6
     for name, model, report, worst in rows:
         assert report.holds and worst >= 0, (name, model, report.table())
+
+
+@pytest.mark.parametrize("module", [r2dn, ren])
+@pytest.mark.parametrize("kind", ["qsr", "learned"])
+def test_every_backend_gives_the_numpy_numbers(xp, module, kind):
+    """The (Q, S, R) and learned-gamma maps, their VJPs and a gradient pass use only the array API:
+    on array_api_strict (and CuPy where a GPU exists) they give NumPy's numbers."""
+    from helpers import host, put
+
+    extra = dict(hidden=(4,)) if module is r2dn else {}
+    if kind == "qsr":
+        Q, S, R = supply.example(2, 3, seed=2)
+        cfg = module.Config(nu=2, nx=3, nv=4, ny=3, activation="tanh", kind="qsr", Q=Q, S=S, R=R, d22="free",
+                            **extra)
+    else:
+        cfg = module.Config(nu=2, nx=3, nv=4, ny=3, activation="tanh", kind="lipschitz", learn_gamma=True,
+                            gamma=0.4, **extra)
+    direct = _direct(module, cfg, 6)
+    U = np.random.default_rng(0).standard_normal((5, 2, 2))
+
+    def loss(Y):
+        return float(host(Y * Y).sum()), 2 * Y
+
+    ref_value, ref = module.value_and_grad(cfg, direct, None, U, loss)
+    value, grads = module.value_and_grad(cfg, tree.map(lambda a: put(xp, a), direct), None, put(xp, U), loss)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    for (path, a), (_, b) in zip(tree.paths(grads), tree.paths(ref)):
+        np.testing.assert_allclose(host(a), b, rtol=1e-10, atol=1e-13, err_msg=path)
