@@ -90,8 +90,8 @@ MUTANTS = [
            "explicit forms counted up to cond(H) = 1e12"),
     Mutant("cond-limit-1e7", C, "EXPLICIT_COND_LIMIT = 1e8", "EXPLICIT_COND_LIMIT = 1e7", CERT,
            "explicit forms stop counting at cond(H) = 1e7"),
-    Mutant("counted-checks-always-hold", C, "ok or not counts", "ok or counts", CERT,
-           "a counted check's verdict is ignored"),
+    Mutant("decisive-checks-always-hold", C, "bool(decisive) and all(c.holds for c in decisive)",
+           "bool(decisive)", CERT, "a decisive check's verdict is ignored"),
     Mutant("margin-sign", C, "(c.bound - c.value) if c.sense", "(c.value - c.bound) if c.sense", CERT,
            "reported margin of the explicit checks has the wrong sign"),
     # --- the explicit forms and the metric -----------------------------------------------------
