@@ -161,7 +161,7 @@ MUTANTS = [
     Mutant("lbdn-vjp-mask-inclusive", "r2dn_np/lbdn.py",
            "inside = xp.astype((layer.d > -_D_CLIP) & (layer.d < _D_CLIP), psi.dtype)",
            "inside = xp.astype((layer.d >= -_D_CLIP) & (layer.d <= _D_CLIP), psi.dtype)", LBDN,
-           "VJP mask includes d = +-20 (against derivations/lbdn.md L5)"),
+           "VJP mask includes d = +-20 (against derivations/lbdn.md (L7))"),
     Mutant("lbdn-vjp-mask-upper-only", "r2dn_np/lbdn.py",
            "inside = xp.astype((layer.d > -_D_CLIP) & (layer.d < _D_CLIP), psi.dtype)",
            "inside = xp.astype(layer.d < _D_CLIP, psi.dtype)", LBDN, "VJP mask forgets the lower clip"),

@@ -174,7 +174,7 @@ def test_forward_beyond_the_clip_matches_naive_formula(xp, output_layer):
 @pytest.mark.parametrize("output_layer", ["linear", "sandwich"])
 def test_map_vjp_beyond_and_at_the_clip(xp, output_layer):
     """The gradient of ``d`` is zero beyond the clip (psi is constant there) and, by the
-    convention of docs/derivations/lbdn.md (L5: the mask is ``-20 < d < 20``), at it; just
+    convention of docs/derivations/lbdn.md (L7: the mask is ``-20 < d < 20``), at it; just
     inside it is the full gradient. Checked exactly at the clip and beyond, and against finite
     differences beyond and just inside."""
     cfg = lbdn.Config(3, 3, hidden=(4, 3), activation="tanh", output_layer=output_layer)
