@@ -116,7 +116,7 @@ MUTANTS = [
     Mutant("metric-transposed", C, "M = E.mT @ linalg.solve(P, E)", "M = E @ linalg.solve(P, E.mT)", CERT,
            "metric E P^-1 E^T instead of E^T P^-1 E"),
     Mutant("metric-is-H22", C, "M = E.mT @ linalg.solve(P, E)", "M = P", CERT,
-           "metric P = H22 instead of E^T P^-1 E (math.md 4, caution)"),
+           "metric P = H22 instead of E^T P^-1 E (derivations/r2dn.md section 5)"),
     Mutant("balanced-L-inv", C, "[Linv.mT, _zeros(xp, nx, n - nx)],", "[Linv, _zeros(xp, nx, n - nx)],", CERT,
            "balancing congruence by L^-1 instead of L^-T"),
     Mutant("balanced-unbalanced", C, "[Linv.mT, _zeros(xp, nx, n - nx)],",
@@ -155,7 +155,7 @@ MUTANTS = [
            "REN implicit form with Lambda instead of 2 Lambda"),
     Mutant("ren-implicit-lambda-not-inverted", C, "lam = 1.0 / _f64(cache.lam_inv)  # Lambda",
            "lam = _f64(cache.lam_inv)  # Lambda", CERT, "REN implicit form with Lambda^-1 instead of Lambda"),
-    # --- the LBDN clip of d (math.md 3) --------------------------------------------------------
+    # --- the LBDN clip of d (derivations/lbdn.md (L3), (L7)) ---------------------------------
     Mutant("lbdn-vjp-no-clip-mask", "r2dn_np/lbdn.py", "dd = dpsi * psi * inside", "dd = dpsi * psi", LBDN,
            "VJP of d ignores the clip"),
     Mutant("lbdn-vjp-mask-inclusive", "r2dn_np/lbdn.py",

@@ -39,7 +39,7 @@ def xp_put(like, host_array):
 
 
 def naive_lbdn(cfg, direct, u):
-    """math.md section 3 as written, one column vector at a time, in NumPy."""
+    """docs/derivations/lbdn.md section 2 as written, one column vector at a time, in NumPy."""
     act = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh,
            "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z}[cfg.activation]
     gamma = math.exp(host(direct.log_gamma)) if cfg.learn_gamma else cfg.gamma

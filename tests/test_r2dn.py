@@ -39,7 +39,7 @@ def configs(draw, activation=st.sampled_from(["tanh", "sigmoid", "identity", "re
 
 
 def naive_rollout(cfg, explicit, x0, U):
-    """The state-space equations one step at a time, no hoisting (math.md section 2)."""
+    """The state-space equations one step at a time, no hoisting (docs/derivations/r2dn.md section 1)."""
     e = {k: host(v) for k, v in explicit._asdict().items() if k != "phi"}
     x = host(x0)
     ys = []
@@ -176,7 +176,7 @@ def test_d22_zero_is_exactly_zero(xp):
 
 
 def _from_feedthrough(D12, D21, D22, gamma):
-    """Free (U, V, Z) that give the feedthrough (D12, D21, D22) at this gamma (math.md 5.5 step 4)."""
+    """Free (U, V, Z) that give the feedthrough (D12, D21, D22) at this gamma ((D4) of r2dn.md)."""
     def reverse_cholesky(S):
         """Lower-triangular L with L^T L = S (the map has I - b^T b = L_u^-1 L_u^-T)."""
         J = np.eye(S.shape[0])[::-1]
@@ -191,7 +191,7 @@ def _from_feedthrough(D12, D21, D22, gamma):
 
 
 def test_large_gamma_approaches_contracting_map():
-    """math.md 5.6: with D12, D21, D22 held fixed, the Lipschitz map tends to the contracting one."""
+    """(D7) of docs/derivations/r2dn.md: with D12, D21, D22 held fixed, the Lipschitz map tends to the contracting one."""
     rng = np.random.default_rng(0)
     base = r2dn.Config(2, 3, 4, 2, hidden=(3,), kind="contracting")
     contracting = perturbed(r2dn.init(base, 0), rng)

@@ -1,4 +1,4 @@
-"""REN (math.md section 6): the equilibrium layer, the map and its VJP, the rollout, BPTT."""
+"""REN (docs/derivations/ren.md): the equilibrium layer, the map and its VJP, the rollout, BPTT."""
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ def _layer_inputs(xp, rng, nv, B, scale):
     return D11, put(xp, scale * rng.standard_normal((B, nv)))
 
 
-# --- the equilibrium layer (math.md 6.5) ---------------------------------------------------------
+# --- the equilibrium layer (docs/derivations/ren.md section 4) ------------------------------------
 
 
 def test_equilibrium_residual(xp):
@@ -158,7 +158,7 @@ def configs(draw, activation=st.sampled_from(ACTIVATIONS)):
 
 def naive_rollout(cfg, explicit, x0, U):
     """The REN equations one step at a time, with the equilibrium found by fixed-point
-    iteration (exact after nv sweeps), math.md section 2."""
+    iteration (exact after nv sweeps), docs/derivations/ren.md section 1."""
     e = {k: host(v) for k, v in explicit._asdict().items() if k != "phi"}
     D11 = host(explicit.D11)
     x = host(x0)
@@ -174,7 +174,7 @@ def naive_rollout(cfg, explicit, x0, U):
 
 
 def reference_map(cfg, direct):
-    """math.md 6.2-6.4 written out in NumPy, following the paper's formulas literally."""
+    """(N1)-(N8) of docs/derivations/ren.md written out in NumPy, following the paper's formulas literally."""
     d = {k: host(v) for k, v in direct._asdict().items() if v is not None}
     nu, nx, nv, ny, g, eps = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.gamma, cfg.eps
     X = d["X"]
@@ -319,7 +319,7 @@ def test_value_and_grad_matches_backward(xp):
 @pytest.mark.parametrize("nu, ny", [(1, 4), (4, 1), (3, 3), (2, 5), (5, 2)])
 def test_d22_map_works_for_every_nu_ny(nu, ny):
     """The authors' JAX code breaks for ny > nu (identity(ny) in M3); ours must not, and
-    ||D22|| < gamma (math.md 6.4)."""
+    ||D22|| < gamma ((N6) of docs/derivations/ren.md)."""
     cfg = ren.Config(nu, 2, 3, ny, kind="lipschitz", d22="free", gamma=3.0)
     rng = np.random.default_rng(nu * 10 + ny)
     direct = ren.init(cfg, 0)
