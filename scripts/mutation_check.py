@@ -40,7 +40,7 @@ NUMPY_ONLY = "not array_api_strict and not cupy"
 
 # test groups: pytest arguments, run with -x (stop at the first failure)
 CERT = (
-    "tests/test_certificates.py", "tests/test_ren_certificates.py", "tests/test_certificate_controls.py",
+    "tests/test_certificates.py", "tests/test_certificate_controls.py",
     "-k", f"{NUMPY_ONLY} and not search and not hypothesis_target",
 )
 LBDN = ("tests/test_lbdn.py", "-k", NUMPY_ONLY)
