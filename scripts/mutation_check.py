@@ -46,7 +46,7 @@ CERT = (
 LBDN = ("tests/test_lbdn.py", "-k", NUMPY_ONLY)
 LINALG = ("tests/test_linalg.py", "tests/test_lbdn.py", "-k", NUMPY_ONLY)
 GRADS = (
-    "tests/test_r2dn.py", "tests/test_ren.py", "tests/test_feedback.py",
+    "tests/test_feedback_models.py", "tests/test_r2dn.py", "tests/test_ren.py", "tests/test_feedback.py",
     "-k", f"{NUMPY_ONLY} and (gradients or vjp or backward)",
 )
 
