@@ -1,4 +1,4 @@
-"""Sweep random R2DNs and report the worst case of every guarantee check (math.md section 9).
+"""Sweep random R2DNs and report the worst case of every guarantee check (docs/guarantees.md).
 
 For each draw: the hand-written gradient against finite differences (every free parameter,
 x0 and U), the balanced largest eigenvalue of the explicit certificates, the implicit form,

@@ -1,7 +1,7 @@
 """1-Lipschitz maps other than the LBDN, to plug into ``feedback`` as ``phi`` in tests.
 
 MaxMin has an orthogonal Jacobian almost everywhere, which makes it the hardest case for the
-Lipschitz certificates (math.md section 8.8); a linear orthogonal map is the smooth extreme.
+Lipschitz certificates (docs/guarantees.md, "How each guarantee is checked"); a linear orthogonal map is the smooth extreme.
 Their parameters are fixed (no weight gradients).
 """
 

@@ -1,9 +1,10 @@
-"""Certificate checks that are proven able to fail (math.md 5.4, 6.3, 6.4, 7, 8.5, 8.6).
+"""Certificate checks that are proven able to fail ((C1)-(C5) of docs/derivations/r2dn.md,
+(Q1)-(Q3) of docs/derivations/ren.md).
 
 ``certify`` is only worth its power to say "no". For every check it performs (the explicit
 forms of the R2DN and the REN, both kinds, and the inverse-free implicit forms) this file has
 
-* a reference: the formula written out here in NumPy from math.md, compared with the code;
+* a reference: the formula written out here in NumPy from docs/derivations, compared with the code;
 * near-boundary controls: models placed a small, known distance outside the inequality (the
   check must fail) and the same distance inside (it must hold), so loosening a tolerance or a
   bound by 10x or more is caught;
@@ -100,7 +101,7 @@ def build(name, cond=None, xp=None):
     return cfg, explicit, cache
 
 
-# --- references: the formulas of math.md written out here ---------------------------------------
+# --- references: the formulas of docs/derivations written out here -----------------------------
 
 
 def ref_metric(cache):
@@ -117,13 +118,13 @@ def ref_balanced_max_eig(Q, M):
 
 
 def _lam(cache):
-    """The REN multiplier ``Lambda = diag(H22) / 2`` (math.md 6.2), read off ``H``."""
+    """The REN multiplier ``Lambda = diag(H22) / 2`` ((N1) of ren.md), read off ``H``."""
     nx, nv = host(cache.F).shape[1], host(cache.B1t).shape[1]
     return np.diag(np.diag(host(cache.H))[nx:nx + nv] / 2.0)
 
 
 def ref_explicit(cfg, e, cache, which):
-    """The explicit form ``which`` ("contraction" or "lipschitz") of math.md 4, 5.4, 6.3, 6.4."""
+    """The explicit form ``which`` ("contraction" or "lipschitz") (C1), (C2) of r2dn.md, (Q1), (Q2) of ren.md."""
     A, B1, B2, C1, C2, D12, D21, D22 = (host(getattr(e, k)) for k in
                                         ("A", "B1", "B2", "C1", "C2", "D12", "D21", "D22"))
     M = ref_metric(cache)
@@ -155,8 +156,8 @@ def ref_explicit(cfg, e, cache, which):
 
 
 def ref_implicit(cfg, cache):
-    """The inverse-free form: math.md 5.4 (Lipschitz R2DN), the matrix of the proof in
-    section 4 (contracting R2DN), 6.2-6.4 (REN)."""
+    """The inverse-free form: (C4) (Lipschitz R2DN) and (C3) (contracting R2DN) of r2dn.md,
+    (Q3) of ren.md (REN)."""
     E, P, F = host(cache.E), host(cache.P), host(cache.F)
     Q = E + E.T - P
     nx = E.shape[0]
@@ -382,7 +383,7 @@ def test_explicit_tolerance_is_pinned(name):
 @pytest.mark.parametrize("name", ["r2dn-contracting", "r2dn-lipschitz-free", "ren-lipschitz-tall"])
 @pytest.mark.parametrize("cond", [1e7, 5e7])
 def test_explicit_tolerance_grows_as_cond_squared(name, cond):
-    """For cond(H) in (1e6, 1e8] the bound is tol (cond / 1e6)^2 (math.md 7): 0.5 bound outside
+    """For cond(H) in (1e6, 1e8] the bound is tol (cond / 1e6)^2 ((C5) of r2dn.md): 0.5 bound outside
     holds, 2 bound outside fails."""
     cfg, explicit, cache = build(name, cond=cond)
     report = certificates.certify(cfg, explicit, cache)

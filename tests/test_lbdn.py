@@ -39,7 +39,7 @@ def xp_put(like, host_array):
 
 
 def naive_lbdn(cfg, direct, u):
-    """math.md section 3 as written, one column vector at a time, in NumPy."""
+    """docs/derivations/lbdn.md section 2 as written, one column vector at a time, in NumPy."""
     act = {"relu": lambda z: np.maximum(z, 0), "tanh": np.tanh,
            "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "identity": lambda z: z}[cfg.activation]
     gamma = math.exp(host(direct.log_gamma)) if cfg.learn_gamma else cfg.gamma
@@ -174,7 +174,7 @@ def test_forward_beyond_the_clip_matches_naive_formula(xp, output_layer):
 @pytest.mark.parametrize("output_layer", ["linear", "sandwich"])
 def test_map_vjp_beyond_and_at_the_clip(xp, output_layer):
     """The gradient of ``d`` is zero beyond the clip (psi is constant there) and, by the
-    convention of docs/derivations/lbdn.md (L5: the mask is ``-20 < d < 20``), at it; just
+    convention of docs/derivations/lbdn.md (L7: the mask is ``-20 < d < 20``), at it; just
     inside it is the full gradient. Checked exactly at the clip and beyond, and against finite
     differences beyond and just inside."""
     cfg = lbdn.Config(3, 3, hidden=(4, 3), activation="tanh", output_layer=output_layer)

@@ -1,124 +1,22 @@
+"""R2DN (docs/derivations/r2dn.md): what is particular to it. The rollout, step and gradient
+checks it shares with the REN are in tests/test_feedback_models.py, the certificates in
+tests/test_certificates.py, the protocol in tests/test_protocol.py."""
+
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, reject, settings
-from hypothesis import strategies as st
 
-from r2dn_np import certificates, flax_interop, lbdn, losses, r2dn, tree
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import certificates, flax_interop, r2dn, tree
 
-from helpers import examples_for, host, put
+from helpers import host, put
+from test_feedback_models import model_fd_check, perturbed
 
 
 def xput(like, a):
     from array_api_compat import array_namespace
 
     return put(array_namespace(like), a)
-
-
-def perturbed(direct, rng, scale=1.0):
-    """Move every free parameter off its initial value (biases and D22 start at zero)."""
-    return tree.map(lambda a: a + xput(a, 0.3 * scale * rng.standard_normal(a.shape)), direct)
-
-
-@st.composite
-def configs(draw, activation=st.sampled_from(["tanh", "sigmoid", "identity", "relu"])):
-    nu, ny = draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    return r2dn.Config(
-        nu=nu, nx=draw(st.integers(1, 6)), nv=draw(st.integers(1, 6)), ny=ny,
-        hidden=tuple(draw(st.lists(st.integers(1, 6), max_size=2))),
-        activation=draw(activation),
-        output_layer=draw(st.sampled_from(["linear", "sandwich"])),
-        kind=draw(st.sampled_from(["contracting", "lipschitz"])),
-        gamma=draw(st.sampled_from([0.1, 1.0, 10.0])),
-        d22=draw(st.sampled_from(["zero", "free"])),
-        polar=draw(st.booleans()),
-        init=draw(st.sampled_from(["random", "long_memory"])),
-    )
-
-
-def naive_rollout(cfg, explicit, x0, U):
-    """The state-space equations one step at a time, no hoisting (math.md section 2)."""
-    e = {k: host(v) for k, v in explicit._asdict().items() if k != "phi"}
-    x = host(x0)
-    ys = []
-    for u in host(U):
-        v = x @ e["C1"].T + u @ e["D12"].T + e["bv"]
-        w = host(lbdn.forward(cfg.lbdn, explicit.phi, xput(explicit.A, v))[0])
-        ys.append(x @ e["C2"].T + w @ e["D21"].T + u @ e["D22"].T + e["by"])
-        x = x @ e["A"].T + w @ e["B1"].T + u @ e["B2"].T + e["bx"]
-    return x, np.stack(ys)
-
-
-def test_rollout_matches_naive_reference(xp):
-    @settings(max_examples=examples_for(xp, 25))
-    @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), T=st.integers(1, 6), B=st.integers(1, 3))
-    def check(cfg, seed, T, B):
-        _rollout_case(xp, cfg, seed, T, B)
-
-    check()
-
-
-def _rollout_case(xp, cfg, seed, T, B):
-    rng = np.random.default_rng(seed)
-    direct = perturbed(r2dn.init(cfg, seed, backend=xp), rng)
-    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
-    x0, U = put(xp, rng.standard_normal((B, cfg.nx))), put(xp, rng.standard_normal((T, B, cfg.nu)))
-    xT, Y, _ = r2dn.forward(cfg, explicit, x0, U)
-    xT_ref, Y_ref = naive_rollout(cfg, explicit, x0, U)
-    np.testing.assert_allclose(host(Y), Y_ref, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(host(xT), xT_ref, rtol=1e-10, atol=1e-12)
-
-
-def test_step_matches_rollout(xp):
-    cfg = r2dn.Config(2, 3, 4, 2, hidden=(5,), kind="lipschitz", d22="free")
-    explicit, _ = r2dn.direct_to_explicit(cfg, r2dn.init(cfg, 0, backend=xp))
-    rng = np.random.default_rng(0)
-    x, U = put(xp, rng.standard_normal((2, 3))), put(xp, rng.standard_normal((4, 2, 2)))
-    _, Y, _ = r2dn.forward(cfg, explicit, x, U)
-    for t in range(4):
-        x, y = r2dn.step(cfg, explicit, x, U[t, ...])
-        np.testing.assert_allclose(host(y), host(Y)[t], rtol=1e-13, atol=1e-14)
-
-
-def _model_fd_check(cfg, direct, x0, U):
-    def f(args):
-        explicit, _ = r2dn.direct_to_explicit(cfg, args[0])
-        xT, Y, _ = r2dn.forward(cfg, explicit, args[1], args[2])
-        return Y, xT
-
-    def vjp(args, cot):
-        dY, dxT = cot
-        explicit, map_cache = r2dn.direct_to_explicit(cfg, args[0])
-        _, _, cache = r2dn.forward(cfg, explicit, args[1], args[2])
-        d_explicit, dx0, dU = r2dn.backward(cfg, explicit, cache, dY, dxT)
-        return r2dn.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU
-
-    return check_vjp(f, vjp, (direct, x0, U))
-
-
-def test_gradients_against_finite_differences(xp):
-    """Every free parameter, x0 and U, through the map, the rollout and BPTT (and dxT)."""
-
-    @settings(max_examples=examples_for(xp, 40))
-    @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), T=st.integers(1, 6),
-           scale=st.sampled_from([0.3, 1.0, 3.0]))
-    def check(cfg, seed, T, scale):
-        _gradient_case(xp, cfg, seed, T, scale)
-
-    check()
-
-
-def _gradient_case(xp, cfg, seed, T, scale):
-    rng = np.random.default_rng(seed)
-    direct = perturbed(r2dn.init(cfg, seed, backend=xp), rng, scale)
-    x0 = put(xp, rng.standard_normal((2, cfg.nx)))
-    U = put(xp, rng.standard_normal((T, 2, cfg.nu)))
-    try:
-        _model_fd_check(cfg, direct, x0, U)
-    except FiniteDifferenceUnreliable:
-        reject()  # a ReLU kink within the finite-difference step
 
 
 @pytest.mark.parametrize("kind, d22", [("contracting", "zero"), ("lipschitz", "zero"), ("lipschitz", "free")])
@@ -130,23 +28,7 @@ def test_gradients_edge_sizes(xp, kind, d22, sizes):
     rng = np.random.default_rng(sum(sizes))
     direct = perturbed(r2dn.init(cfg, 1, backend=xp), rng)
     direct = direct._replace(p=direct.p * 1e-4)
-    _model_fd_check(cfg, direct, put(xp, rng.standard_normal((2, nx))), put(xp, rng.standard_normal((3, 2, nu))))
-
-
-def test_value_and_grad_matches_backward(xp):
-    cfg = r2dn.Config(2, 3, 4, 2, hidden=(3,), activation="tanh", kind="lipschitz", gamma=2.0)
-    rng = np.random.default_rng(0)
-    direct = perturbed(r2dn.init(cfg, 0, backend=xp), rng)
-    x0, U = put(xp, rng.standard_normal((3, 3))), put(xp, rng.standard_normal((5, 3, 2)))
-    target = put(xp, rng.standard_normal((5, 3, 2)))
-    value, grads = r2dn.value_and_grad(cfg, direct, x0, U, lambda Y: losses.mse(Y, target))
-
-    def f(args):
-        explicit, _ = r2dn.direct_to_explicit(cfg, args[0])
-        return losses.mse(r2dn.forward(cfg, explicit, args[1], args[2])[1], target)[0]
-
-    check_vjp(f, lambda args, d: tree.map(lambda g: d * g, tuple(grads)), (direct, x0, U))
-    assert float(value) == pytest.approx(float(f((direct, x0, U))), rel=1e-14)
+    model_fd_check(r2dn, cfg, direct, put(xp, rng.standard_normal((2, nx))), put(xp, rng.standard_normal((3, 2, nu))))
 
 
 @pytest.mark.parametrize("kind", ["contracting", "lipschitz"])
@@ -176,7 +58,7 @@ def test_d22_zero_is_exactly_zero(xp):
 
 
 def _from_feedthrough(D12, D21, D22, gamma):
-    """Free (U, V, Z) that give the feedthrough (D12, D21, D22) at this gamma (math.md 5.5 step 4)."""
+    """Free (U, V, Z) that give the feedthrough (D12, D21, D22) at this gamma ((D4) of r2dn.md)."""
     def reverse_cholesky(S):
         """Lower-triangular L with L^T L = S (the map has I - b^T b = L_u^-1 L_u^-T)."""
         J = np.eye(S.shape[0])[::-1]
@@ -191,7 +73,7 @@ def _from_feedthrough(D12, D21, D22, gamma):
 
 
 def test_large_gamma_approaches_contracting_map():
-    """math.md 5.6: with D12, D21, D22 held fixed, the Lipschitz map tends to the contracting one."""
+    """(D7) of docs/derivations/r2dn.md: with D12, D21, D22 held fixed, the Lipschitz map tends to the contracting one."""
     rng = np.random.default_rng(0)
     base = r2dn.Config(2, 3, 4, 2, hidden=(3,), kind="contracting")
     contracting = perturbed(r2dn.init(base, 0), rng)

@@ -1,4 +1,6 @@
-"""REN (math.md section 6): the equilibrium layer, the map and its VJP, the rollout, BPTT."""
+"""REN (docs/derivations/ren.md): the equilibrium layer, the map against its formulas, and the
+gradients at edge sizes. The rollout, step and gradient checks it shares with the R2DN are in
+tests/test_feedback_models.py, the certificates in tests/test_certificates.py."""
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ def _layer_inputs(xp, rng, nv, B, scale):
     return D11, put(xp, scale * rng.standard_normal((B, nv)))
 
 
-# --- the equilibrium layer (math.md 6.5) ---------------------------------------------------------
+# --- the equilibrium layer (docs/derivations/ren.md section 4) ------------------------------------
 
 
 def test_equilibrium_residual(xp):
@@ -130,7 +132,10 @@ def test_equilibrium_vjp_equals_backprop_through_unrolled_iteration(xp, act):
 
 # --- the model: map, rollout, BPTT ---------------------------------------------------------------
 
-from r2dn_np import flax_interop, losses, ren, tree  # noqa: E402
+from r2dn_np import flax_interop, ren, tree  # noqa: E402
+
+from test_feedback_models import model_fd_check, perturbed  # noqa: E402
+from test_feedback_models import ren_configs as configs  # noqa: E402
 
 
 def xput(like, a):
@@ -139,42 +144,8 @@ def xput(like, a):
     return put(array_namespace(like), a)
 
 
-def perturbed(direct, rng, scale=1.0):
-    """Move every free parameter off its initial value (biases, D22, Y3, Z3 start at zero)."""
-    return tree.map(lambda a: a + xput(a, 0.3 * scale * rng.standard_normal(a.shape)), direct)
-
-
-@st.composite
-def configs(draw, activation=st.sampled_from(ACTIVATIONS)):
-    return ren.Config(
-        nu=draw(st.integers(1, 5)), nx=draw(st.integers(1, 5)), nv=draw(st.integers(1, 6)),
-        ny=draw(st.integers(1, 5)), activation=draw(activation),
-        kind=draw(st.sampled_from(["contracting", "lipschitz"])),
-        gamma=draw(st.sampled_from([0.1, 1.0, 10.0])), abar=draw(st.sampled_from([1.0, 0.9])),
-        d22=draw(st.sampled_from(["zero", "free"])), polar=draw(st.booleans()),
-        init=draw(st.sampled_from(["random", "long_memory"])),
-    )
-
-
-def naive_rollout(cfg, explicit, x0, U):
-    """The REN equations one step at a time, with the equilibrium found by fixed-point
-    iteration (exact after nv sweeps), math.md section 2."""
-    e = {k: host(v) for k, v in explicit._asdict().items() if k != "phi"}
-    D11 = host(explicit.D11)
-    x = host(x0)
-    ys = []
-    for u in host(U):
-        b = x @ e["C1"].T + u @ e["D12"].T + e["bv"]
-        w = np.zeros_like(b)
-        for _ in range(cfg.nv):
-            w = host(activations.apply(cfg.activation, w @ D11.T + b))
-        ys.append(x @ e["C2"].T + w @ e["D21"].T + u @ e["D22"].T + e["by"])
-        x = x @ e["A"].T + w @ e["B1"].T + u @ e["B2"].T + e["bx"]
-    return x, np.stack(ys)
-
-
 def reference_map(cfg, direct):
-    """math.md 6.2-6.4 written out in NumPy, following the paper's formulas literally."""
+    """(N1)-(N8) of docs/derivations/ren.md written out in NumPy, following the paper's formulas literally."""
     d = {k: host(v) for k, v in direct._asdict().items() if v is not None}
     nu, nx, nv, ny, g, eps = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.gamma, cfg.eps
     X = d["X"]
@@ -220,68 +191,6 @@ def test_map_matches_reference_formulas(xp):
     check()
 
 
-def test_rollout_matches_naive_reference(xp):
-    @settings(max_examples=examples_for(xp, 20))
-    @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), T=st.integers(1, 5), B=st.integers(1, 3))
-    def check(cfg, seed, T, B):
-        rng = np.random.default_rng(seed)
-        direct = perturbed(ren.init(cfg, seed, backend=xp), rng)
-        explicit, _ = ren.direct_to_explicit(cfg, direct)
-        x0, U = put(xp, rng.standard_normal((B, cfg.nx))), put(xp, rng.standard_normal((T, B, cfg.nu)))
-        xT, Y, _ = ren.forward(cfg, explicit, x0, U)
-        xT_ref, Y_ref = naive_rollout(cfg, explicit, x0, U)
-        np.testing.assert_allclose(host(Y), Y_ref, rtol=1e-9, atol=1e-11)
-        np.testing.assert_allclose(host(xT), xT_ref, rtol=1e-9, atol=1e-11)
-
-    check()
-
-
-def test_step_matches_rollout(xp):
-    cfg = ren.Config(2, 3, 4, 3, activation="tanh", kind="lipschitz")
-    explicit, _ = ren.direct_to_explicit(cfg, perturbed(ren.init(cfg, 0, backend=xp), np.random.default_rng(0)))
-    rng = np.random.default_rng(0)
-    x, U = put(xp, rng.standard_normal((2, 3))), put(xp, rng.standard_normal((4, 2, 2)))
-    _, Y, _ = ren.forward(cfg, explicit, x, U)
-    for t in range(4):
-        x, y = ren.step(cfg, explicit, x, U[t, ...])
-        np.testing.assert_allclose(host(y), host(Y)[t], rtol=1e-13, atol=1e-14)
-
-
-def _model_fd_check(cfg, direct, x0, U):
-    def f(args):
-        explicit, _ = ren.direct_to_explicit(cfg, args[0])
-        xT, Y, _ = ren.forward(cfg, explicit, args[1], args[2])
-        return Y, xT
-
-    def vjp(args, cot):
-        dY, dxT = cot
-        explicit, map_cache = ren.direct_to_explicit(cfg, args[0])
-        _, _, cache = ren.forward(cfg, explicit, args[1], args[2])
-        d_explicit, dx0, dU = ren.backward(cfg, explicit, cache, dY, dxT)
-        return ren.direct_to_explicit_vjp(cfg, map_cache, d_explicit), dx0, dU
-
-    return check_vjp(f, vjp, (direct, x0, U))
-
-
-def test_gradients_against_finite_differences(xp):
-    """Every free parameter, x0 and U, through the map, the rollout and BPTT (and dxT)."""
-
-    @settings(max_examples=examples_for(xp, 40))
-    @given(cfg=configs(), seed=st.integers(0, 2**31 - 1), T=st.integers(1, 5),
-           scale=st.sampled_from([0.3, 1.0, 3.0]))
-    def check(cfg, seed, T, scale):
-        rng = np.random.default_rng(seed)
-        direct = perturbed(ren.init(cfg, seed, backend=xp), rng, scale)
-        x0 = put(xp, rng.standard_normal((2, cfg.nx)))
-        U = put(xp, rng.standard_normal((T, 2, cfg.nu)))
-        try:
-            _model_fd_check(cfg, direct, x0, U)
-        except FiniteDifferenceUnreliable:
-            reject()  # a ReLU kink within the finite-difference step
-
-    check()
-
-
 # (1, 1, 2, 1) pins a counterexample Hypothesis found: with nu = nx = 1 < nv the row-scaling
 # cotangents (nv, nx), (nv, nv), (nv, nu) broadcast silently if summed before the row sums
 EDGE_SIZES = [(1, 1, 1, 1), (3, 2, 1, 1), (1, 2, 3, 4), (4, 3, 2, 1), (2, 2, 3, 2), (1, 1, 2, 1)]
@@ -297,29 +206,13 @@ def test_gradients_edge_sizes(xp, kind, d22, case):
     rng = np.random.default_rng(case)
     direct = perturbed(ren.init(cfg, 1, backend=xp), rng)
     direct = direct._replace(p=direct.p * 0.1)
-    _model_fd_check(cfg, direct, put(xp, rng.standard_normal((2, nx))), put(xp, rng.standard_normal((3, 2, nu))))
-
-
-def test_value_and_grad_matches_backward(xp):
-    cfg = ren.Config(2, 3, 4, 2, activation="tanh", kind="lipschitz", gamma=2.0)
-    rng = np.random.default_rng(0)
-    direct = perturbed(ren.init(cfg, 0, backend=xp), rng)
-    x0, U = put(xp, rng.standard_normal((3, 3))), put(xp, rng.standard_normal((5, 3, 2)))
-    target = put(xp, rng.standard_normal((5, 3, 2)))
-    value, grads = ren.value_and_grad(cfg, direct, x0, U, lambda Y: losses.mse(Y, target))
-
-    def f(args):
-        explicit, _ = ren.direct_to_explicit(cfg, args[0])
-        return losses.mse(ren.forward(cfg, explicit, args[1], args[2])[1], target)[0]
-
-    check_vjp(f, lambda args, d: tree.map(lambda g: d * g, tuple(grads)), (direct, x0, U))
-    assert float(value) == pytest.approx(float(f((direct, x0, U))), rel=1e-14)
+    model_fd_check(ren, cfg, direct, put(xp, rng.standard_normal((2, nx))), put(xp, rng.standard_normal((3, 2, nu))))
 
 
 @pytest.mark.parametrize("nu, ny", [(1, 4), (4, 1), (3, 3), (2, 5), (5, 2)])
 def test_d22_map_works_for_every_nu_ny(nu, ny):
     """The authors' JAX code breaks for ny > nu (identity(ny) in M3); ours must not, and
-    ||D22|| < gamma (math.md 6.4)."""
+    ||D22|| < gamma ((N6) of docs/derivations/ren.md)."""
     cfg = ren.Config(nu, 2, 3, ny, kind="lipschitz", d22="free", gamma=3.0)
     rng = np.random.default_rng(nu * 10 + ny)
     direct = ren.init(cfg, 0)
@@ -364,19 +257,6 @@ def test_parameter_names_follow_the_authors():
     assert {n for n, _ in tree.paths(lf)} == {
         "X", "p", "Y1", "B2", "D12", "C2", "D21", "X3", "Y3", "Z3", "bx", "bv", "by"}
     assert lf.X.shape == (7, 7) and lf.Z3.shape == (1, 1)
-
-
-def test_save_load_round_trip(tmp_path):
-    from r2dn_np import io
-
-    cfg = ren.Config(2, 3, 4, 1, activation="tanh", kind="lipschitz", gamma=2.0, abar=0.9)
-    direct = perturbed(ren.init(cfg, 0), np.random.default_rng(0))
-    io.save(tmp_path / "ren.npz", cfg, direct)
-    loaded = io.load(tmp_path / "ren.npz")
-    assert loaded.config == cfg
-    for (n, a), (m, b) in zip(tree.paths(direct), tree.paths(loaded.params)):
-        assert n == m
-        np.testing.assert_array_equal(host(a), host(b))
 
 
 @pytest.mark.parametrize(
