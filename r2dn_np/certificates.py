@@ -132,19 +132,19 @@ def metric(cache):
     return linalg.sym(M)
 
 
-def contracting_lmi(explicit, M):
-    """``C_contr = [A B1]^T M [A B1] - blkdiag(M, I) + [C1 0]^T [C1 0]``; negative definite
+def contracting_lmi(explicit, M, lam=1.0):
+    """``C_contr = [A B1]^T M [A B1] - blkdiag(M, lam I) + lam [C1 0]^T [C1 0]``; negative definite
     for a contracting model, (C1) of ``docs/derivations/r2dn.md``."""
     xp = array_namespace(M)
     A, B1, C1 = _f64(explicit.A), _f64(explicit.B1), _f64(explicit.C1)
     nx, nv = int(A.shape[0]), int(B1.shape[1])
     AB = xp.concat([A, B1], axis=1)
     C = xp.concat([C1, _zeros(xp, int(C1.shape[0]), nv)], axis=1)
-    D = _block([[M, _zeros(xp, nx, nv)], [_zeros(xp, nv, nx), linalg.eye_like(nv, M)]])
-    return linalg.sym(AB.mT @ M @ AB - D + C.mT @ C)
+    D = _block([[M, _zeros(xp, nx, nv)], [_zeros(xp, nv, nx), lam * linalg.eye_like(nv, M)]])
+    return linalg.sym(AB.mT @ M @ AB - D + lam * (C.mT @ C))
 
 
-def lipschitz_lmi(explicit, M, gamma):
+def lipschitz_lmi(explicit, M, gamma, lam=1.0):
     """``L_gamma`` over ``(x, w, u)``, (C2) of ``docs/derivations/r2dn.md``; negative definite for a
     gamma-Lipschitz model."""
     xp = array_namespace(M)
@@ -156,10 +156,10 @@ def lipschitz_lmi(explicit, M, gamma):
     N2 = xp.concat([C2, D21, D22], axis=1)
     D = _block([
         [M, _zeros(xp, nx, nv), _zeros(xp, nx, nu)],
-        [_zeros(xp, nv, nx), linalg.eye_like(nv, M), _zeros(xp, nv, nu)],
+        [_zeros(xp, nv, nx), lam * linalg.eye_like(nv, M), _zeros(xp, nv, nu)],
         [_zeros(xp, nu, nx), _zeros(xp, nu, nv), gamma * linalg.eye_like(nu, M)],
     ])
-    return linalg.sym(ABB.mT @ M @ ABB - D + N1.mT @ N1 + (N2.mT @ N2) / gamma)
+    return linalg.sym(ABB.mT @ M @ ABB - D + lam * (N1.mT @ N1) + (N2.mT @ N2) / gamma)
 
 
 def _supply_terms(explicit, Q, S, R):
@@ -172,7 +172,7 @@ def _supply_terms(explicit, Q, S, R):
     return G.mT @ Pi @ G
 
 
-def qsr_lmi(explicit, M, Q, S, R):
+def qsr_lmi(explicit, M, Q, S, R, lam=1.0):
     """(Q4) of ``docs/derivations/qsr.md`` over ``(x, w, u)``: ``[A B1 B2]^T M [A B1 B2] -
     blkdiag(M, I, 0) + [C1 0 D12]^T [C1 0 D12] - G^T Pi G``, negative definite for an R2DN
     that is incrementally (Q, S, R)-dissipative (``Q, S, R`` float64 arrays)."""
@@ -184,10 +184,10 @@ def qsr_lmi(explicit, M, Q, S, R):
     N1 = xp.concat([C1, _zeros(xp, int(C1.shape[0]), nv), D12], axis=1)
     D = _block([
         [M, _zeros(xp, nx, nv), _zeros(xp, nx, nu)],
-        [_zeros(xp, nv, nx), linalg.eye_like(nv, M), _zeros(xp, nv, nu)],
+        [_zeros(xp, nv, nx), lam * linalg.eye_like(nv, M), _zeros(xp, nv, nu)],
         [_zeros(xp, nu, nx), _zeros(xp, nu, nv), _zeros(xp, nu, nu)],
     ])
-    return linalg.sym(ABB.mT @ M @ ABB - D + N1.mT @ N1 - _supply_terms(explicit, Q, S, R))
+    return linalg.sym(ABB.mT @ M @ ABB - D + lam * (N1.mT @ N1) - _supply_terms(explicit, Q, S, R))
 
 
 def implicit_lmi(cfg, cache):
@@ -393,14 +393,17 @@ def certify(cfg, explicit, cache, tol=1e-10):
                 explicit_tol, "<=", why)
         implicit = ren_implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
     else:
-        add("contraction LMI, balanced max eigenvalue", balanced_max_eig(contracting_lmi(explicit, M), M),
-            explicit_tol, "<=", why)
+        # a learned IQC multiplier lambda weights |dv|^2 - |dw|^2 in the explicit forms
+        lam = float(xp.exp(_f64(cache.direct.log_lambda))) if cfg.learn_multiplier else 1.0
+        at = f" at lambda = {lam:.4g}" if cfg.learn_multiplier else ""
+        add(f"contraction LMI{at}, balanced max eigenvalue",
+            balanced_max_eig(contracting_lmi(explicit, M, lam), M), explicit_tol, "<=", why)
         if transformed:
-            add(f"{supply_name}, balanced max eigenvalue",
-                balanced_max_eig(qsr_lmi(explicit, M, q, s_, r), M), explicit_tol, "<=", why)
+            add(f"{supply_name}{at}, balanced max eigenvalue",
+                balanced_max_eig(qsr_lmi(explicit, M, q, s_, r, lam), M), explicit_tol, "<=", why)
         elif cfg.kind == "lipschitz":
-            add("gamma-Lipschitz LMI, balanced max eigenvalue",
-                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma), M), explicit_tol, "<=", why)
+            add(f"gamma-Lipschitz LMI{at}, balanced max eigenvalue",
+                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma, lam), M), explicit_tol, "<=", why)
         implicit = implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
     lam = float(xp.min(xp.linalg.eigvalsh(implicit))) / scale_H
     add("implicit LMI, min eigenvalue / max|H|", lam, -1e-12, ">=")

@@ -29,6 +29,8 @@ __all__ = ["to_flax", "from_flax"]
 
 
 def _module(cfg):
+    if isinstance(cfg, r2dn.Config) and cfg.learn_multiplier:
+        raise ValueError("the authors' models have no learned multiplier: cfg.learn_multiplier must be False")
     if isinstance(cfg, (r2dn.Config, ren.Config)) and (cfg.kind == "qsr" or cfg.learn_gamma):
         raise ValueError("the authors' models have no (Q, S, R) kind and no learned gamma: cfg.kind must be "
                          f"'contracting' or 'lipschitz' with learn_gamma=False; got kind={cfg.kind!r}, "

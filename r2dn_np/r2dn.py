@@ -70,7 +70,8 @@ class Config(JSONConfig):
     ``d22`` applies to the Lipschitz and (Q, S, R) kinds; the contracting kind always has a free
     ``D22``. ``Q`` (ny x ny), ``S`` (nu x ny), ``R`` (nu x nu) are the supply rate of
     ``kind="qsr"`` (nested lists; None otherwise). ``learn_gamma`` (Lipschitz kind only) trains
-    gamma, starting from ``gamma``. ``eps`` is used in ``eps I`` and inside the Frobenius norm of the polar map, as in the
+    gamma, starting from ``gamma``. ``learn_multiplier`` (Lipschitz and (Q, S, R) kinds) trains the
+    scalar multiplier ``lambda = exp(log_lambda)`` of ``lambda (|dv|^2 - |dw|^2) >= 0``, starting at 1. ``eps`` is used in ``eps I`` and inside the Frobenius norm of the polar map, as in the
     authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
     """
 
@@ -91,6 +92,7 @@ class Config(JSONConfig):
     S: Optional[tuple] = None
     R: Optional[tuple] = None
     learn_gamma: bool = False
+    learn_multiplier: bool = False
 
     model: ClassVar[str] = "r2dn"
 
@@ -115,6 +117,11 @@ class Config(JSONConfig):
             raise TypeError(f"learn_gamma must be a bool; got {self.learn_gamma!r}")
         if self.learn_gamma and self.kind != "lipschitz":
             raise ValueError(f"learn_gamma needs kind='lipschitz'; got kind={self.kind!r}")
+        if not isinstance(self.learn_multiplier, bool):
+            raise TypeError(f"learn_multiplier must be a bool; got {self.learn_multiplier!r}")
+        if self.learn_multiplier and self.kind == "contracting":
+            raise ValueError("learn_multiplier needs kind='lipschitz' or 'qsr' (the contracting map already "
+                             "has a free B1 and C1)")
         _ = self.lbdn  # building the LBDN config validates hidden, activation and output_layer
 
     @property
@@ -145,6 +152,7 @@ class Direct(NamedTuple):
     by: object
     phi: lbdn.Direct
     log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
+    log_lambda: Optional[object] = None  # () with learn_multiplier: lambda = exp(log_lambda)
 
 
 class Explicit(NamedTuple):
@@ -180,6 +188,7 @@ class MapCache(NamedTuple):
     phi_cache: object
     lip: Optional[object]  # _LipCache for the Lipschitz and (Q, S, R) kinds
     core: Optional[object] = None  # the unit-gain core's Explicit when a supply transform follows
+    primed: Optional[object] = None  # the Explicit at lambda = 1 when a learned multiplier follows
 
 
 class _LipCache(NamedTuple):
@@ -247,9 +256,10 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
         Z22 = lecun_normal(rng, (ny, nu)) if cfg.d22 == "free" else None
     opt = [None if a is None else put(a) for a in (D12, D21, D22, U12, V21, Z22)]
     log_gamma = put(np.log(cfg.gamma)) if cfg.learn_gamma else None
+    log_lambda = put(0.0) if cfg.learn_multiplier else None
     return Direct(
         put(X), put(p), put(Y), put(B1), put(B2), put(C1), put(C2), *opt,
-        put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)), phi_direct, log_gamma,
+        put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)), phi_direct, log_gamma, log_lambda,
     )
 
 
@@ -260,12 +270,45 @@ def _direct_to_explicit(cfg, direct):
     """The map on trusted inputs; ``direct_to_explicit`` checks them first."""
     phi_explicit, phi_cache = lbdn._direct_to_explicit(cfg.lbdn, direct.phi)
     explicit, cache = _kind(cfg)[0](cfg, direct)
+    if cfg.learn_multiplier:
+        explicit, cache = _with_multiplier(direct.log_lambda, explicit), cache._replace(primed=explicit)
     return explicit._replace(phi=phi_explicit), cache._replace(phi_cache=phi_cache)
 
 
 def _direct_to_explicit_vjp(cfg, cache, d_explicit):
+    d_log_lambda = None
+    if cfg.learn_multiplier:
+        d_explicit, d_log_lambda = _with_multiplier_vjp(cache.direct.log_lambda, cache.primed, d_explicit)
     d_direct = _kind(cfg)[1](cfg, cache, d_explicit)
-    return d_direct._replace(phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, d_explicit.phi))
+    return d_direct._replace(phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, d_explicit.phi),
+                             log_lambda=d_log_lambda)
+
+
+def _with_multiplier(log_lambda, primed):
+    """The model whose IQC multiplier is ``lambda = exp(log_lambda)``, from the one built at
+    ``lambda = 1``: ``C1 = C1'/sqrt(lambda)``, ``D12 = D12'/sqrt(lambda)``, ``B1 = sqrt(lambda) B1'``,
+    ``D21 = sqrt(lambda) D21'``, (Q6) of ``docs/derivations/qsr.md``."""
+    a = array_namespace(log_lambda).exp(0.5 * log_lambda)
+    return primed._replace(C1=primed.C1 / a, D12=primed.D12 / a, B1=a * primed.B1, D21=a * primed.D21)
+
+
+def _with_multiplier_vjp(log_lambda, primed, de):
+    """``(d_primed, d_log_lambda)`` given the cotangent ``de`` of the model (None fields are zero)."""
+    xp = array_namespace(log_lambda)
+    a = xp.exp(0.5 * log_lambda)
+    da = xp.zeros_like(log_lambda)
+    out = {}
+    for name in ("C1", "D12"):  # x = x' / a
+        g = getattr(de, name)
+        if g is not None:
+            out[name] = g / a
+            da = da - xp.sum(g * getattr(primed, name)) / (a * a)
+    for name in ("B1", "D21"):  # x = a x'
+        g = getattr(de, name)
+        if g is not None:
+            out[name] = a * g
+            da = da + xp.sum(g * getattr(primed, name))
+    return de._replace(**out), 0.5 * a * da
 
 
 def _kind(cfg):

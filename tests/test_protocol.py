@@ -27,7 +27,7 @@ MODELS = {
                               Q=[[-1.0, 0.2, 0.0], [0.2, -2.0, 0.0], [0.0, 0.0, -0.5]],
                               S=[[0.3, 0.0, 0.1], [0.0, -0.2, 0.0]], R=[[2.0, 0.1], [0.1, 1.0]])),
     "r2dn-learned-gamma": ("r2dn", dict(nu=2, nx=3, nv=4, ny=2, hidden=(5,), activation="tanh", kind="lipschitz",
-                                        learn_gamma=True, gamma=0.7)),
+                                        learn_gamma=True, gamma=0.7, learn_multiplier=True)),
     "ren-qsr": ("ren", dict(nu=2, nx=3, nv=4, ny=2, activation="tanh", kind="qsr",
                             Q=[[-1.0, 0.0], [0.0, -3.0]], S=[[0.5, 0.0], [0.0, 0.5]], R=[[1.0, 0.0], [0.0, 1.0]])),
     "ren-learned-gamma": ("ren", dict(nu=2, nx=3, nv=4, ny=3, activation="tanh", kind="lipschitz",

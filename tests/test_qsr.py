@@ -41,6 +41,8 @@ def models(draw, learned=True):
     if model == "r2dn":
         sizes["hidden"] = (3,)
     d22 = draw(st.sampled_from(["zero", "free"]))
+    if model == "r2dn":
+        sizes["learn_multiplier"] = draw(st.booleans())
     if learned and draw(st.booleans()):
         cfg = module.Config(**sizes, kind="lipschitz", learn_gamma=True, d22=d22,
                             gamma=draw(st.sampled_from([0.2, 1.0, 5.0])))
@@ -51,7 +53,11 @@ def models(draw, learned=True):
 
 
 def _direct(module, cfg, seed, tiny=False):
-    return verify.perturbed(module, cfg, seed, tiny=tiny)
+    """``verify.perturbed``; a learned multiplier drawn in [1/4, 4]."""
+    d = verify.perturbed(module, cfg, seed, tiny=tiny)
+    if getattr(cfg, "learn_multiplier", False):
+        d = d._replace(log_lambda=np.asarray(np.random.default_rng(seed).uniform(-1.4, 1.4)))
+    return d
 
 
 @given(models())
@@ -205,6 +211,13 @@ def test_bad_supply_configs_are_refused_by_name(module, kw, exc, word):
     assert word in str(info.value)
 
 
+@pytest.mark.parametrize("kw, exc", [(dict(kind="contracting", learn_multiplier=True), ValueError),
+                                     (dict(kind="lipschitz", learn_multiplier="yes"), TypeError)])
+def test_bad_multiplier_configs_are_refused_by_name(kw, exc):
+    with pytest.raises(exc, match="learn_multiplier"):
+        r2dn.Config(nu=1, nx=2, nv=3, ny=1, **kw)
+
+
 def test_asymmetric_Q_is_refused():
     with pytest.raises(ValueError, match="Q must be symmetric"):
         supply.check(1, 2, [[-1.0, 0.5], [0.0, -1.0]], [[0.0, 0.0]], [[1.0]])
@@ -247,3 +260,24 @@ def test_every_backend_gives_the_numpy_numbers(xp, module, kind):
     assert value == pytest.approx(ref_value, rel=1e-12)
     for (path, a), (_, b) in zip(tree.paths(grads), tree.paths(ref)):
         np.testing.assert_allclose(host(a), b, rtol=1e-10, atol=1e-13, err_msg=path)
+
+
+@pytest.mark.parametrize("kind", ["lipschitz", "qsr"])
+def test_a_learned_multiplier_is_what_the_certificate_weights(kind):
+    """lambda = 3 on a nearly tight R2DN: the explicit forms hold with lambda and fail with 1, and
+    lambda moves gain from D12 to D21 (D12 / sqrt(lambda), D21 sqrt(lambda))."""
+    extra = dict(Q=[[-1.0, 0.0], [0.0, -2.0]], S=[[0.2, 0.0], [0.0, 0.1]], R=[[1.0, 0.0], [0.0, 3.0]]) \
+        if kind == "qsr" else dict(gamma=2.0)
+    cfg = r2dn.Config(nu=2, nx=3, nv=4, ny=2, hidden=(4,), activation="tanh", kind=kind, learn_multiplier=True,
+                      **extra)
+    base = verify.perturbed(r2dn, cfg, 3, tiny=True)
+    one = r2dn.direct_to_explicit(cfg, base._replace(log_lambda=np.asarray(0.0)))[0]
+    direct = base._replace(log_lambda=np.asarray(math.log(3.0)))
+    explicit, cache = r2dn.direct_to_explicit(cfg, direct)
+    np.testing.assert_allclose(explicit.D12, one.D12 / math.sqrt(3.0), rtol=1e-12)
+    np.testing.assert_allclose(explicit.D21, one.D21 * math.sqrt(3.0), rtol=1e-12)
+    report = certificates.certify(cfg, explicit, cache)
+    assert report.holds and all("lambda = 3" in c.name for c in report.checks[:2]), report.table()
+    M = certificates.metric(cache)
+    assert certificates.balanced_max_eig(certificates.contracting_lmi(explicit, M, 3.0), M) < 0
+    assert certificates.balanced_max_eig(certificates.contracting_lmi(explicit, M, 1.0), M) > 0
