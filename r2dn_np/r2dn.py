@@ -70,7 +70,7 @@ class Config(JSONConfig):
     ``l2_norm`` default) whatever their ``eps``. ``init="long_memory"`` starts with ``A`` close
     to the identity. ``identity_output=True`` (contracting kind, ``ny == nx``) fixes the output
     map to ``y = x``: ``C2 = I``, ``D21 = 0``, ``D22 = 0``, ``by = 0``, not trainable (those
-    fields of ``Direct`` are None), section 6 of ``docs/derivations/r2dn.md``.
+    fields of ``Direct`` are None), (R10)-(R11) of ``docs/derivations/r2dn.md``.
     """
 
     nu: int

@@ -68,7 +68,7 @@ class Config(JSONConfig):
     default) whatever their ``eps``. ``init="long_memory"`` starts with ``A`` close to the
     identity. ``identity_output=True`` (contracting kind, ``ny == nx``) fixes the output map to
     ``y = x``: ``C2 = I``, ``D21 = 0``, ``D22 = 0``, ``by = 0``, not trainable (those fields of
-    ``Direct`` are None), section 6 of ``docs/derivations/ren.md``.
+    ``Direct`` are None), (N9) of ``docs/derivations/ren.md``.
     """
 
     nu: int
@@ -292,7 +292,7 @@ def _direct_to_explicit(cfg, direct):
     AB = linalg.solve(E, xp.concat([F, B1t, d.B2], axis=1))
     s = _column(lam_inv)
     C2, D21, by = d.C2, d.D21, d.by
-    if cfg.identity_output:  # y = x, (N8) of docs/derivations/ren.md
+    if cfg.identity_output:  # y = x, (N9) of docs/derivations/ren.md
         zeros = lambda *shape: xp.zeros(shape, dtype=d.X.dtype, device=device(d.X))  # noqa: E731
         C2, D21, D22, by = linalg.eye_like(nx, d.X), zeros(cfg.ny, nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
     explicit = Explicit(
