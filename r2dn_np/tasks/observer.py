@@ -45,7 +45,7 @@ __all__ = [
 PRESETS = {
     "paper": dict(T=100_000, chunks=200, epochs=200, lr=2e-3, min_lr=1e-6, patience=10,
                   ren=dict(nv=200), r2dn=dict(nv=50, hidden=(96,) * 4), val_T=2001),
-    "quick": dict(T=20_000, chunks=40, epochs=12, lr=2e-3, min_lr=1e-6, patience=10,
+    "quick": dict(T=20_000, chunks=40, epochs=30, lr=2e-3, min_lr=1e-6, patience=10,
                   ren=dict(nv=200), r2dn=dict(nv=50, hidden=(96,) * 4), val_T=2001),
 }
 
