@@ -1,6 +1,6 @@
 """The R2DN paper's Youla-parameterised control experiment, R2DN against REN (``r2dn_np.tasks.youla``).
 
-    python scripts/youla.py --preset quick --out runs/youla          # 10 epochs per model
+    python scripts/youla.py --preset quick --out runs/youla          # 6 epochs per model
     python scripts/youla.py --preset paper --out runs/youla_paper    # 80 epochs per model
 
 Writes ``results.json`` (per model: seconds and CPU seconds per epoch, train and test losses) and

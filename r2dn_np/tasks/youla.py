@@ -47,7 +47,7 @@ U_WEIGHT = 1e-4  # weight of u^2 in the loss
 PRESETS = {
     "paper": dict(epochs=80, batch=64, T=800, segments=4, lr=5e-3, decay_epochs=60, clip=10.0,
                   ren=dict(nx=10, nv=400), r2dn=dict(nx=10, nv=100, hidden=(140,) * 4)),
-    "quick": dict(epochs=10, batch=64, T=800, segments=4, lr=5e-3, decay_epochs=8, clip=10.0,
+    "quick": dict(epochs=6, batch=64, T=800, segments=4, lr=5e-3, decay_epochs=8, clip=10.0,
                   ren=dict(nx=10, nv=400), r2dn=dict(nx=10, nv=100, hidden=(140,) * 4)),
 }
 
