@@ -2,8 +2,9 @@
 
 ``to_flax(cfg, direct)`` writes the parameter tree of their ``ContractingR2DN`` (for an
 ``r2dn.Config``) or their ``ContractingREN`` / ``LipschitzREN`` (for a ``ren.Config``);
-``from_flax(cfg, tree)`` reads one back into this library's ``Direct``. With matching options the
-models compute what theirs compute: ``tests/test_flax_equality.py`` compares outputs and gradients
+``from_flax(cfg, tree)`` reads one back into this library's ``Direct``. With matching options
+(``eps``, ``identity_output``, ...; their polar norm always adds ``2^-23``, this library's
+``eps_n`` default) the models compute what theirs compute: ``tests/test_flax_equality.py`` compares outputs and gradients
 with a fixture made by their code (``scripts/make_flax_fixture.py``).
 
 Examples
@@ -90,6 +91,12 @@ def _host(a):
 # --- R2DN: the authors' ContractingR2DN ----------------------------------------------------------
 
 _R2DN_NAMES = ("X", "p", "Y", "B1", "B2", "C1", "C2", "D12", "D21", "D22", "bx", "bv", "by")
+# with identity_output the authors create no output-map parameters (y = x is built, not learned)
+_OUTPUT_NAMES = ("C2", "D21", "D22", "by")
+
+
+def _r2dn_names(cfg):
+    return tuple(n for n in _R2DN_NAMES if not (cfg.identity_output and n in _OUTPUT_NAMES))
 
 
 def _check_r2dn_config(cfg):
@@ -104,7 +111,7 @@ def _check_r2dn_config(cfg):
 
 def _r2dn_to_flax(cfg, direct):
     # scalars p and a become shape-(1,) arrays; the LBDN goes under "network" as layers_0..layers_L
-    params = {name: _host(getattr(direct, name)) for name in _R2DN_NAMES}
+    params = {name: _host(getattr(direct, name)) for name in _r2dn_names(cfg)}
     params["p"] = params["p"].reshape(1)
     params["network"] = {
         f"layers_{k}": {"XY": _host(L.XY), "a": _host(L.a).reshape(1), "d": _host(L.d), "b": _host(L.b)}
@@ -114,11 +121,11 @@ def _r2dn_to_flax(cfg, direct):
 
 
 def _r2dn_from_flax(cfg, params, take):
-    missing = [n for n in _R2DN_NAMES + ("network",) if n not in params]
+    missing = [n for n in _r2dn_names(cfg) + ("network",) if n not in params]
     if missing:
         raise KeyError(f"tree is missing {missing[0]!r} (expected a ContractingR2DN parameter tree)")
     ref = r2dn.init(cfg, 0, backend="numpy")
-    fields = {n: take(n, params[n], getattr(ref, n)) for n in _R2DN_NAMES}
+    fields = {n: take(n, params[n], getattr(ref, n)) for n in _r2dn_names(cfg)}
     net = params["network"]
     layers = []
     for k, L in enumerate(ref.phi.layers):
@@ -140,7 +147,8 @@ _REN_COMMON = ("X", "p", "Y1", "B2", "D12", "C2", "D21", "bx", "bv", "by")
 
 def _ren_names(cfg):
     if cfg.kind == "contracting":
-        return _REN_COMMON + ("D22",)
+        names = _REN_COMMON + ("D22",)
+        return tuple(n for n in names if not (cfg.identity_output and n in _OUTPUT_NAMES))
     return _REN_COMMON + (("X3", "Y3", "Z3") if cfg.d22 == "free" else ())
 
 
@@ -148,10 +156,13 @@ def _ren_to_flax(cfg, direct):
     # Their modules always create all fourteen parameters; the ones this kind never reads (X3, Y3,
     # Z3 of the contracting kind, D22 of the Lipschitz kind, all four with d22="zero") are zeros:
     # any value gives the same model, and zeros make the tree of a gradient read right. Build
-    # theirs with abar, gamma, eps, do_polar_param=cfg.polar and d22_zero=(cfg.d22 == "zero").
+    # theirs with abar, gamma, eps, do_polar_param=cfg.polar, d22_zero=(cfg.d22 == "zero") and
+    # identity_output (their tree then has no C2, D21, D22, by).
     d = cfg.d
     dtype = np.asarray(to_numpy(direct.X)).dtype
-    shapes = dict(D22=(cfg.ny, cfg.nu), X3=(d, d), Y3=(d, d), Z3=(abs(cfg.ny - cfg.nu), d))
+    shapes = dict(X3=(d, d), Y3=(d, d), Z3=(abs(cfg.ny - cfg.nu), d))
+    if not cfg.identity_output:
+        shapes["D22"] = (cfg.ny, cfg.nu)
     params = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
     for name in _ren_names(cfg):
         params[name] = _host(getattr(direct, name))

@@ -38,7 +38,7 @@ import math
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from . import _validate, feedback_model, lbdn, linalg, supply
 from ._config import JSONConfig
@@ -71,8 +71,13 @@ class Config(JSONConfig):
     ``D22``. ``Q`` (ny x ny), ``S`` (nu x ny), ``R`` (nu x nu) are the supply rate of
     ``kind="qsr"`` (nested lists; None otherwise). ``learn_gamma`` (Lipschitz kind only) trains
     gamma, starting from ``gamma``. ``learn_multiplier`` (Lipschitz and (Q, S, R) kinds) trains the
-    scalar multiplier ``lambda = exp(log_lambda)`` of ``lambda (|dv|^2 - |dw|^2) >= 0``, starting at 1. ``eps`` is used in ``eps I`` and inside the Frobenius norm of the polar map, as in the
-    authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
+    scalar multiplier ``lambda = exp(log_lambda)`` of ``lambda (|dv|^2 - |dw|^2) >= 0``, starting at 1.
+    ``eps`` is used in ``eps I`` and in ``p``'s initial value; ``eps_n`` is the constant inside
+    the Frobenius norm of the polar map, fixed at ``2^-23`` in the authors' code (their
+    ``l2_norm`` default) whatever their ``eps``. ``init="long_memory"`` starts with ``A`` close
+    to the identity. ``identity_output=True`` (contracting kind, ``ny == nx``) fixes the output
+    map to ``y = x``: ``C2 = I``, ``D21 = 0``, ``D22 = 0``, ``by = 0``, not trainable (those
+    fields of ``Direct`` are None), (R10)-(R11) of ``docs/derivations/r2dn.md``.
     """
 
     nu: int
@@ -93,6 +98,8 @@ class Config(JSONConfig):
     R: Optional[tuple] = None
     learn_gamma: bool = False
     learn_multiplier: bool = False
+    identity_output: bool = False
+    eps_n: float = 2.0**-23
 
     model: ClassVar[str] = "r2dn"
 
@@ -105,6 +112,7 @@ class Config(JSONConfig):
         _validate.one_of("init", self.init, ("random", "long_memory"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
+        object.__setattr__(self, "eps_n", _validate.positive_float("eps_n", self.eps_n))
         if not isinstance(self.polar, bool):
             raise TypeError(f"polar must be a bool; got {self.polar!r}")
         for name, value in (("Q", self.Q), ("S", self.S), ("R", self.R)):
@@ -122,6 +130,7 @@ class Config(JSONConfig):
         if self.learn_multiplier and self.kind == "contracting":
             raise ValueError("learn_multiplier needs kind='lipschitz' or 'qsr' (the contracting map already "
                              "has a free B1 and C1)")
+        _check_identity_output(self)
         _ = self.lbdn  # building the LBDN config validates hidden, activation and output_layer
 
     @property
@@ -129,10 +138,20 @@ class Config(JSONConfig):
         return lbdn.Config(self.nv, self.nv, self.hidden, self.activation, self.output_layer, 1.0)
 
 
+def _check_identity_output(cfg):
+    """``identity_output`` needs the contracting kind (as in the authors' code) and ``ny == nx``."""
+    object.__setattr__(cfg, "identity_output", _validate.flag("identity_output", cfg.identity_output))
+    if cfg.identity_output and cfg.kind != "contracting":
+        raise ValueError(f"identity_output needs kind='contracting'; got kind={cfg.kind!r}")
+    if cfg.identity_output and cfg.ny != cfg.nx:
+        raise ValueError(f"identity_output (y = x) needs ny == nx; got ny={cfg.ny}, nx={cfg.nx}")
+
+
 class Direct(NamedTuple):
     """Free parameters. ``B1``/``B2`` are the implicit input matrices (B-tilde in the derivations);
     the contracting kind has ``D12, D21, D22`` and the Lipschitz kind ``U12, V21``
-    (and ``Z22`` when ``d22="free"``) in their place; absent fields are None."""
+    (and ``Z22`` when ``d22="free"``) in their place; absent fields are None. With
+    ``identity_output`` the output map is fixed, and ``C2, D21, D22, by`` are None."""
 
     X: object  # (2nx, 2nx)
     p: object  # ()
@@ -140,7 +159,7 @@ class Direct(NamedTuple):
     B1: object  # (nx, nv)
     B2: object  # (nx, nu)
     C1: object  # (nv, nx)
-    C2: object  # (ny, nx)
+    C2: Optional[object]  # (ny, nx)
     D12: Optional[object]  # (nv, nu)
     D21: Optional[object]  # (ny, nv)
     D22: Optional[object]  # (ny, nu)
@@ -149,7 +168,7 @@ class Direct(NamedTuple):
     Z22: Optional[object]  # (ny, nu)
     bx: object
     bv: object
-    by: object
+    by: Optional[object]
     phi: lbdn.Direct
     log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
     log_lambda: Optional[object] = None  # () with learn_multiplier: lambda = exp(log_lambda)
@@ -254,12 +273,15 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
         D12 = D21 = D22 = None
         U12, V21 = lecun_normal(rng, (nv, nu)), lecun_normal(rng, (ny, nv))
         Z22 = lecun_normal(rng, (ny, nu)) if cfg.d22 == "free" else None
-    opt = [None if a is None else put(a) for a in (D12, D21, D22, U12, V21, Z22)]
+    by = np.zeros(ny)
+    if cfg.identity_output:
+        C2 = D21 = D22 = by = None  # C2 was still drawn: the other fields match the seed's model
+    opt = [None if a is None else put(a) for a in (C2, D12, D21, D22, U12, V21, Z22, by)]
     log_gamma = put(np.log(cfg.gamma)) if cfg.learn_gamma else None
     log_lambda = put(0.0) if cfg.learn_multiplier else None
     return Direct(
-        put(X), put(p), put(Y), put(B1), put(B2), put(C1), put(C2), *opt,
-        put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)), phi_direct, log_gamma, log_lambda,
+        put(X), put(p), put(Y), put(B1), put(B2), put(C1), *opt[:-1],
+        put(np.zeros(nx)), put(np.zeros(nv)), opt[-1], phi_direct, log_gamma, log_lambda,
     )
 
 
@@ -349,15 +371,23 @@ def _solve_vjp(cfg, cache, dAB):
 def _contracting_map(cfg, d):
     xp = array_namespace(d.X)
     nx = cfg.nx
-    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
+    H = linalg.polar(d.X, d.p, cfg.eps_n, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
     H11 = H[:nx, :nx] + d.C1.mT @ d.C1
     H22 = H[nx:, nx:] + d.B1 @ d.B1.mT
     F = H[nx:, :nx]
     E = 0.5 * (H11 + H22 + d.Y - d.Y.mT)
     AB = linalg.solve(E, xp.concat([F, d.B1], axis=1))
     A, B1 = AB[:, :nx], AB[:, nx:]
-    explicit = Explicit(A, B1, d.B2, d.C1, d.C2, d.D12, d.D21, d.D22, d.bx, d.bv, d.by, None)
+    C2, D21, D22, by = _output_map(cfg, d) if cfg.identity_output else (d.C2, d.D21, d.D22, d.by)
+    explicit = Explicit(A, B1, d.B2, d.C1, C2, d.D12, D21, D22, d.bx, d.bv, by, None)
     return explicit, MapCache(d, _assemble(H11, F, H22), E, H22, F, AB, None, None)
+
+
+def _output_map(cfg, d):
+    """The fixed output map ``y = x`` of ``identity_output``, (R10) of ``docs/derivations/r2dn.md``."""
+    xp = array_namespace(d.X)
+    zeros = lambda *shape: xp.zeros(shape, dtype=d.X.dtype, device=device(d.X))  # noqa: E731
+    return linalg.eye_like(cfg.nx, d.X), zeros(cfg.ny, cfg.nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
 
 
 def _contracting_map_vjp(cfg, cache, de):
@@ -366,13 +396,14 @@ def _contracting_map_vjp(cfg, cache, de):
     nx = cfg.nx
     xp = array_namespace(d.X)
     dH, dY, dB1 = _solve_vjp(cfg, cache, xp.concat([z(de.A, cache.F), z(de.B1, d.B1)], axis=1))
-    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
+    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps_n, dH, cfg.polar)
+    out = dict(C2=None, D21=None, D22=None, by=None) if cfg.identity_output else dict(
+        C2=z(de.C2, d.C2), D21=z(de.D21, d.D21), D22=z(de.D22, d.D22), by=z(de.by, d.by))
     return d._replace(
         X=dX, p=dp, Y=dY,
         B1=dB1 + linalg.gram_vjp(d.B1.mT, dH[nx:, nx:]).mT,
         C1=z(de.C1, d.C1) + linalg.gram_vjp(d.C1, dH[:nx, :nx]),
-        B2=z(de.B2, d.B2), C2=z(de.C2, d.C2), D12=z(de.D12, d.D12), D21=z(de.D21, d.D21),
-        D22=z(de.D22, d.D22), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by),
+        B2=z(de.B2, d.B2), D12=z(de.D12, d.D12), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), **out,
     )
 
 
@@ -383,7 +414,7 @@ def _lipschitz_map(cfg, d):
     xp = array_namespace(d.X)
     nx, nv = cfg.nx, cfg.nv
     lip = _lipschitz_terms(cfg, d)
-    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
+    H = linalg.polar(d.X, d.p, cfg.eps_n, cfg.polar) + cfg.eps * linalg.eye_like(2 * nx, d.X)
     H = H + lip.Ext @ lip.Ext.mT
     H11 = H[:nx, :nx] + d.C1.mT @ d.C1 + (d.C2.mT @ d.C2) / cfg.gamma
     H22 = H[nx:, nx:]
@@ -452,7 +483,7 @@ def _lipschitz_map_vjp(cfg, cache, de):
     dAB = xp.concat([z(de.A, cache.F), z(de.B1, d.B1), z(de.B2, d.B2)], axis=1)
     dH, dY, drhs = _solve_vjp(cfg, cache, dAB)
     dH11 = dH[:nx, :nx]
-    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
+    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps_n, dH, cfg.polar)
     dC1 = z(de.C1, d.C1) + linalg.gram_vjp(d.C1, dH11)
     dC2 = z(de.C2, d.C2)
     dB1t, dB2t = drhs[:, :nv], drhs[:, nv:]

@@ -34,7 +34,7 @@ import dataclasses
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from . import _validate, activations, equilibrium, feedback_model, linalg, supply
 from ._config import JSONConfig
@@ -64,9 +64,13 @@ class Config(JSONConfig):
     ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz and
     (Q, S, R) kinds; the contracting kind always has a free ``D22``. ``kind="qsr"`` makes the REN
     incrementally (Q, S, R)-dissipative for the supply ``Q`` (ny x ny), ``S`` (nu x ny), ``R``
-    (nu x nu) (``r2dn_np.supply``); ``learn_gamma`` (Lipschitz kind) trains gamma. ``eps`` is used in ``eps I`` (in ``H``
-    and in the ``D22`` map) and inside the Frobenius norm of the polar map, as in the
-    authors' code. ``init="long_memory"`` starts with ``A`` close to the identity.
+    (nu x nu) (``r2dn_np.supply``); ``learn_gamma`` (Lipschitz kind) trains gamma. ``eps`` is used
+    in ``eps I`` (in ``H`` and in the ``D22`` map) and in ``p``'s initial value; ``eps_n`` is the
+    constant inside the Frobenius norm of the polar map, fixed at ``2^-23`` in the authors' code
+    (their ``l2_norm`` default) whatever their ``eps``. ``init="long_memory"`` starts with ``A``
+    close to the identity. ``identity_output=True`` (contracting kind, ``ny == nx``) fixes the
+    output map to ``y = x``: ``C2 = I``, ``D21 = 0``, ``D22 = 0``, ``by = 0``, not trainable (those
+    fields of ``Direct`` are None), (N9) of ``docs/derivations/ren.md``.
     """
 
     nu: int
@@ -85,6 +89,8 @@ class Config(JSONConfig):
     S: Optional[tuple] = None
     R: Optional[tuple] = None
     learn_gamma: bool = False
+    identity_output: bool = False
+    eps_n: float = 2.0**-23
 
     model: ClassVar[str] = "ren"
 
@@ -101,6 +107,7 @@ class Config(JSONConfig):
             raise ValueError(f"abar must lie in (0, 1]; got {self.abar!r}")
         object.__setattr__(self, "abar", abar)
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
+        object.__setattr__(self, "eps_n", _validate.positive_float("eps_n", self.eps_n))
         if not isinstance(self.polar, bool):
             raise TypeError(f"polar must be a bool; got {self.polar!r}")
         for name, value in (("Q", self.Q), ("S", self.S), ("R", self.R)):
@@ -112,6 +119,11 @@ class Config(JSONConfig):
             raise TypeError(f"learn_gamma must be a bool; got {self.learn_gamma!r}")
         if self.learn_gamma and self.kind != "lipschitz":
             raise ValueError(f"learn_gamma needs kind='lipschitz'; got kind={self.kind!r}")
+        object.__setattr__(self, "identity_output", _validate.flag("identity_output", self.identity_output))
+        if self.identity_output and self.kind != "contracting":
+            raise ValueError(f"identity_output needs kind='contracting'; got kind={self.kind!r}")
+        if self.identity_output and self.ny != self.nx:
+            raise ValueError(f"identity_output (y = x) needs ny == nx; got ny={self.ny}, nx={self.nx}")
 
     @property
     def n(self):
@@ -132,22 +144,23 @@ class Direct(NamedTuple):
     """Free parameters, named as in the authors' code. ``B2`` and ``D12`` are the implicit
     matrices (B2-tilde and D12-tilde of ``docs/derivations/ren.md`` section 1). The contracting kind has a free
     ``D22``; the Lipschitz kind has ``X3, Y3, Z3`` with ``d22="free"`` and none of the four
-    with ``d22="zero"``. Absent fields are None."""
+    with ``d22="zero"``. With ``identity_output`` the output map is fixed, and ``C2, D21, D22,
+    by`` are None. Absent fields are None."""
 
     X: object  # (2nx+nv, 2nx+nv)
     p: object  # ()
     Y1: object  # (nx, nx)
     B2: object  # (nx, nu)
     D12: object  # (nv, nu)
-    C2: object  # (ny, nx)
-    D21: object  # (ny, nv)
+    C2: Optional[object]  # (ny, nx)
+    D21: Optional[object]  # (ny, nv)
     D22: Optional[object]  # (ny, nu)
     X3: Optional[object]  # (d, d)
     Y3: Optional[object]  # (d, d)
     Z3: Optional[object]  # (|ny - nu|, d)
     bx: object
     bv: object
-    by: object
+    by: Optional[object]
     log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
 
 
@@ -255,9 +268,12 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     X3 = Y3 = Z3 = None
     if cfg.free_d22_map:
         X3, Y3, Z3 = np.eye(d), np.zeros((d, d)), np.zeros((abs(ny - nu), d))
+    by = np.zeros(ny)
+    if cfg.identity_output:
+        C2 = D21 = D22 = by = None  # C2 and D21 were still drawn: the rest matches the seed's model
     return Direct(
         put(X), put(p), put(Y1), put(B2), put(D12), put(C2), put(D21), put(D22),
-        put(X3), put(Y3), put(Z3), put(np.zeros(nx)), put(np.zeros(nv)), put(np.zeros(ny)),
+        put(X3), put(Y3), put(Z3), put(np.zeros(nx)), put(np.zeros(nv)), put(by),
         put(np.log(cfg.gamma)) if cfg.learn_gamma else None,
     )
 
@@ -274,7 +290,7 @@ def _direct_to_explicit(cfg, direct):
     d = direct
     xp = array_namespace(d.X)
     nx, nv = cfg.nx, cfg.nv
-    H = linalg.polar(d.X, d.p, cfg.eps, cfg.polar) + cfg.eps * linalg.eye_like(cfg.n, d.X)
+    H = linalg.polar(d.X, d.p, cfg.eps_n, cfg.polar) + cfg.eps * linalg.eye_like(cfg.n, d.X)
     lip = None
     D22 = d.D22
     if cfg.kind == "lipschitz":
@@ -293,9 +309,13 @@ def _direct_to_explicit(cfg, direct):
     E = 0.5 * (H[:nx, :nx] + P / cfg.abar**2 + d.Y1 - d.Y1.mT)
     AB = linalg.solve(E, xp.concat([F, B1t, d.B2], axis=1))
     s = _column(lam_inv)
+    C2, D21, by = d.C2, d.D21, d.by
+    if cfg.identity_output:  # y = x, (N9) of docs/derivations/ren.md
+        zeros = lambda *shape: xp.zeros(shape, dtype=d.X.dtype, device=device(d.X))  # noqa: E731
+        C2, D21, D22, by = linalg.eye_like(nx, d.X), zeros(cfg.ny, nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
     explicit = Explicit(
-        AB[:, :nx], AB[:, nx:nx + nv], AB[:, nx + nv:], s * C1t, d.C2, s * d.D12, d.D21, D22,
-        d.bx, d.bv, d.by, equilibrium.Params(s * D11t),
+        AB[:, :nx], AB[:, nx:nx + nv], AB[:, nx + nv:], s * C1t, C2, s * d.D12, D21, D22,
+        d.bx, d.bv, by, equilibrium.Params(s * D11t),
     )
     return explicit, MapCache(d, H, E, P, F, B1t, C1t, D11t, lam_inv, AB, lip)
 
@@ -374,13 +394,17 @@ def _direct_to_explicit_vjp(cfg, cache, d_explicit):
         xp.concat([dH21, dH22, zeros(nv, nx)], axis=1),
         xp.concat([dF, dB1t, dP], axis=1),
     ], axis=0)
-    out = dict(Y1=0.5 * (dE - dE.mT), C2=z(de.C2, d.C2), D21=z(de.D21, d.D21),
-               bx=z(de.bx, d.bx), bv=z(de.bv, d.bv), by=z(de.by, d.by))
+    out = dict(Y1=0.5 * (dE - dE.mT), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
+    if cfg.identity_output:
+        out.update(C2=None, D21=None, D22=None, by=None)
+    else:
+        out.update(C2=z(de.C2, d.C2), D21=z(de.D21, d.D21), by=z(de.by, d.by))
     if cfg.kind == "contracting":
-        out["D22"] = z(de.D22, d.D22)
+        if not cfg.identity_output:
+            out["D22"] = z(de.D22, d.D22)
     else:
         dB2, dD12 = _lipschitz_terms_vjp(cfg, d, cache.lip, dH, z(de.D22, cache.lip.D22), dB2, dD12, out)
-    out["X"], out["p"] = linalg.polar_vjp(d.X, d.p, cfg.eps, dH, cfg.polar)
+    out["X"], out["p"] = linalg.polar_vjp(d.X, d.p, cfg.eps_n, dH, cfg.polar)
     out.update(B2=dB2, D12=dD12)
     return d._replace(**out)
 

@@ -10,7 +10,8 @@ For a few small models (their ContractingR2DN, ContractingREN and LipschitzREN) 
 it moves every parameter off its initial value and stores the parameter tree, an input
 sequence, the outputs and the gradients (``jax.value_and_grad`` of ``sum(Y * Wy) + sum(xT *
 Wx)``) that tests/test_flax_equality.py compares ours with: flax_contracting_r2dn.npz and
-flax_ren.npz.
+flax_ren.npz (their default eps = 2^-23), and flax_eps_identity.npz (non-default eps, for
+which their polar norm still adds 2^-23, and identity_output; each case records its eps).
 """
 import json
 import os
@@ -40,13 +41,28 @@ REN_CASES = {
 }
 
 
+EPS_IDENTITY_CASES = {
+    "r2dn_eps": dict(model="r2dn", nu=2, nx=3, nv=4, ny=2, hidden=[5, 3], activation="tanh", eps=1e-3),
+    "r2dn_identity": dict(model="r2dn", nu=2, nx=3, nv=4, ny=3, hidden=[5], activation="relu", eps=0.05,
+                          identity_output=True),
+    "ren_contracting_identity": dict(model="ren", kind="contracting", nu=2, nx=3, nv=4, ny=3, activation="tanh",
+                                     abar=0.9, eps=1e-3, identity_output=True),
+    "ren_lipschitz_eps": dict(model="ren", kind="lipschitz", nu=3, nx=3, nv=4, ny=2, activation="tanh",
+                              abar=1.0, gamma=2.0, eps=0.01),
+}
+
+
+def _options(c):
+    return dict(eps=c.get("eps", float(np.finfo(np.float32).eps)), identity_output=c.get("identity_output", False))
+
+
 def r2dn_model(c):
     return r2dn.ContractingR2DN(c["nu"], c["nx"], c["nv"], c["ny"], tuple(c["hidden"]),
-                                activation=ACTIVATIONS[c["activation"]], param_dtype=jnp.float64)
+                                activation=ACTIVATIONS[c["activation"]], param_dtype=jnp.float64, **_options(c))
 
 
 def ren_model(c):
-    common = dict(activation=ACTIVATIONS[c["activation"]], param_dtype=jnp.float64, abar=c["abar"])
+    common = dict(activation=ACTIVATIONS[c["activation"]], param_dtype=jnp.float64, abar=c["abar"], **_options(c))
     if c["kind"] == "contracting":
         return ren.ContractingREN(c["nu"], c["nx"], c["nv"], c["ny"], **common)
     return ren.LipschitzREN(c["nu"], c["nx"], c["nv"], c["ny"], gamma=c["gamma"],
@@ -91,3 +107,6 @@ if __name__ == "__main__":
           "nic-barbara/R2DN robustnn.r2dn.ContractingR2DN (commit 3535c109)")
     write(os.path.join(out, "flax_ren.npz"), REN_CASES, ren_model,
           "nic-barbara/R2DN robustnn.ren ContractingREN / LipschitzREN (commit 5191115b)")
+    write(os.path.join(out, "flax_eps_identity.npz"), EPS_IDENTITY_CASES,
+          lambda c: (r2dn_model if c["model"] == "r2dn" else ren_model)(c),
+          "nic-barbara/R2DN robustnn.r2dn (3535c109) and robustnn.ren (5191115b)")

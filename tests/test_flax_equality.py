@@ -41,13 +41,14 @@ def _nested(flat, prefix):
 
 def _r2dn_config(c, eps):
     return r2dn.Config(nu=c["nu"], nx=c["nx"], nv=c["nv"], ny=c["ny"], hidden=tuple(c["hidden"]),
-                       activation=c["activation"], output_layer="sandwich", kind="contracting", eps=eps)
+                       activation=c["activation"], output_layer="sandwich", kind="contracting", eps=eps,
+                       identity_output=c.get("identity_output", False))
 
 
 def _ren_config(c, eps):
     return ren.Config(nu=c["nu"], nx=c["nx"], nv=c["nv"], ny=c["ny"], activation=c["activation"],
                       kind=c["kind"], abar=c["abar"], gamma=c.get("gamma", 1.0), d22=c.get("d22", "free"),
-                      eps=eps)
+                      eps=eps, identity_output=c.get("identity_output", False))
 
 
 def _check_case(xp, module, cfg, a):
@@ -85,3 +86,26 @@ def test_ren_outputs_and_gradients_equal_the_authors(xp, name):
     meta, arrays = _load("flax_ren.npz")
     c, a = _case(meta, arrays, name)
     _check_case(xp, ren, _ren_config(c, meta["eps"]), a)
+
+
+@pytest.mark.parametrize("name", ["r2dn_eps", "r2dn_identity", "ren_contracting_identity", "ren_lipschitz_eps"])
+def test_non_default_eps_and_identity_output_equal_the_authors(xp, name):
+    """Their ``eps`` sits only in ``eps I`` (and ``p``'s initial value) while their polar norm adds
+    2^-23 whatever ``eps`` is: with ``eps_n`` at its default these agree to rounding."""
+    meta, arrays = _load("flax_eps_identity.npz")
+    c, a = _case(meta, arrays, name)
+    assert c["eps"] != meta["eps"]
+    module, make = (r2dn, _r2dn_config) if c["model"] == "r2dn" else (ren, _ren_config)
+    _check_case(xp, module, make(c, c["eps"]), a)
+
+
+def test_a_wrong_eps_n_is_visible():
+    """The fixture can tell the norm constant apart: eps_n = eps (the old single constant) misses
+    the authors' outputs by far more than rounding."""
+    meta, arrays = _load("flax_eps_identity.npz")
+    c, a = _case(meta, arrays, "r2dn_eps")
+    cfg = _r2dn_config(c, c["eps"])
+    cfg = r2dn.Config(**{**cfg.to_dict(), "hidden": cfg.hidden, "eps_n": c["eps"]})
+    direct = flax_interop.from_flax(cfg, {"params": _nested(a, "params/")})
+    _, Y, _ = r2dn.forward(cfg, r2dn.direct_to_explicit(cfg, direct)[0], a["x0"], a["U"])
+    assert np.max(np.abs(Y - a["Y"])) > 1e-9 * np.max(np.abs(a["Y"]))
