@@ -397,7 +397,7 @@ def _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler,
                    "MKL_NUM_THREADS": "1"}
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                dashboard_address=None, env=env))
+                dashboard_address=":0", env=env))
             client = stack.enter_context(distributed.Client(cluster))
         elif isinstance(scheduler, str):
             client = stack.enter_context(distributed.Client(scheduler))
