@@ -18,6 +18,17 @@ checkpoint, also when Dask reschedules it after its worker died.
 A task is one function ``fn(run, folder, context) -> dict`` registered under a name with
 :func:`register` (see ``docs/sweep.md``). Dask is imported here only, and only when a sweep runs
 on a cluster (``pip install 'r2dn_np[sweep]'``); ``serial=True`` runs in this process without it.
+
+Examples
+--------
+>>> import tempfile
+>>> from r2dn_np import sweep
+>>> runs = sweep.grid(["expressivity"], ["r2dn", "ren"], seeds=2, preset="tiny")
+>>> len(runs), runs[0].settings()
+(4, {'task': 'expressivity', 'preset': 'tiny', 'model': 'r2dn', 'kind': 'contracting', 'seed': 0, 'epochs': None})
+>>> report = sweep.run(runs, tempfile.mkdtemp(), serial=True, log=None)   # on Dask: drop serial=True
+>>> report.ran, [(row["model"], row["seeds"]) for row in sweep.table(report.summaries)]
+(4, [('r2dn', [0, 1]), ('ren', [0, 1])])
 """
 
 from __future__ import annotations
@@ -403,15 +414,24 @@ def _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler,
             client = stack.enter_context(distributed.Client(scheduler))
         else:
             client = scheduler
-        futures = {}
-        for i in todo:
+        futures, queue = {}, list(todo)
+
+        def submit(i):
             r = runs[i]
             key = f"r2dn-sweep-{r.task}-{r.preset}-{r.model}-{r.kind}-seed{r.seed}-{r.fingerprint(codes[r.task])}"
-            futures[client.submit(run_one, r, root, codes[r.task], context, key=key, retries=retries,
-                                  pure=False)] = i
-        pending = dict(futures)
+            future = client.submit(_run_task, TASKS[r.task], r, root, codes[r.task], context, key=key,
+                                   retries=retries, pure=False)
+            futures[future] = i
+            pending[future] = i
+
+        pending = {}
         try:
-            while pending:
+            while pending or queue:
+                # no more runs in flight than worker threads: the scheduler would otherwise assign
+                # them all at once, and a run queued behind a long one waits while a worker idles
+                slots = sum(client.nthreads().values())
+                while queue and len(pending) < max(slots, 1):
+                    submit(queue.pop(0))
                 for f in [f for f in pending if f.status in ("finished", "error", "cancelled", "lost")]:
                     i = pending.pop(f)
                     t_done = time.perf_counter()
@@ -425,7 +445,7 @@ def _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler,
                 executing = client.run(_executing, on_error="ignore")
                 running = sum(k in keys for ks in executing.values() for k in ks)
                 done = len(futures) - len(pending) - len(failed)
-                progress.update(done, running, len(failed), max(len(executing), 1))
+                progress.update(done, running, len(failed), max(slots, 1))
                 if pending:
                     time.sleep(0.5)
         finally:
@@ -433,6 +453,13 @@ def _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler,
                 f.cancel()
             for f in futures:
                 f.release()
+
+
+def _run_task(task, run, root, code, context):
+    """:func:`run_one` on a worker, registering the task there first: a task registered by the
+    user's module arrives with its function (pickled by reference, so that module is imported)."""
+    TASKS.setdefault(task.name, task)
+    return run_one(run, root, code, context)
 
 
 def _executing(dask_worker):
