@@ -605,11 +605,15 @@ def plot_curves(summaries, path):
 
 
 def _die_with_parent():
-    """In the child, before exec: die when the thread that started it dies (Linux), so a
-    killed worker leaves no run writing into a folder that its retry resumes."""
+    """A ``preexec_fn`` that makes the child die when the thread that started it dies (Linux's
+    ``PR_SET_PDEATHSIG``), so a killed worker leaves no run writing into a folder that its retry
+    resumes; None elsewhere. Resolved here, before the fork: the child only calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
     import ctypes
+    import functools
 
-    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return functools.partial(ctypes.CDLL(None, use_errno=True).prctl, 1, signal.SIGKILL)
 
 
 def _checkpoint_epoch(path):
@@ -636,7 +640,7 @@ def _sysid_task(dataset):
         with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   env=dict(os.environ, PYTHONPATH=_python_path()),
-                                  preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                  preexec_fn=_die_with_parent())
         results = _read_json(os.path.join(folder, "results.json"))
         if results is None:
             with open(os.path.join(folder, "log.txt"), encoding="utf-8") as fh:
