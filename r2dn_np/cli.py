@@ -1,6 +1,7 @@
 """Command line: ``r2dn sysid`` (train, evaluate against a linear baseline, certify),
-``r2dn simulate`` (run a trained model on new input records) and ``r2dn verify`` (check
-gradients, certificates, contraction and Lipschitz bounds).
+``r2dn simulate`` (run a trained model on new input records), ``r2dn verify`` (check
+gradients, certificates, contraction and Lipschitz bounds) and ``r2dn sweep`` (seeds x models x
+tasks on Dask, gathered into the table of results; ``r2dn_np.sweep``).
 
     r2dn sysid                          # Bouc-Wen, contracting R2DN, quick preset (minutes)
     r2dn sysid --kind lipschitz --gamma 10
@@ -8,6 +9,8 @@ gradients, certificates, contraction and Lipschitz bounds).
     r2dn verify                         # fresh random models of several sizes
     r2dn verify --params runs/sysid/model.npz
     r2dn simulate --params runs/sysid/model.npz --input u.csv --out y.csv
+    r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3   # seeds x models on Dask
+    r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3 --table
 
 Errors a user can cause (a missing folder, a malformed file, no GPU) print one line and exit
 with status 1 (``R2DN_DEBUG=1`` shows the traceback instead); ``r2dn sysid`` exits with status 1
@@ -421,6 +424,60 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+# the names sweep's errors start with, and the flags that give them
+_SWEEP_FLAGS = {"tasks": "--tasks", "models": "--models", "kinds": "--kinds", "seeds": "--seeds",
+                "preset": "--preset", "gamma": "--gamma", "epochs": "--epochs", "root": "--root",
+                "scheduler": "--scheduler", "workers": "--workers", "serial": "--serial", "data_dir": "--data-dir",
+                "cache_dir": "--cache-dir", "retries": "--retries", "interval": "--interval",
+                "blas_threads": "--threads"}
+
+
+def _sweep_flag(message):
+    """A message of ``r2dn_np.sweep`` with the argument it starts with replaced by its flag."""
+    head, sep, rest = message.partition(" ")
+    for name, flag in _SWEEP_FLAGS.items():
+        if head in (name, name + ":"):
+            return f"{flag}{head[len(name):]}{sep}{rest}"
+    return message
+
+
+def _sweep(args):
+    from . import sweep
+
+    def names(text):
+        return [s.strip() for s in text.split(",") if s.strip()]
+
+    try:
+        runs = sweep.grid(names(args.tasks), names(args.models), args.seeds, args.preset, names(args.kinds),
+                          gamma=args.gamma, epochs=args.epochs)
+        if args.table:
+            summaries = sweep.gather(runs, args.root)
+        else:
+            summaries = sweep.run(runs, args.root, scheduler=args.scheduler, workers=args.workers,
+                                  serial=args.serial, data_dir=args.data_dir, cache_dir=args.cache_dir,
+                                  blas_threads=args.threads or 1, retries=args.retries, log=say,
+                                  interval=args.interval).summaries
+    except (ValueError, TypeError) as exc:
+        raise UserError(_sweep_flag(str(exc))) from None
+    missing = sum(s is None for s in summaries)
+    rows = sweep.table(summaries)
+    if not rows:
+        raise UserError(f"--root {args.root}: none of the {len(runs)} runs of this grid has finished there "
+                        "with this code (run the same command without --table)")
+    md, csv_path = sweep.write_table(rows, args.root)
+    png = os.path.join(args.root, "curves.png")
+    plotted = sweep.plot_curves(summaries, png)
+    say("")
+    say(sweep.markdown(rows))
+    say(f"\nwrote {md}, {csv_path}" + (f", {png}" if plotted else ""))
+    if not plotted:
+        say("no plot: matplotlib is not installed (pip install 'r2dn_np[plots]')")
+    if missing:
+        say(f"{missing} of {len(runs)} runs have not finished" + (" (run the same command without --table)"
+                                                                  if args.table else ""))
+    return 1 if missing else 0
+
+
 def _parser():
     ap = _Parser(prog="r2dn", description="Robust recurrent networks: system identification and checks.")
     ap.add_argument("--version", action="version", version=f"r2dn_np {__version__}")
@@ -463,6 +520,29 @@ def _parser():
                    help="where to write the output: .csv (header of output names) or .npz (array 'y')")
     m.add_argument("--backend", choices=("numpy", "cupy"), default=None)
     m.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1, or what OMP_NUM_THREADS says)")
+
+    w = sub.add_parser("sweep", help="run tasks x models x kinds x seeds on Dask and print the table of results "
+                                     "(docs/sweep.md)")
+    w.add_argument("--tasks", default="sysid-boucwen",
+                   help="comma-separated: sysid-boucwen, sysid-f16, expressivity (default sysid-boucwen)")
+    w.add_argument("--models", default="r2dn,ren", help="comma-separated: r2dn, ren (default both)")
+    w.add_argument("--kinds", default="contracting", help="comma-separated: contracting, lipschitz")
+    w.add_argument("--gamma", type=float, default=10.0, help="Lipschitz bound of kind lipschitz")
+    w.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    w.add_argument("--preset", default="quick", help="tiny, quick or paper (expressivity: tiny, quick, full)")
+    w.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    w.add_argument("--root", default=os.path.join("runs", "sweep"),
+                   help="folder of the runs' folders and the table (default runs/sweep)")
+    w.add_argument("--table", action="store_true", help="only gather the finished runs into the table")
+    w.add_argument("--scheduler", help="address of an existing Dask scheduler (tcp://host:8786); "
+                                       "default: a local cluster")
+    w.add_argument("--workers", type=int, help="processes of the local cluster (default: one per core)")
+    w.add_argument("--serial", action="store_true", help="run in this process, one run after another, without Dask")
+    w.add_argument("--data-dir", help="folder with F16Data_FullMSine_Level*.csv (for sysid-f16)")
+    w.add_argument("--cache-dir", help="where simulated data sets are cached (default: ~/.cache/r2dn_np)")
+    w.add_argument("--retries", type=int, default=1, help="retries of a run that failed (default 1)")
+    w.add_argument("--interval", type=float, default=30.0, help="seconds between progress lines (default 30)")
+    w.add_argument("--threads", type=int, default=None, help="BLAS threads of each run (default 1)")
     return ap
 
 
@@ -484,7 +564,7 @@ def _thread_pools():
     return {f"{p['user_api']}:{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
 
 
-_PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input")
+_PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input", "root")
 
 
 def _check_arguments(args):
@@ -493,6 +573,8 @@ def _check_arguments(args):
         raise UserError(f"--threads must be an integer >= 1; got {args.threads}")
     if getattr(args, "epochs", None) is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1; got {args.epochs}")
+    if getattr(args, "seeds", None) is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be an integer >= 1 (the number of seeds); got {args.seeds}")
     if getattr(args, "seed", None) is not None and args.seed < 0:
         raise UserError(f"--seed must be an integer >= 0; got {args.seed}")
     gamma = getattr(args, "gamma", None)
@@ -535,6 +617,8 @@ def main(argv=None):
                 return _sysid(args)
             if args.command == "simulate":
                 return _simulate(args)
+            if args.command == "sweep":
+                return _sweep(args)
             return _verify(args)
     except (UserError, BackendError, io.FormatError, sequences.DataError, OSError, ImportError,
             ValueError, TypeError, FloatingPointError) as exc:
