@@ -158,3 +158,21 @@ def test_a_script_leaves_no_process_behind(tmp_path):
     pid = int(out.stdout.split()[-1])
     with pytest.raises(ProcessLookupError):  # stopped and reaped
         os.kill(pid, 0)
+
+
+def test_training_with_workers_is_the_serial_training():
+    import dataclasses
+
+    from r2dn_np import train
+    from r2dn_np.data import pendulum
+
+    data = pendulum.load(pendulum.Settings(period=256, n_train=2, transient=100), cache_dir=False)
+    cfg = r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(6,))
+    opts = train.Options(epochs=2, chunk=64, window=32, batch=5, lr=1e-2, washout=8, seed=3)
+    serial = train.fit(r2dn, cfg, data, opts, workers=1)
+    shared = train.fit(r2dn, cfg, data, dataclasses.replace(opts), workers=2)
+    np.testing.assert_allclose(shared.history["loss"], serial.history["loss"], rtol=1e-9)
+    for a, b in zip(tree.leaves(serial.params), tree.leaves(shared.params)):
+        np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        train.fit(r2dn, cfg, data, opts, workers=0)
