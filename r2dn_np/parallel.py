@@ -246,6 +246,18 @@ class _Pool:
 
 _POOL = _Pool()
 atexit.register(_POOL.shutdown)
+_INHERITED = []  # a forked child's copies of the parent's workers: never used, never collected
+
+
+def _forget_workers_after_fork():
+    """A forked child must not talk to its parent's workers: it starts its own when needed."""
+    _INHERITED.extend(_POOL.workers)
+    _POOL.workers, _POOL.drops = [], {}
+    _POOL.lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_workers_after_fork)
 
 
 def shutdown():

@@ -4,6 +4,7 @@ used only on NumPy, release their caches and are stopped."""
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -176,3 +177,31 @@ def test_training_with_workers_is_the_serial_training():
         np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         train.fit(r2dn, cfg, data, opts, workers=0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_its_own_workers():
+    cfg = MODELS[0][1]
+    direct, x0, U, dY = _problem(cfg, r2dn, B=4)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    _, Y, cache = r2dn.forward(cfg, explicit, x0, U, workers=2)
+    parent_workers = list(parallel._POOL.workers)
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python >= 3.12 warns about forking a threaded process
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its own workers, the parent's untouched
+        ok = 0
+        try:
+            ok = int(parallel._POOL.workers == [] and
+                     np.allclose(r2dn.forward(cfg, explicit, x0, U, workers=2)[1], Y, rtol=1e-13))
+            parallel.shutdown()
+        finally:
+            os.write(w, bytes([ok]))
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"\x01"
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert parallel._POOL.workers == parent_workers
+    r2dn.backward(cfg, explicit, cache, dY)  # the parent's workers still answer
