@@ -312,7 +312,9 @@ def forward(explicit, phi, phi_ref, x0, U, n, checkpoint_every=None):
 
 def backward(explicit, phi, cache, dY, dxT=None):
     """:func:`feedback.backward` of a sharded ``forward``: the weight gradients are summed in
-    shard order, ``dx0`` and ``dU`` concatenated along the batch."""
+    shard order, ``dx0`` and ``dU`` concatenated along the batch. The workers use the weights
+    they were sent by ``forward`` when ``explicit`` is that same object (arrays changed in place
+    since then are not seen), else they are sent ``explicit``."""
     xp = array_namespace(dY)
     (a, b), rest = cache.bounds[0], cache.bounds[1:]
     same = explicit is cache.explicit  # the workers kept it: do not send it again
