@@ -214,7 +214,7 @@ def _sysid(args):
         f"preset {args.preset}: {opts.epochs} epochs")
     t0 = time.perf_counter()
     result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=os.path.join(args.out, "checkpoint.npz"),
-                       resume=args.resume, log=None if args.quiet else say)
+                       resume=args.resume, log=None if args.quiet else say, workers=args.workers)
     train_seconds = time.perf_counter() - t0
 
     names = list(data.test)
@@ -500,6 +500,9 @@ def _parser():
     s.add_argument("--quiet", action="store_true", help="no progress line per epoch")
 
     s.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1, or what OMP_NUM_THREADS says)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes sharing each gradient pass (default: one per core for large passes, "
+                        "or R2DN_WORKERS; r2dn_np.parallel)")
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds")
     v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn")
@@ -575,6 +578,8 @@ def _check_arguments(args):
         raise UserError(f"--epochs must be >= 1; got {args.epochs}")
     if getattr(args, "seeds", None) is not None and args.seeds < 1:
         raise UserError(f"--seeds must be an integer >= 1 (the number of seeds); got {args.seeds}")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise UserError(f"--workers must be an integer >= 1; got {args.workers}")
     if getattr(args, "seed", None) is not None and args.seed < 0:
         raise UserError(f"--seed must be an integer >= 0; got {args.seed}")
     gamma = getattr(args, "gamma", None)

@@ -15,7 +15,9 @@ The loops write into preallocated ``(T, B, n)`` buffers (from ``allocator.empty`
 NumPy buffers of one pass out again in the next) with in-place updates (``+=`` and
 ``buf[t, ...] =``), keep one matrix product per step for each of ``x_t [A^T C1^T]`` and
 ``dx_{t+1} [A B1]``, and never pull a value to the host, so a CuPy run queues the whole loop
-without synchronising.
+without synchronising. A ``phi`` whose ``forward``/``backward`` take ``out=`` (the LBDN's) writes
+its per-step caches straight into the stacked buffers (``kernels.py``) instead of returning
+arrays that the loop copies.
 
 Checkpointed BPTT (``checkpoint_every=k``): the forward pass keeps only the state at the
 start of every segment of ``k`` steps; the backward pass reruns each segment from its
@@ -27,6 +29,7 @@ per segment, so they match the plain pass to rounding of that sum.
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple, Optional
 
 from array_api_compat import array_namespace
@@ -78,6 +81,15 @@ class _Stack:
         return self.unflatten(iter([_rows(buf) for buf in self.buffers]))
 
 
+def _writes_into(fn):
+    """Whether a phi's ``forward``/``backward`` takes ``out=``: the step's caches as buffers to
+    write into (``lbdn.as_phi`` does), instead of returning fresh arrays to be copied."""
+    try:
+        return "out" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _segments(T, k):
     k = T if k is None else k
     return [(s, min(s + k, T)) for s in range(0, T, k)]
@@ -102,14 +114,18 @@ def _rollout(e, phi, x0, U, keep_cache):
     AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
     B1T = e.B1.mT
     stack = None
+    into = _writes_into(phi.forward)
     for t in range(T):
         xa = X[t, ...] @ AC
         V[t, ...] += xa[:, nx:]
-        w, c = phi.forward(e.phi, V[t, ...])
-        if keep_cache:
-            if stack is None:
-                stack = _Stack.like(xp, c, T)
-            stack.store(c, t)
+        if into and stack is not None:
+            w, _ = phi.forward(e.phi, V[t, ...], out=stack.at(t))
+        else:
+            w, c = phi.forward(e.phi, V[t, ...])
+            if keep_cache:
+                if stack is None:
+                    stack = _Stack.like(xp, c, T)
+                stack.store(c, t)
         W[t, ...] = w
         X[t + 1, ...] += xa[:, :nx]
         X[t + 1, ...] += w @ B1T
@@ -182,13 +198,17 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
     dV = allocator.empty(xp, (T, B, nv), dY.dtype)
     AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
     grad_stack = None
+    into = _writes_into(phi.backward)
     for t in range(T - 1, -1, -1):
         g = dXs[t + 1, ...] @ AB1
         dWs[t, ...] += g[:, nx:]
-        dv, gc = phi.backward(e.phi, stack.at(t), dWs[t, ...])
-        if grad_stack is None:
-            grad_stack = _Stack.like(xp, gc, T)
-        grad_stack.store(gc, t)
+        if into and grad_stack is not None:
+            dv, _ = phi.backward(e.phi, stack.at(t), dWs[t, ...], out=grad_stack.at(t))
+        else:
+            dv, gc = phi.backward(e.phi, stack.at(t), dWs[t, ...])
+            if grad_stack is None:
+                grad_stack = _Stack.like(xp, gc, T)
+            grad_stack.store(gc, t)
         dV[t, ...] = dv
         dXs[t, ...] += g[:, :nx]
         dXs[t, ...] += dv @ e.C1

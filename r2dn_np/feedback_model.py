@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from . import _validate, feedback
+from . import _validate, feedback, parallel
 
 __all__ = ["Spec", "Functions", "functions"]
 
@@ -73,6 +73,11 @@ def _check_checkpoint(checkpoint_every):
         _validate.positive_int("checkpoint_every", checkpoint_every)
 
 
+def _check_workers(workers):
+    if workers is not None:
+        _validate.positive_int("workers", workers)
+
+
 def functions(spec):
     """The protocol's public functions for the model described by ``spec``."""
 
@@ -105,7 +110,18 @@ def functions(spec):
         _validate.container("d_explicit", d_explicit, templates(cfg)[1], optional=True)
         return spec.map_vjp(cfg, cache, d_explicit)
 
-    def forward(cfg, explicit, x0, U, checkpoint_every=None):
+    def rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers):
+        n = parallel.resolve(workers, U, explicit)
+        if n == 1:
+            return feedback.forward(explicit, phi, x0, U, checkpoint_every)
+        return parallel.forward(explicit, phi, (spec.phi, cfg), x0, U, n, checkpoint_every)
+
+    def bptt(explicit, phi, cache, dY, dxT):
+        if isinstance(cache, parallel.Cache):
+            return parallel.backward(explicit, phi, cache, dY, dxT)
+        return feedback.backward(explicit, phi, cache, dY, dxT)
+
+    def forward(cfg, explicit, x0, U, checkpoint_every=None, workers=None):
         """Roll the model out over a whole input sequence.
 
         Parameters
@@ -115,18 +131,24 @@ def functions(spec):
         checkpoint_every : int or None
             ``k`` keeps only every ``k``-th state, and ``backward`` recomputes the rest
             (``r2dn_np.feedback``): less memory, one more rollout.
+        workers : int or None
+            Processes that share the pass, each on a slice of the batch (``r2dn_np.parallel``;
+            NumPy only); 1 is serial. None: the ``R2DN_WORKERS`` environment variable, else one
+            per core when the batch is large enough to gain.
 
         Returns
         -------
         xT : (B, nx) final state.
         Y : (T, B, ny) outputs.
-        cache : feedback.Cache, what ``backward`` needs.
+        cache : what ``backward`` needs (``feedback.Cache``, or ``parallel.Cache`` when sharded:
+            ``backward`` then runs on the same processes).
         """
         check_config(cfg)
         _validate.container("explicit", explicit, templates(cfg)[1])
         x0 = _check_sequence(cfg, explicit.A, x0, U)
         _check_checkpoint(checkpoint_every)
-        return feedback.forward(explicit, spec.phi(cfg), x0, U, checkpoint_every)
+        _check_workers(workers)
+        return rollout(cfg, explicit, spec.phi(cfg), x0, U, checkpoint_every, workers)
 
     def backward(cfg, explicit, cache, dY, dxT=None):
         """Backpropagation through time.
@@ -145,13 +167,13 @@ def functions(spec):
         """
         check_config(cfg)
         _validate.container("explicit", explicit, templates(cfg)[1])
-        if not isinstance(cache, feedback.Cache):
-            raise TypeError(f"cache must be the feedback.Cache returned by forward; got {type(cache).__name__}")
+        if not isinstance(cache, (feedback.Cache, parallel.Cache)):
+            raise TypeError(f"cache must be the cache returned by forward; got {type(cache).__name__}")
         T, B = int(cache.U.shape[0]), int(cache.U.shape[1])
         _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
         if dxT is not None:
             _validate.array("dxT", dxT, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-        return feedback.backward(explicit, spec.phi(cfg), cache, dY, dxT)
+        return bptt(explicit, spec.phi(cfg), cache, dY, dxT)
 
     def step(cfg, explicit, x, u):
         """One time-step, for control loops that feed back one sample at a time:
@@ -162,7 +184,7 @@ def functions(spec):
         _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
         return feedback.step(explicit, spec.phi(cfg), x, u)
 
-    def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None):
+    def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None, workers=None):
         """Map, roll out, backpropagate through time and through the map.
 
         Parameters
@@ -172,6 +194,8 @@ def functions(spec):
         loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
             return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
         checkpoint_every : int or None, checkpointed BPTT as in ``forward``.
+        workers : int or None, processes sharing the pass as in ``forward``; the loss always sees
+            the whole ``Y``.
 
         Returns
         -------
@@ -183,10 +207,11 @@ def functions(spec):
         explicit, map_cache = direct_to_explicit(cfg, direct)
         x0 = _check_sequence(cfg, explicit.A, x0, U)
         _check_checkpoint(checkpoint_every)
+        _check_workers(workers)
         phi = spec.phi(cfg)
-        _, Y, cache = feedback.forward(explicit, phi, x0, U, checkpoint_every)
+        _, Y, cache = rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers)
         value, dY = _validate.loss_output(loss(Y), Y)
-        d_explicit, dx0, dU = feedback.backward(explicit, phi, cache, dY)
+        d_explicit, dx0, dU = bptt(explicit, phi, cache, dY, None)
         return value, spec.Grads(spec.map_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
     fns = Functions(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,

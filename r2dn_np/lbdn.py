@@ -27,7 +27,7 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, linalg
+from . import _validate, activations, kernels, linalg
 from ._config import JSONConfig
 from .backend import asarray, namespace
 from ._random import lecun_normal
@@ -374,11 +374,54 @@ def _weight_grads(explicit, cache, dZ):
     return Explicit(dW, db)
 
 
+def _forward_into(m, activation, Wt, b, h, out):
+    """:func:`_forward` writing the cache into ``out`` (a ``Cache`` of buffers, e.g. one time-step
+    of the time loop's stacks) with in-place kernels (``m = kernels.native(h)``); ``Wt`` are the
+    transposed weights."""
+    out.h[...] = h
+    s = h
+    for k in range(len(Wt) - 1):
+        s = kernels.bias_act(m, activation, s @ Wt[k], b[k], out.S[k])
+    z = s @ Wt[-1]
+    if b[-1] is not None:
+        z += b[-1]
+    return z
+
+
+def _backward_into(m, activation, W, cache, dout, out):
+    """:func:`_backward_input` writing ``dZ`` into the buffers ``out``; returns ``dh``."""
+    out[-1][...] = dout
+    for k in range(len(W) - 1, 0, -1):
+        kernels.times_slope(m, activation, out[k] @ W[k], cache.S[k - 1], out[k - 1])
+    return out[0] @ W[0]
+
+
 def as_phi(cfg):
-    """The network as the static map ``phi`` of a feedback model (``r2dn_np.static_map.Phi``)."""
+    """The network as the static map ``phi`` of a feedback model (``r2dn_np.static_map.Phi``).
+
+    Its ``forward`` and ``backward`` also take ``out=``: the caches of one time-step as buffers to
+    write into, which spares the time loop a copy of every activation per step.
+    """
     act = cfg.activation
-    return Phi(
-        forward=lambda explicit, v: _forward(act, explicit, v),
-        backward=lambda explicit, cache, dw: _backward_input(act, explicit, cache, dw),
-        weight_grads=_weight_grads,
-    )
+    memo = {}  # the time loop calls phi with the same weights at every step: look up once
+
+    def prepared(explicit):
+        """``(native module, transposed weights)`` of these weights."""
+        hit = memo.get("W")
+        if hit is None or hit[0] is not explicit.W:
+            W = explicit.W
+            hit = memo["W"] = (W, kernels.native(W[0]), tuple(w.mT for w in W))
+        return hit[1:]
+
+    def forward(explicit, v, out=None):
+        if out is None:
+            return _forward(act, explicit, v)
+        m, Wt = prepared(explicit)
+        return _forward_into(m, act, Wt, explicit.b, v, out), out
+
+    def backward(explicit, cache, dw, out=None):
+        if out is None:
+            return _backward_input(act, explicit, cache, dw)
+        return _backward_into(prepared(explicit)[0], act, explicit.W, cache, dw, out), out
+
+    return Phi(forward=forward, backward=backward, weight_grads=_weight_grads)

@@ -20,6 +20,10 @@ class Phi(NamedTuple):
     cotangent, plus whatever ``weight_grads`` needs. ``weight_grads(params, cache,
     grad_cache) -> d_params`` receives caches stacked over all time-steps, as
     ``(T*B, ...)`` arrays, so it can use one matrix product per weight.
+
+    Optionally ``forward`` and ``backward`` take ``out=``: the step's caches as buffers to write
+    into, which the time loop passes when the signature has it (the LBDN's does), saving one
+    copy per step.
     """
 
     forward: Callable

@@ -404,7 +404,8 @@ def _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler,
 
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            env = {"PYTHONPATH": _python_path(), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            # one process per core already: no gradient-pass workers inside a run (r2dn_np.parallel)
+            env = {"PYTHONPATH": _python_path(), "R2DN_WORKERS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                    "MKL_NUM_THREADS": "1"}
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
@@ -639,7 +640,7 @@ def _sysid_task(dataset):
         cmd += ["--cache-dir", context.cache_dir] if context.cache_dir else []
         with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, PYTHONPATH=_python_path()),
+                                  env=dict(os.environ, PYTHONPATH=_python_path(), R2DN_WORKERS="1"),
                                   preexec_fn=_die_with_parent())
         results = _read_json(os.path.join(folder, "results.json"))
         if results is None:
@@ -757,7 +758,8 @@ def _experiment_task(name, curve_key, metric_key):
         cmd += ["--no-plots"] if name == "observer" else []
         with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, PYTHONPATH=_python_path()), preexec_fn=_die_with_parent())
+                                  env=dict(os.environ, PYTHONPATH=_python_path(), R2DN_WORKERS="1"),
+                                  preexec_fn=_die_with_parent())
         results = _read_json(os.path.join(folder, "results.json"))
         if proc.returncode != 0 or results is None or run.model not in results:
             raise RuntimeError(f"scripts/{name}.py exited with status {proc.returncode}; see {folder}/log.txt")

@@ -184,7 +184,7 @@ def _window_loss(Y, Yt, skip):
     return xp.sum(r * r) / n, dY
 
 
-def _epoch(module, cfg, state, records, opts, xp, lr):
+def _epoch(module, cfg, state, records, opts, xp, lr, workers=None):
     rng = np.random.default_rng(0)
     rng.bit_generator.state = state.rng
     offsets = rng.integers(0, opts.window, size=len(records)) if opts.window > 1 else [0] * len(records)
@@ -202,7 +202,8 @@ def _epoch(module, cfg, state, records, opts, xp, lr):
             sl = slice(k * opts.window, (k + 1) * opts.window)
             skip = max(0, opts.washout - k * opts.window)
             explicit, map_cache = module.direct_to_explicit(cfg, params)
-            x_next, Yp, cache = module.forward(cfg, explicit, x, Ub[sl, ...])
+            x_next, Yp, cache = module.forward(cfg, explicit, x, Ub[sl, ...],
+                                               **({} if workers is None else {"workers": workers}))
             if skip >= opts.window:  # still in the washout: only carry the state on
                 x = x_next
                 continue
@@ -416,7 +417,7 @@ def _validate_data(data, opts, cfg):
 
 
 def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=None, resume=False,
-        log=None, stop_after=None):
+        log=None, stop_after=None, workers=None):
     """Train ``module`` with config ``cfg`` on ``data`` (a ``SysIdData``), standardised with
     the statistics of ``data.scale`` (default: of the training records).
 
@@ -428,6 +429,9 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
         same ``cfg``, ``opts`` and data); the result equals an uninterrupted run bit for bit.
     log : callable receiving one progress line per epoch (``print``, say).
     stop_after : stop after this many epochs in this call (for tests of resumption).
+    workers : processes sharing each gradient pass (``r2dn_np.parallel``); None: the model's
+        default (``R2DN_WORKERS``, else one per core for large enough batches); 1: serial. The
+        result is the serial one up to the rounding of the shards' gradient sum.
 
     Returns
     -------
@@ -444,6 +448,8 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     _validate.callable_or_none("log", log)
     if stop_after is not None:
         _validate.nonnegative_int("stop_after", stop_after)
+    if workers is not None:
+        _validate.positive_int("workers", workers)
     xp = namespace(backend)
     if params is not None:
         got = _check_params("params", module, cfg, params, opts.dtype)
@@ -476,7 +482,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
             break
         start = time.perf_counter()
         lr = _lr(opts, state)
-        params, adam, loss, rng_state = _epoch(module, cfg, state, records, opts, xp, lr)
+        params, adam, loss, rng_state = _epoch(module, cfg, state, records, opts, xp, lr, workers)
         pred = simulate(module, cfg, params, val_records, scaler, opts.dtype)
         val, _ = evaluate(pred, val_records, opts.washout)
         seconds = time.perf_counter() - start

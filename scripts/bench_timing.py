@@ -14,6 +14,11 @@ shared machine steals wall time, not CPU time) and wall time on CuPy.
     OMP_NUM_THREADS=1 taskset -c 1 python scripts/bench_timing.py --out runs/timing
     python scripts/bench_timing.py --backend cupy --out runs/timing_gpu
     python scripts/bench_timing.py --memory --out runs/memory   # peak memory against T
+    python scripts/bench_timing.py --cores --out runs/cores     # 1 vs 2 cores (no taskset)
+
+The timing study runs each pass in one process (``workers=1``); ``--cores`` compares one core,
+two cores (two processes, ``r2dn_np.parallel``) and one process with two BLAS threads at the
+timing-study (nh=96) and F16 sizes, each as a fraction of the large product with as many threads.
 
 Writes ``<out>.csv`` (and ``<out>_memory.csv``) and, where matplotlib is installed,
 ``<out>.png``: log-log time against parameter count with fitted slopes.
@@ -72,16 +77,17 @@ def problem(mod, cfg, T, B, xp, dtype, seed=0):
     return direct, x0, U, target
 
 
-def forward_pass(mod, cfg, direct, x0, U, target):
+def forward_pass(mod, cfg, direct, x0, U, target, workers=1):
     explicit, _ = mod.direct_to_explicit(cfg, direct)
-    _, Y, _ = mod.forward(cfg, explicit, x0, U)
+    _, Y, _ = mod.forward(cfg, explicit, x0, U, workers=workers)
     return Y
 
 
-def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None):
+def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None, workers=1):
+    """Map, rollout, loss, BPTT and map VJP; ``workers=1`` (one process) unless told otherwise."""
     explicit, map_cache = mod.direct_to_explicit(cfg, direct)
     kw = {} if checkpoint_every is None else dict(checkpoint_every=checkpoint_every)
-    _, Y, cache = mod.forward(cfg, explicit, x0, U, **kw)
+    _, Y, cache = mod.forward(cfg, explicit, x0, U, workers=workers, **kw)
     _, dY = losses.mse(Y, target)
     d_explicit, _, _ = mod.backward(cfg, explicit, cache, dY)
     d_direct = mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
@@ -141,6 +147,86 @@ def run_timing(args):
             print(f"{model:9} {label:7} {n_params:7d} {row['fwd_median_s']:9.4f} {row['fwd_min_s']:9.4f} "
                   f"{row['grad_median_s']:9.4f} {row['grad_min_s']:9.4f} {rate}", flush=True)
     return rows
+
+
+CORE_SIZES = ("nh=96", "F16")
+CORE_MODES = (  # (label, worker processes, BLAS threads per process)
+    ("1 core", 1, 1),
+    ("2 cores", 2, 1),
+    ("2 BLAS threads", 1, 2),  # one process
+)
+
+
+def _load():
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def run_cores(args):
+    """The gradient pass on one and on two cores against the large product with as many threads.
+
+    Every round times each mode once (fastest of ``--calls`` passes) and the large product with 1
+    and 2 BLAS threads, so all see the same background load; the table keeps the best of the
+    rounds. Wall time throughout (two processes share the pass)."""
+    from threadpoolctl import threadpool_limits
+
+    xp = namespace("numpy")
+    rounds = args.rounds or (3 if args.quick else 7)
+    by_label = {label: (mod, cfg, T, B) for model, mod, cfg, T, B, label in cases(False, True)}
+    rows = []
+    for dtype in args.dtypes:
+        load_before = _load()
+        problems = {label: problem(*by_label[label], xp, dtype) for label in CORE_SIZES}
+        gemm = {1: 0.0, 2: 0.0}
+        best = {}
+
+        def grad(label, workers):
+            mod, cfg, _, _ = by_label[label]
+            return gradient_pass(mod, cfg, *problems[label], workers=workers)
+
+        for label in CORE_SIZES:  # warm-up: caches, buffer pool, worker processes
+            for _, workers, threads in CORE_MODES:
+                with threadpool_limits(threads):
+                    grad(label, workers)
+        for _ in range(rounds):
+            for threads in (1, 2):
+                with threadpool_limits(threads):
+                    gemm[threads] = max(gemm[threads], flops.matmul_gflops("numpy", dtype, args.matmul_n, 2))
+            for label in CORE_SIZES:
+                for mode, workers, threads in CORE_MODES:
+                    with threadpool_limits(threads):
+                        wall, _ = timed(lambda: grad(label, workers), args.calls, warmup=0)
+                    best[label, mode] = min(best.get((label, mode), float("inf")), min(wall))
+        load_after = _load()
+        for label in CORE_SIZES:
+            mod, cfg, T, B = by_label[label]
+            gflop = flops.r2dn_counts(cfg, T, B)["gradient"] / 1e9
+            for mode, workers, threads in CORE_MODES:
+                cores = workers * threads
+                rate = gflop / best[label, mode]
+                rows.append(dict(dtype=dtype, size=label, T=T, B=B, mode=mode, workers=workers,
+                                 blas_threads=threads, grad_min_s=best[label, mode], grad_gflop=gflop,
+                                 grad_gflops=rate, matmul_gflops=gemm[cores], fraction=rate / gemm[cores],
+                                 rounds=rounds, calls=args.calls, load_before=load_before,
+                                 load_after=load_after))
+    _print_cores(rows, args)
+    return rows
+
+
+def _print_cores(rows, args):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"\ngradient pass (map + rollout + MSE + BPTT + map VJP), numpy, {cores} cores allowed; best of "
+          f"{rows[0]['rounds']} interleaved rounds x {rows[0]['calls']} calls, wall time; large product "
+          f"{args.matmul_n}x{args.matmul_n} with the same number of threads, measured in the same rounds")
+    print("| dtype | size | mode | ms | GFLOP/s | large product GFLOP/s (threads) | of large product |"
+          " load avg 1/5/15 min before -> after |")
+    print("|---|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['dtype']} | {r['size']} | {r['mode']} | {1e3 * r['grad_min_s']:.1f} | {r['grad_gflops']:.1f} "
+              f"| {r['matmul_gflops']:.1f} ({r['workers'] * r['blas_threads']}) | {r['fraction']:.0%} "
+              f"| {r['load_before']} -> {r['load_after']} |")
 
 
 def run_memory(args):
@@ -235,6 +321,10 @@ def main(argv=None):
     ap.add_argument("--no-f16", action="store_true", help="skip the F16-size row")
     ap.add_argument("--memory", action="store_true", help="peak memory against T instead of timing")
     ap.add_argument("--checkpoint", default="16,64", help="checkpoint intervals for --memory")
+    ap.add_argument("--cores", action="store_true",
+                    help="the gradient pass on 1 and 2 cores (worker processes) against the large product")
+    ap.add_argument("--rounds", type=int, default=None, help="--cores: interleaved rounds (default 7, quick 3)")
+    ap.add_argument("--calls", type=int, default=3, help="--cores: timed passes per mode and round")
     ap.add_argument("--out", default=None, help="path prefix for the CSV and PNG")
     args = ap.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -244,6 +334,11 @@ def main(argv=None):
           f"cores allowed: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    if args.cores:
+        rows = run_cores(args)
+        if args.out:
+            write_csv(args.out + "_cores.csv", rows)
+        return rows
     if args.memory:
         rows = run_memory(args)
         if args.out:

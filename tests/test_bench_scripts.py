@@ -60,3 +60,20 @@ def test_expressivity_target_and_tiny_run(tmp_path, monkeypatch):
     assert len(rows) == 1 and rows[0]["steps"] == 6
     assert np.isfinite(rows[0]["nrmse"]) and rows[0]["nrmse"] > 0
     assert os.path.exists(str(tmp_path / "e.csv"))
+
+
+def test_bench_cores_table(tmp_path, monkeypatch, capsys):
+    bench = _load("bench_timing")
+    monkeypatch.setattr(bench, "R2DN_WIDTHS", (3,))
+    monkeypatch.setattr(bench, "CORE_SIZES", ("nh=3", "F16"))
+    monkeypatch.setattr(bench, "F16", dict(nu=1, nx=2, nv=3, ny=1, hidden=(4,), T=5, B=4))
+    monkeypatch.setattr(bench, "ren", None)
+    out = str(tmp_path / "c")
+    bench.main(["--cores", "--dtypes", "float64", "--rounds", "1", "--calls", "1", "--matmul-n", "64",
+                "--out", out])
+    rows = _read(out + "_cores.csv")
+    assert [(r["size"], r["mode"]) for r in rows] == [
+        (s, m) for s in ("nh=3", "F16") for m in ("1 core", "2 cores", "2 BLAS threads")]
+    for r in rows:
+        assert 0 < float(r["fraction"]) and np.isfinite(float(r["grad_gflops"]))
+    assert "| float64 | F16 | 2 cores |" in capsys.readouterr().out

@@ -266,3 +266,24 @@ def test_bad_threads_is_one_line_naming_the_flag(value, capsys):
     assert rc in (1, 2)
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err and "--threads" in err, err
+
+
+def test_sysid_workers_flag_reaches_training(monkeypatch, tmp_path, capsys):
+    """``r2dn sysid --workers N`` passes N to train.fit; a bad value names the flag."""
+    from r2dn_np import train
+
+    seen = {}
+    real_fit = train.fit
+
+    def fit(*args, **kw):
+        seen["workers"] = kw.get("workers")
+        return real_fit(*args, **kw)
+
+    monkeypatch.setattr(train, "fit", fit)
+    out = tmp_path / "run"
+    assert cli.main(["sysid", "--preset", "tiny", "--dataset", "pendulum", "--epochs", "1", "--workers", "1",
+                     "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert seen["workers"] == 1
+    capsys.readouterr()
+    assert cli.main(["sysid", "--preset", "tiny", "--workers", "0", "--out", str(tmp_path / "x")]) != 0
+    assert "--workers" in capsys.readouterr().err

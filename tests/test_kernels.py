@@ -1,0 +1,58 @@
+"""The in-place kernels and the LBDN's write-into-buffers step equal the plain array-API forms."""
+
+import numpy as np
+import pytest
+
+from r2dn_np import activations, feedback, kernels, r2dn
+from r2dn_np.static_map import Phi
+
+from helpers import host, put
+
+
+@pytest.mark.parametrize("activation", activations.NAMES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_kernels_are_bitwise_the_plain_expressions(xp, activation, dtype):
+    rng = np.random.default_rng(0)
+    cast = lambda a: xp.astype(put(xp, a), getattr(xp, dtype))  # noqa: E731
+    z, bias, d = (cast(3 * rng.standard_normal(s)) for s in [(7, 5), (5,), (7, 5)])
+    z = z * cast(rng.random((7, 5)) > 0.2)  # exact zeros: ReLU's slope there is 0
+    want = activations.apply(activation, z + bias, xp)
+    got = kernels.bias_act(kernels.native(z), activation, xp.asarray(z, copy=True), bias,
+                           xp.empty_like(z))
+    assert np.array_equal(host(got), host(want))
+    s = want
+    want_d = d * activations.slope_from_output(activation, s, xp)
+    got_d = kernels.times_slope(kernels.native(d), activation, d, s, xp.empty_like(d))
+    assert np.array_equal(host(got_d), host(want_d))
+    # the generic form on NumPy too, and in place (out is d)
+    fallback = kernels.times_slope(None, activation, xp.asarray(d, copy=True), s, xp.empty_like(d))
+    assert np.array_equal(host(fallback), host(want_d))
+    assert np.array_equal(host(kernels.times_slope(kernels.native(d), activation, d, s, d)), host(want_d))
+
+
+def test_native_only_for_libraries_with_out(xp):
+    a = xp.zeros((2, 2))
+    assert (kernels.native(a) is np) == ("numpy" in xp.__name__)
+    if "array_api_strict" in xp.__name__:
+        assert kernels.native(a) is None
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("k", [None, 3])
+def test_writing_into_the_stacks_is_bitwise_the_plain_step(xp, activation, k):
+    """The LBDN's ``out=`` path in the time loop against the same phi hidden behind plain calls."""
+    cfg = r2dn.Config(2, 3, 4, 2, hidden=(5, 6), activation=activation)
+    rng = np.random.default_rng(1)
+    direct = r2dn.init(cfg, 1, backend=xp)
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    x0, U, dY = (put(xp, rng.standard_normal(s)) for s in [(4, 3), (7, 4, 2), (7, 4, 2)])
+    fast = r2dn.phi(cfg)
+    plain = Phi(lambda p, v: fast.forward(p, v), lambda p, c, g: fast.backward(p, c, g), fast.weight_grads)
+    assert feedback._writes_into(fast.forward) and not feedback._writes_into(plain.forward)
+    out = []
+    for phi in (fast, plain):
+        xT, Y, cache = feedback.forward(explicit, phi, x0, U, k)
+        d, dx0, dU = feedback.backward(explicit, phi, cache, dY)
+        out.append([xT, Y, dx0, dU] + list(d.phi.W) + [d.A, d.C1])
+    for a, b in zip(*out):
+        assert np.array_equal(host(a), host(b))
