@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace, is_numpy_namespace
 
-from . import feedback
+from . import feedback, tree
 
 __all__ = ["Cache", "resolve", "forward", "backward", "shutdown"]
 
@@ -69,25 +69,6 @@ def _cores():
         return os.cpu_count() or 1
 
 
-def _work(explicit):
-    """Multiply-adds of one sequence for one time step: the number of weights."""
-    n = 0
-    for leaf in _leaves(explicit):
-        size = 1
-        for s in leaf.shape:
-            size *= int(s)
-        n += size
-    return n
-
-
-def _leaves(c):
-    if c is None:
-        return []
-    if isinstance(c, tuple):
-        return [leaf for item in c for leaf in _leaves(item)]
-    return [c]
-
-
 def resolve(workers, U, explicit):
     """How many processes share a pass over ``U : (T, B, nu)`` (1 means serial).
 
@@ -106,7 +87,7 @@ def resolve(workers, U, explicit):
             workers = int(env)
     if workers is not None:
         return max(1, min(workers, B))
-    if B * _work(explicit) < AUTO_MIN_WORK:
+    if B * tree.size(explicit) < AUTO_MIN_WORK:  # multiply-adds per step and sequence: the weights
         return 1
     return max(1, min(_cores(), B // AUTO_MIN_ROWS))
 

@@ -537,22 +537,12 @@ def _lipschitz_map_vjp(cfg, cache, de):
 # mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
 
 
-def _factors(cfg, d):
-    return supply.gain_factors(d.log_gamma, cfg.nu, cfg.ny) if cfg.learn_gamma else supply.factors(cfg, d.X)
-
-
 def _supply_map(cfg, d):
-    core, cache = _lipschitz_map(supply.core_config(cfg), d)
-    return supply.transform(core, _factors(cfg, d)), cache._replace(core=core)
+    return supply.supply_map(cfg, d, _lipschitz_map)
 
 
 def _supply_map_vjp(cfg, cache, de):
-    d = cache.direct
-    de_core, dLQinv, dLR = supply.transform_vjp(cache.core, _factors(cfg, d), de)
-    d_direct = _lipschitz_map_vjp(supply.core_config(cfg), cache, de_core)
-    if cfg.learn_gamma:
-        return d_direct._replace(log_gamma=supply.gain_factors_vjp(d.log_gamma, dLQinv, dLR))
-    return d_direct
+    return supply.supply_map_vjp(cfg, cache, de, _lipschitz_map_vjp)
 
 
 # --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------

@@ -434,26 +434,16 @@ def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
 # mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
 
 
-def _factors(cfg, d):
-    return supply.gain_factors(d.log_gamma, cfg.nu, cfg.ny) if cfg.learn_gamma else supply.factors(cfg, d.X)
-
-
 def _map(cfg, direct):
     if cfg.kind == "qsr" or cfg.learn_gamma:
-        core, cache = _direct_to_explicit(supply.core_config(cfg), direct)
-        return supply.transform(core, _factors(cfg, direct)), cache._replace(core=core)
+        return supply.supply_map(cfg, direct, _direct_to_explicit)
     return _direct_to_explicit(cfg, direct)
 
 
 def _map_vjp(cfg, cache, d_explicit):
-    if not (cfg.kind == "qsr" or cfg.learn_gamma):
-        return _direct_to_explicit_vjp(cfg, cache, d_explicit)
-    d = cache.direct
-    de_core, dLQinv, dLR = supply.transform_vjp(cache.core, _factors(cfg, d), d_explicit)
-    d_direct = _direct_to_explicit_vjp(supply.core_config(cfg), cache, de_core)
-    if cfg.learn_gamma:
-        return d_direct._replace(log_gamma=supply.gain_factors_vjp(d.log_gamma, dLQinv, dLR))
-    return d_direct
+    if cfg.kind == "qsr" or cfg.learn_gamma:
+        return supply.supply_map_vjp(cfg, cache, d_explicit, _direct_to_explicit_vjp)
+    return _direct_to_explicit_vjp(cfg, cache, d_explicit)
 
 
 # --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------

@@ -42,7 +42,7 @@ from array_api_compat import array_namespace
 from . import linalg
 from .backend import asarray
 
-__all__ = ["config_matrix", "check", "Factors", "host_factors", "factors", "gain_factors", "transform", "transform_vjp",
+__all__ = ["config_matrix", "check", "model_factors", "supply_map", "supply_map_vjp", "Factors", "host_factors", "factors", "gain_factors", "transform", "transform_vjp",
            "core_config", "matrices", "example", "supply_sum"]
 
 
@@ -172,6 +172,30 @@ def transform_vjp(core, f, d):
 def core_config(cfg):
     """The config of the unit-gain core: the model's gamma-Lipschitz kind at gamma = 1."""
     return dataclasses.replace(cfg, kind="lipschitz", gamma=1.0, Q=None, S=None, R=None, learn_gamma=False)
+
+
+def model_factors(cfg, direct):
+    """The factors of a model's supply: its ``(Q, S, R)``, or its learned gamma."""
+    if cfg.learn_gamma:
+        return gain_factors(direct.log_gamma, cfg.nu, cfg.ny)
+    return factors(cfg, direct.X)
+
+
+def supply_map(cfg, direct, core_map):
+    """A (Q, S, R) or learned-gamma model: ``core_map`` (the model's gamma-Lipschitz map) at the
+    core config, then :func:`transform`. The cache keeps the core's explicit model for the VJP."""
+    core, cache = core_map(core_config(cfg), direct)
+    return transform(core, model_factors(cfg, direct)), cache._replace(core=core)
+
+
+def supply_map_vjp(cfg, cache, d_explicit, core_map_vjp):
+    """The VJP of :func:`supply_map` through ``core_map_vjp`` (the core's map VJP)."""
+    d = cache.direct
+    de_core, dLQinv, dLR = transform_vjp(cache.core, model_factors(cfg, d), d_explicit)
+    d_direct = core_map_vjp(core_config(cfg), cache, de_core)
+    if cfg.learn_gamma:
+        return d_direct._replace(log_gamma=gain_factors_vjp(d.log_gamma, dLQinv, dLR))
+    return d_direct
 
 
 def matrices(cfg, direct=None):
