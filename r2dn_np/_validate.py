@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+import threading
 
 import numpy as np
 from array_api_compat import array_namespace
+
+_LOCAL = threading.local()
+
+
+@contextlib.contextmanager
+def values_unchecked():
+    """Within this block, checks that read array values back from the device (NaN/Inf, a loss
+    value) are skipped; types, shapes and dtypes are still checked. For ``graph.captured``, which
+    records a call as a CUDA graph, where any host sync would end the recording: it checks the
+    values of each replay itself."""
+    previous = getattr(_LOCAL, "unchecked", False)
+    _LOCAL.unchecked = True
+    try:
+        yield
+    finally:
+        _LOCAL.unchecked = previous
+
+
+def _values_checked():
+    return not getattr(_LOCAL, "unchecked", False)
 
 
 def positive_int(name, value):
@@ -91,7 +113,7 @@ def array(name, x, shape, *, like=None, finite=True):
                 f"{name} has dtype {x.dtype} but the model parameters are {like.dtype}; "
                 "cast one of them"
             )
-    if finite and not bool(xp.all(xp.isfinite(x))):
+    if finite and _values_checked() and not bool(xp.all(xp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or Inf")
     return x
 
@@ -169,7 +191,7 @@ def container(name, value, template, *, finite=True, optional=False):
         elif leaf.dtype != ref_dtype:
             raise TypeError(f"{path} has dtype {leaf.dtype} but {ref_path} has {ref_dtype}; "
                             "all parameters must share one dtype")
-    if finite:
+    if finite and _values_checked():
         # one reduction and one host sync for the whole tree; only on failure look per field
         # (a sum that overflows, or meets +Inf and -Inf, must not warn: it only sends us looking)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -192,7 +214,7 @@ def loss_output(out, Y):
     ):
         got = f"shape {tuple(value.shape)}" if hasattr(value, "shape") else type(value).__name__
         raise TypeError(f"loss must return a scalar value (a float or 0-d array); got {got}")
-    if not math.isfinite(float(value)):
+    if _values_checked() and not math.isfinite(float(value)):
         xp = array_namespace(Y)
         if not bool(xp.all(xp.isfinite(Y))):
             raise ValueError("the model output Y contains NaN or Inf (finite parameters gave a non-finite "

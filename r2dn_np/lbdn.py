@@ -25,7 +25,7 @@ import math
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, device
 
 from . import _validate, activations, kernels, linalg
 from ._config import JSONConfig
@@ -195,7 +195,8 @@ def _direct_to_explicit(cfg, direct):
     if cfg.learn_gamma:
         sqrt_gamma = xp.exp(0.5 * direct.log_gamma)
     else:
-        sqrt_gamma = xp.asarray(math.sqrt(cfg.gamma), dtype=dtype)
+        # filled on the device, not copied from the host: a CUDA graph (graph.py) may record this
+        sqrt_gamma = xp.full((), math.sqrt(cfg.gamma), dtype=dtype, device=device(direct.layers[0].XY))
 
     W_bar, A_Ts, B_Ts, psis, W_ins, W_outs = [], [], [], [], [], []
     for k, ((n_in, n_out), layer) in enumerate(zip(cfg.layer_sizes, direct.layers)):

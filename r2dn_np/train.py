@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, io, optim, tree
+from . import _validate, graph, io, optim, tree
 from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
@@ -184,7 +184,17 @@ def _window_loss(Y, Yt, skip):
     return xp.sum(r * r) / n, dY
 
 
-def _epoch(module, cfg, state, records, opts, xp, lr, workers=None):
+def _window_grad(params, x, U, Yt, *, module, cfg, skip, workers):
+    """One window's loss, parameter gradient and final state: the part of a training step that
+    ``graph.captured`` replays as one CUDA graph on CuPy."""
+    explicit, map_cache = module.direct_to_explicit(cfg, params)
+    x_next, Yp, cache = module.forward(cfg, explicit, x, U, **({} if workers is None else {"workers": workers}))
+    loss, dY = _window_loss(Yp, Yt, skip)
+    d_explicit, _, _ = module.backward(cfg, explicit, cache, dY)
+    return loss, module.direct_to_explicit_vjp(cfg, map_cache, d_explicit), x_next
+
+
+def _epoch(module, cfg, state, records, opts, xp, lr, workers=None, window_grad=_window_grad):
     rng = np.random.default_rng(0)
     rng.bit_generator.state = state.rng
     offsets = rng.integers(0, opts.window, size=len(records)) if opts.window > 1 else [0] * len(records)
@@ -201,15 +211,13 @@ def _epoch(module, cfg, state, records, opts, xp, lr, workers=None):
         for k in range(n_win):
             sl = slice(k * opts.window, (k + 1) * opts.window)
             skip = max(0, opts.washout - k * opts.window)
-            explicit, map_cache = module.direct_to_explicit(cfg, params)
-            x_next, Yp, cache = module.forward(cfg, explicit, x, Ub[sl, ...],
-                                               **({} if workers is None else {"workers": workers}))
             if skip >= opts.window:  # still in the washout: only carry the state on
-                x = x_next
+                explicit, _ = module.direct_to_explicit(cfg, params)
+                x, _, _ = module.forward(cfg, explicit, x, Ub[sl, ...],
+                                         **({} if workers is None else {"workers": workers}))
                 continue
-            loss, dY = _window_loss(Yp, Yb[sl, ...], skip)
-            d_explicit, _, _ = module.backward(cfg, explicit, cache, dY)
-            grads = module.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+            loss, grads, x_next = window_grad(params, x, Ub[sl, ...], Yb[sl, ...], module=module, cfg=cfg,
+                                              skip=skip, workers=workers)
             grads = optim.clip_elementwise(grads, opts.clip)
             params, adam = optim.adam_step(params, grads, adam, lr)
             loss = float(loss)
@@ -473,6 +481,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     if opts.val_samples:
         val_records = [sequences.Record(r.u[:opts.val_samples], r.y[:opts.val_samples]) for r in data.val]
     stopped_early = False
+    window_grad = graph.captured(_window_grad)  # on CuPy, each window's pass is one CUDA graph
     done_here = 0
     while state.epoch < opts.epochs:
         if opts.patience and state.since_best >= opts.patience:
@@ -482,7 +491,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
             break
         start = time.perf_counter()
         lr = _lr(opts, state)
-        params, adam, loss, rng_state = _epoch(module, cfg, state, records, opts, xp, lr, workers)
+        params, adam, loss, rng_state = _epoch(module, cfg, state, records, opts, xp, lr, workers, window_grad)
         pred = simulate(module, cfg, params, val_records, scaler, opts.dtype)
         val, _ = evaluate(pred, val_records, opts.washout)
         seconds = time.perf_counter() - start

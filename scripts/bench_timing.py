@@ -35,7 +35,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from r2dn_np import allocator, flops, losses, r2dn, tree  # noqa: E402
+from r2dn_np import allocator, flops, graph, losses, r2dn, tree  # noqa: E402
 from r2dn_np.backend import namespace  # noqa: E402
 
 try:
@@ -94,6 +94,25 @@ def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None, worker
     return tree.leaves(d_direct)[0]
 
 
+def _grads(direct, x0, U, target, *, mod, cfg):
+    """The gradient pass as a function of arrays only, for ``graph.captured``: returns the loss
+    and every free parameter's gradient."""
+    explicit, map_cache = mod.direct_to_explicit(cfg, direct)
+    _, Y, cache = mod.forward(cfg, explicit, x0, U, workers=1)
+    value, dY = losses.mse(Y, target)
+    d_explicit, _, _ = mod.backward(cfg, explicit, cache, dY)
+    return value, mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+
+
+def gpu_seconds(fn, repeats):
+    """Median GPU time of ``fn`` from CUDA events (``cupyx.profiler.benchmark``): the time the
+    device was busy, beside the wall time, says whether a pass is launch- or kernel-bound."""
+    from cupyx.profiler import benchmark
+
+    res = benchmark(fn, n_repeat=repeats, n_warmup=2)
+    return float(np.median(res.gpu_times[0])), float(np.median(res.cpu_times))
+
+
 def timed(fn, repeats, warmup=2):
     """Wall and CPU seconds of each of ``repeats`` calls after ``warmup`` untimed ones
     (synchronised). CPU time leaves out time the process waited for a shared core."""
@@ -134,6 +153,16 @@ def run_timing(args):
                 fwd_cpu_min_s=min(fwd_cpu), grad_cpu_min_s=min(grad_cpu),
                 grad_cpu_median_s=float(np.median(grad_cpu)), matmul_gflops=peak,
             )
+            if args.backend == "cupy":
+                # the same pass as one replayed CUDA graph (r2dn_np.graph), and what each costs the GPU
+                step = graph.captured(_grads)
+                run = lambda: tree.leaves(step(direct, x0, U, target, mod=mod, cfg=cfg)[1])[0]  # noqa: E731
+                cap, _ = timed(run, args.repeats)
+                row.update(graph_median_s=float(np.median(cap)), graph_min_s=min(cap),
+                           graph_captures=step.stats["captures"], graph_failed=step.stats["failed"])
+                row["grad_gpu_s"], row["grad_host_s"] = gpu_seconds(
+                    lambda: gradient_pass(mod, cfg, direct, x0, U, target), args.repeats)
+                row["graph_gpu_s"], row["graph_host_s"] = gpu_seconds(run, args.repeats)
             if mod is r2dn:
                 count = flops.r2dn_counts(cfg, T, B)
                 best = row["grad_cpu_min_s"] if on_cpu else row["grad_min_s"]
@@ -142,10 +171,20 @@ def run_timing(args):
                 row.update(fwd_gflop=count["forward"] / 1e9, grad_gflop=count["gradient"] / 1e9,
                            fwd_gflops=count["forward"] / best_fwd / 1e9,
                            grad_gflops=rate, grad_fraction=rate / peak)
+                if "graph_min_s" in row:
+                    row.update(graph_gflops=count["gradient"] / row["graph_min_s"] / 1e9,
+                               graph_fraction=count["gradient"] / row["graph_min_s"] / 1e9 / peak)
             rows.append(row)
             rate = f"{row['grad_gflops']:8.1f} {row['grad_fraction']:6.0%}" if "grad_gflops" in row else ""
             print(f"{model:9} {label:7} {n_params:7d} {row['fwd_median_s']:9.4f} {row['fwd_min_s']:9.4f} "
                   f"{row['grad_median_s']:9.4f} {row['grad_min_s']:9.4f} {rate}", flush=True)
+            if "graph_min_s" in row:
+                frac = f" = {row['graph_gflops']:.1f} GFLOP/s, {row['graph_fraction']:.1%} of mm" \
+                    if "graph_gflops" in row else ""
+                print(f"{'':17} CUDA graph: median {row['graph_median_s']:.4f} s, min {row['graph_min_s']:.4f} s"
+                      f"{frac} (captures {row['graph_captures']}, failed {row['graph_failed']}); GPU busy "
+                      f"{row['grad_gpu_s']:.4f} s of the uncaptured pass, {row['graph_gpu_s']:.4f} s of the "
+                      "graph's", flush=True)
     return rows
 
 
