@@ -5,6 +5,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from helpers import cupy_or_skip
+
 # CI is derandomised (same examples every run); R2DN_HYPOTHESIS=dev explores new ones.
 settings.register_profile(
     "ci",
@@ -18,21 +20,6 @@ settings.register_profile("dev", deadline=None, max_examples=200, print_blob=Tru
 settings.load_profile(os.environ.get("R2DN_HYPOTHESIS", "ci"))
 
 
-def _cupy_or_skip():
-    try:
-        import cupy
-    except ImportError:
-        pytest.skip("cupy backend: CuPy is not installed (pip install 'r2dn_np[gpu]')")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no device")
-    except Exception:
-        pytest.skip("cupy backend: no CUDA device on this machine")
-    import array_api_compat.cupy as xp
-
-    return xp
-
-
 @pytest.fixture(scope="session", params=["numpy", "array_api_strict", "cupy"])
 def xp(request):
     """The array namespace under test: numpy, array_api_strict, and cupy where a GPU exists."""
@@ -44,6 +31,6 @@ def xp(request):
         import array_api_strict
 
         return array_api_strict
-    return _cupy_or_skip()
+    return cupy_or_skip()
 
 

@@ -10,7 +10,7 @@ import pytest
 from r2dn_np import _validate, graph, losses, r2dn, ren, train, tree
 from r2dn_np.data import pendulum
 
-from helpers import host
+from helpers import cupy_or_skip, host
 
 MODELS = [
     ("r2dn contracting", r2dn, r2dn.Config(2, 3, 4, 2, hidden=(5, 6), kind="contracting")),
@@ -45,19 +45,7 @@ def _assert_same(a, b, rtol):
 
 @pytest.fixture
 def cp():
-    """CuPy's array-API namespace; skips (saying why) where there is no GPU."""
-    try:
-        import cupy
-    except ImportError:
-        pytest.skip("cupy backend: CuPy is not installed (pip install 'r2dn_np[gpu]')")
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            raise RuntimeError("no device")
-    except Exception:
-        pytest.skip("cupy backend: no CUDA device on this machine")
-    import array_api_compat.cupy as xp
-
-    return xp
+    return cupy_or_skip()
 
 
 # -- everywhere: off CuPy the wrapper is a pass-through ---------------------------------------------
