@@ -30,8 +30,10 @@ from typing import NamedTuple
 
 from array_api_compat import array_namespace
 
-from . import activations
+from . import activations, kernels
 from .static_map import Phi
+
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (kernels.py)
 
 __all__ = ["Params", "Cache", "solve", "solve_vjp", "weight_grads", "as_phi"]
 
@@ -70,7 +72,7 @@ def _forward_rows(sigma, R, b):
     xp = array_namespace(b)
     S = xp.asarray(b.mT, copy=True)  # (nv, B): row i holds b_i, then w_i
     for i in range(int(R.shape[0])):
-        S[i, ...] = sigma(R[i, :i + 1] @ S[:i + 1, ...])
+        S[i, ...] = sigma(mm(R[i, :i + 1], S[:i + 1, ...]))
     return S.mT
 
 
@@ -87,14 +89,14 @@ def _backward_rows(activation, R, w, dw):
     J = activations.slope_from_output(activation, w).mT  # (nv, B)
     S = xp.asarray(dw.mT, copy=True)  # row i holds dw_i, then dz_i
     for i in range(int(R.shape[0]) - 1, -1, -1):
-        S[i, ...] = J[i, ...] * (R[i, i:] @ S[i:, ...])
+        S[i, ...] = J[i, ...] * (mm(R[i, i:], S[i:, ...]))
     return S.mT
 
 
 def weight_grads(dz, w):
     """``dD11 = strict_lower(dz^T w)`` over all rows (``dz, w : (N, nv)``), one product."""
     xp = array_namespace(dz)
-    return xp.tril(dz.mT @ w, k=-1)
+    return xp.tril(mm(dz.mT, w), k=-1)
 
 
 def as_phi(activation):

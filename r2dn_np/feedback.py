@@ -34,9 +34,11 @@ from typing import NamedTuple, Optional
 
 from array_api_compat import array_namespace
 
-from . import allocator, tree
+from . import allocator, kernels, tree
 
 __all__ = ["Cache", "forward", "backward", "step"]
+
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (kernels.py)
 
 
 class Cache(NamedTuple):
@@ -105,9 +107,9 @@ def _rollout(e, phi, x0, U, keep_cache):
     X = allocator.empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
     # in-place bias additions: every fresh (T*B, n) temporary costs page faults at large T*B
-    X[1:, ...] = xp.reshape(U2 @ e.B2.mT, (T, B, nx))  # the input part of x_{t+1}
+    X[1:, ...] = xp.reshape(mm(U2, e.B2.mT), (T, B, nx))  # the input part of x_{t+1}
     X[1:, ...] += e.bx
-    V = xp.reshape(U2 @ e.D12.mT, (T, B, nv))  # becomes v_t in the loop
+    V = xp.reshape(mm(U2, e.D12.mT), (T, B, nv))  # becomes v_t in the loop
     V += e.bv
     W = allocator.empty(xp, (T, B, nv), U.dtype)
     # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
@@ -116,7 +118,7 @@ def _rollout(e, phi, x0, U, keep_cache):
     stack = None
     into = _writes_into(phi.forward)
     for t in range(T):
-        xa = X[t, ...] @ AC
+        xa = mm(X[t, ...], AC)
         V[t, ...] += xa[:, nx:]
         if into and stack is not None:
             w, _ = phi.forward(e.phi, V[t, ...], out=stack.at(t))
@@ -128,7 +130,7 @@ def _rollout(e, phi, x0, U, keep_cache):
                 stack.store(c, t)
         W[t, ...] = w
         X[t + 1, ...] += xa[:, :nx]
-        X[t + 1, ...] += w @ B1T
+        X[t + 1, ...] += mm(w, B1T)
     return X, W, stack
 
 
@@ -136,11 +138,11 @@ def _outputs(e, U, X, W):
     """``y_t`` for all rows of a stretch at once; ``X`` holds its len+1 states."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
-    Y2 = _rows(X[:T, ...]) @ e.C2.mT
-    Y2 += _rows(W) @ e.D21.mT
+    Y2 = mm(_rows(X[:T, ...]), e.C2.mT)
+    Y2 += mm(_rows(W), e.D21.mT)
     Y2 += e.by
     if e.D22 is not None:
-        Y2 += _rows(U) @ e.D22.mT
+        Y2 += mm(_rows(U), e.D22.mT)
     return xp.reshape(Y2, (T, B, int(e.C2.shape[0])))
 
 
@@ -193,14 +195,14 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
     # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
     dXs = allocator.empty(xp, (T + 1, B, nx), dY.dtype)
     dXs[T, ...] = dx
-    dXs[:T, ...] = xp.reshape(dY2 @ e.C2, (T, B, nx))
-    dWs = xp.reshape(dY2 @ e.D21, (T, B, nv))
+    dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
+    dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
     dV = allocator.empty(xp, (T, B, nv), dY.dtype)
     AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
     grad_stack = None
     into = _writes_into(phi.backward)
     for t in range(T - 1, -1, -1):
-        g = dXs[t + 1, ...] @ AB1
+        g = mm(dXs[t + 1, ...], AB1)
         dWs[t, ...] += g[:, nx:]
         if into and grad_stack is not None:
             dv, _ = phi.backward(e.phi, stack.at(t), dWs[t, ...], out=grad_stack.at(t))
@@ -211,23 +213,23 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
             grad_stack.store(gc, t)
         dV[t, ...] = dv
         dXs[t, ...] += g[:, :nx]
-        dXs[t, ...] += dv @ e.C1
+        dXs[t, ...] += mm(dv, e.C1)
 
     # weight gradients: one product over all rows each
     X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXs[1:, ...]), _rows(dV)
-    dU2 = dXn2 @ e.B2
-    dU2 += dV2 @ e.D12
+    dU2 = mm(dXn2, e.B2)
+    dU2 += mm(dV2, e.D12)
     if e.D22 is not None:
-        dU2 += dY2 @ e.D22
+        dU2 += mm(dY2, e.D22)
     grads = dict(
-        A=dXn2.mT @ X2,
-        B1=dXn2.mT @ W2,
-        B2=dXn2.mT @ U2,
-        C1=dV2.mT @ X2,
-        C2=dY2.mT @ X2,
-        D12=dV2.mT @ U2,
-        D21=dY2.mT @ W2,
-        D22=None if e.D22 is None else dY2.mT @ U2,
+        A=mm(dXn2.mT, X2),
+        B1=mm(dXn2.mT, W2),
+        B2=mm(dXn2.mT, U2),
+        C1=mm(dV2.mT, X2),
+        C2=mm(dY2.mT, X2),
+        D12=mm(dV2.mT, U2),
+        D21=mm(dY2.mT, W2),
+        D22=None if e.D22 is None else mm(dY2.mT, U2),
         bx=xp.sum(dXn2, axis=0),
         bv=xp.sum(dV2, axis=0),
         by=xp.sum(dY2, axis=0),

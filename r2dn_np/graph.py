@@ -16,7 +16,11 @@ shapes and dtypes, and the keyword values) it
    which nothing else ever draws from, so no later array can share memory that a replay
    writes. Checks that need a value from the device (NaN/Inf in parameters, the loss value)
    cannot run while recording (a host sync ends a capture) and are suspended
-   (``_validate.values_unchecked``); shape, dtype and type checks still run.
+   (``_validate.values_unchecked``); shape, dtype and type checks still run. CuPy refuses
+   cuBLAS calls during a capture, so the products the time loops write as ``kernels.matmul``
+   go to cuBLAS directly meanwhile (``kernels.direct_blas``); a product written ``a @ b`` (the
+   parameter maps, with their cuSOLVER factorisations) makes the capture fail, so a training
+   step records the rollout, loss and BPTT and runs the map and its VJP outside the graph.
 
 Later calls with the same key copy the arguments into the buffers, launch the graph on the
 current stream and return copies of its outputs. The graph also sums every input and output
@@ -44,7 +48,7 @@ from collections import OrderedDict
 
 from array_api_compat import array_namespace, is_cupy_array
 
-from . import _validate, tree
+from . import _validate, kernels, tree
 
 __all__ = ["captured", "Captured"]
 
@@ -111,7 +115,7 @@ class Captured:
         graph = None
         try:
             with stream, cupy.cuda.using_allocator(pool.malloc), cupyx.errstate(linalg="ignore"), \
-                    _validate.values_unchecked():
+                    _validate.values_unchecked(), kernels.direct_blas():
                 stream.begin_capture()
                 try:
                     outputs = self.fn(*inputs, **static)

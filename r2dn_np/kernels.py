@@ -12,17 +12,25 @@ once by the caller (the lookup costs more than a small kernel).
   overwritten.
 - ``times_slope(m, activation, d, s, out)``: ``out = d * sigma'`` with the slope recovered from
   the output ``s = sigma(z)`` (``activations.slope_from_output``); ``out`` may be ``d``.
+- ``matmul(a, b)``: ``a @ b``. The time loops (``feedback``, ``lbdn``, ``equilibrium``) write their
+  products this way so that, while ``graph.captured`` records a pass on CuPy (inside
+  :func:`direct_blas`), they go to cuBLAS directly (``_cublas``), which CuPy's own product refuses
+  during capture. Everywhere else it is ``a @ b``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 
 from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 from . import activations
 
-__all__ = ["native", "bias_act", "times_slope"]
+__all__ = ["native", "bias_act", "times_slope", "matmul", "direct_blas"]
+
+_LOCAL = threading.local()
 
 
 def native(a):
@@ -66,3 +74,22 @@ def times_slope(m, activation, d, s, out):
     else:
         m.multiply(d, activations.slope_from_output(activation, s, m), out=out)
     return out
+
+
+def matmul(a, b):
+    if getattr(_LOCAL, "direct", False) and is_cupy_array(a):
+        from . import _cublas
+
+        return _cublas.matmul(a, b)
+    return a @ b
+
+
+@contextlib.contextmanager
+def direct_blas():
+    """Within this block (in this thread), :func:`matmul` on CuPy arrays calls cuBLAS directly."""
+    previous = getattr(_LOCAL, "direct", False)
+    _LOCAL.direct = True
+    try:
+        yield
+    finally:
+        _LOCAL.direct = previous

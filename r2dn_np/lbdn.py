@@ -33,6 +33,8 @@ from .backend import asarray, namespace
 from ._random import lecun_normal
 from .static_map import Phi
 
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (kernels.py)
+
 __all__ = [
     "Config",
     "Layer",
@@ -338,13 +340,13 @@ def backward(cfg, explicit, cache, dout):
 def _forward(activation, explicit, h):
     xp = array_namespace(h)
     W, b = explicit.W, explicit.b
-    z = h @ W[0].mT
+    z = mm(h, W[0].mT)
     z += b[0]
     S = []
     for k in range(1, len(W)):
         s = activations.apply(activation, z, xp)
         S.append(s)
-        z = s @ W[k].mT
+        z = mm(s, W[k].mT)
         if b[k] is not None:
             z += b[k]
     return z, Cache(h, tuple(S))
@@ -358,17 +360,17 @@ def _backward_input(activation, explicit, cache, dout):
     dZ = [None] * len(W)
     dZ[-1] = dout
     for k in range(len(W) - 1, 0, -1):
-        dz = dZ[k] @ W[k]
+        dz = mm(dZ[k], W[k])
         dz *= activations.slope_from_output(activation, cache.S[k - 1], xp)
         dZ[k - 1] = dz
-    return dZ[0] @ W[0], tuple(dZ)
+    return mm(dZ[0], W[0]), tuple(dZ)
 
 
 def _weight_grads(explicit, cache, dZ):
     """Weight gradients as one matrix product per layer over all rows of the batch."""
     xp = array_namespace(cache.h)
     inputs = (cache.h,) + tuple(cache.S)
-    dW = tuple(dz.mT @ x for dz, x in zip(dZ, inputs))
+    dW = tuple(mm(dz.mT, x) for dz, x in zip(dZ, inputs))
     db = tuple(
         None if b is None else xp.sum(dz, axis=0) for dz, b in zip(dZ, explicit.b)
     )
@@ -382,8 +384,8 @@ def _forward_into(m, activation, Wt, b, h, out):
     out.h[...] = h
     s = h
     for k in range(len(Wt) - 1):
-        s = kernels.bias_act(m, activation, s @ Wt[k], b[k], out.S[k])
-    z = s @ Wt[-1]
+        s = kernels.bias_act(m, activation, mm(s, Wt[k]), b[k], out.S[k])
+    z = mm(s, Wt[-1])
     if b[-1] is not None:
         z += b[-1]
     return z
@@ -393,8 +395,8 @@ def _backward_into(m, activation, W, cache, dout, out):
     """:func:`_backward_input` writing ``dZ`` into the buffers ``out``; returns ``dh``."""
     out[-1][...] = dout
     for k in range(len(W) - 1, 0, -1):
-        kernels.times_slope(m, activation, out[k] @ W[k], cache.S[k - 1], out[k - 1])
-    return out[0] @ W[0]
+        kernels.times_slope(m, activation, mm(out[k], W[k]), cache.S[k - 1], out[k - 1])
+    return mm(out[0], W[0])
 
 
 def as_phi(cfg):

@@ -184,14 +184,14 @@ def _window_loss(Y, Yt, skip):
     return xp.sum(r * r) / n, dY
 
 
-def _window_grad(params, x, U, Yt, *, module, cfg, skip, workers):
-    """One window's loss, parameter gradient and final state: the part of a training step that
-    ``graph.captured`` replays as one CUDA graph on CuPy."""
-    explicit, map_cache = module.direct_to_explicit(cfg, params)
+def _window_grad(explicit, x, U, Yt, *, module, cfg, skip, workers):
+    """One window's loss, the cotangent of the explicit weights and the final state: rollout, loss
+    and BPTT, the part of a training step that ``graph.captured`` replays as one CUDA graph on
+    CuPy (the parameter map and its VJP run outside it)."""
     x_next, Yp, cache = module.forward(cfg, explicit, x, U, **({} if workers is None else {"workers": workers}))
     loss, dY = _window_loss(Yp, Yt, skip)
     d_explicit, _, _ = module.backward(cfg, explicit, cache, dY)
-    return loss, module.direct_to_explicit_vjp(cfg, map_cache, d_explicit), x_next
+    return loss, d_explicit, x_next
 
 
 def _epoch(module, cfg, state, records, opts, xp, lr, workers=None, window_grad=_window_grad):
@@ -211,13 +211,14 @@ def _epoch(module, cfg, state, records, opts, xp, lr, workers=None, window_grad=
         for k in range(n_win):
             sl = slice(k * opts.window, (k + 1) * opts.window)
             skip = max(0, opts.washout - k * opts.window)
+            explicit, map_cache = module.direct_to_explicit(cfg, params)
             if skip >= opts.window:  # still in the washout: only carry the state on
-                explicit, _ = module.direct_to_explicit(cfg, params)
                 x, _, _ = module.forward(cfg, explicit, x, Ub[sl, ...],
                                          **({} if workers is None else {"workers": workers}))
                 continue
-            loss, grads, x_next = window_grad(params, x, Ub[sl, ...], Yb[sl, ...], module=module, cfg=cfg,
-                                              skip=skip, workers=workers)
+            loss, d_explicit, x_next = window_grad(explicit, x, Ub[sl, ...], Yb[sl, ...], module=module, cfg=cfg,
+                                                   skip=skip, workers=workers)
+            grads = module.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
             grads = optim.clip_elementwise(grads, opts.clip)
             params, adam = optim.adam_step(params, grads, adam, lr)
             loss = float(loss)

@@ -50,14 +50,14 @@ F16 = dict(nu=2, nx=75, nv=75, ny=3, hidden=(87,) * 3, T=256, B=64)
 MEMORY_HORIZONS, QUICK_MEMORY_HORIZONS = (64, 128, 256, 512, 1024), (64, 256)
 
 
-def cases(quick, with_f16=True):
+def cases(quick, with_f16=True, ren_widths=None):
     """``(model, module, cfg, T, B, label)`` for every row of the study."""
     out = []
     for nh in QUICK_R2DN if quick else R2DN_WIDTHS:
         out.append(("r2dn", r2dn, r2dn.Config(1, 1, 16, 1, hidden=(nh,) * 6, activation="relu"),
                     128, 64, f"nh={nh}"))
     if ren is not None:
-        for nv in QUICK_REN if quick else REN_WIDTHS:
+        for nv in ren_widths if ren_widths is not None else QUICK_REN if quick else REN_WIDTHS:
             out.append(("ren", ren, ren.Config(1, 1, nv, 1, activation="tanh"), 128, 64, f"nv={nv}"))
     if with_f16:
         f = dict(F16)
@@ -94,14 +94,20 @@ def gradient_pass(mod, cfg, direct, x0, U, target, checkpoint_every=None, worker
     return tree.leaves(d_direct)[0]
 
 
-def _grads(direct, x0, U, target, *, mod, cfg):
-    """The gradient pass as a function of arrays only, for ``graph.captured``: returns the loss
-    and every free parameter's gradient."""
-    explicit, map_cache = mod.direct_to_explicit(cfg, direct)
+def _loop(explicit, x0, U, target, *, mod, cfg):
+    """Rollout, loss and BPTT as a function of arrays only, for ``graph.captured``."""
     _, Y, cache = mod.forward(cfg, explicit, x0, U, workers=1)
     value, dY = losses.mse(Y, target)
     d_explicit, _, _ = mod.backward(cfg, explicit, cache, dY)
-    return value, mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
+    return value, d_explicit
+
+
+def graph_gradient_pass(step, mod, cfg, direct, x0, U, target):
+    """:func:`gradient_pass` with the rollout, loss and BPTT replayed as one CUDA graph
+    (``step = graph.captured(_loop)``); the map and its VJP run as usual."""
+    explicit, map_cache = mod.direct_to_explicit(cfg, direct)
+    _, d_explicit = step(explicit, x0, U, target, mod=mod, cfg=cfg)
+    return tree.leaves(mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit))[0]
 
 
 def gpu_seconds(fn, repeats):
@@ -141,7 +147,7 @@ def run_timing(args):
               f"({'CPU' if on_cpu else 'wall'} time)")
         print(f"{'model':9} {'size':7} {'params':>7} {'fwd med':>9} {'fwd min':>9} "
               f"{'grad med':>9} {'grad min':>9} {'GFLOP/s':>8} {'of mm':>6}")
-        for model, mod, cfg, T, B, label in cases(args.quick, not args.no_f16):
+        for model, mod, cfg, T, B, label in cases(args.quick, not args.no_f16, args.ren_widths):
             direct, x0, U, target = problem(mod, cfg, T, B, xp, dtype)
             n_params = tree.size(direct)
             fwd, fwd_cpu = timed(lambda: forward_pass(mod, cfg, direct, x0, U, target), args.repeats)
@@ -155,8 +161,8 @@ def run_timing(args):
             )
             if args.backend == "cupy":
                 # the same pass as one replayed CUDA graph (r2dn_np.graph), and what each costs the GPU
-                step = graph.captured(_grads)
-                run = lambda: tree.leaves(step(direct, x0, U, target, mod=mod, cfg=cfg)[1])[0]  # noqa: E731
+                step = graph.captured(_loop)
+                run = lambda: graph_gradient_pass(step, mod, cfg, direct, x0, U, target)  # noqa: E731
                 cap, _ = timed(run, args.repeats)
                 row.update(graph_median_s=float(np.median(cap)), graph_min_s=min(cap),
                            graph_captures=step.stats["captures"], graph_failed=step.stats["failed"])
@@ -358,6 +364,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 7, quick 3)")
     ap.add_argument("--matmul-n", type=int, default=2048)
     ap.add_argument("--no-f16", action="store_true", help="skip the F16-size row")
+    ap.add_argument("--ren-widths", default=None, help="REN sizes nv, e.g. 20,60 (default: the study's)")
     ap.add_argument("--memory", action="store_true", help="peak memory against T instead of timing")
     ap.add_argument("--checkpoint", default="16,64", help="checkpoint intervals for --memory")
     ap.add_argument("--cores", action="store_true",
@@ -368,6 +375,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     args.checkpoint = [int(k) for k in args.checkpoint.split(",") if k.strip()]
+    if args.ren_widths is not None:
+        args.ren_widths = tuple(int(k) for k in args.ren_widths.split(",") if k.strip())
     args.repeats = args.repeats or (3 if args.quick else 7)
     print(f"threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
           f"cores allowed: {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}")

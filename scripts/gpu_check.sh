@@ -29,23 +29,23 @@ for s in $sections; do
     start=$(date +%s)
     case "$s" in
     suite)
-        timeout "${SUITE_S:-300}" python3 -m pytest -q -p no:randomly -n "${WORKERS:-12}" -rfE --tb=short \
+        timeout "${SUITE_S:-300}" python3 -m pytest -q -p no:randomly -p no:benchmark -n "${WORKERS:-12}" -rfE --tb=short \
             --junitxml="$out/suite.xml" 2>&1 | tee "$out/suite.log" | tail -25
         failed=$(grep -oE '^FAILED [^ ]+|^ERROR [^ ]+' "$out/suite.log" | awk '{print $2}' | sort -u | head -40)
         if [ -n "$failed" ]; then
             echo "== again in one process: $(echo "$failed" | wc -l) tests"
             # shellcheck disable=SC2086
-            timeout 120 python3 -m pytest -q -rfE --tb=long $failed 2>&1 | tee "$out/suite_again.log" | tail -60
+            timeout 120 python3 -m pytest -q -p no:benchmark -rfE --tb=long $failed 2>&1 | tee "$out/suite_again.log" | tail -60
         fi
         ;;
     bench)
         timeout "${BENCH_S:-200}" python3 scripts/bench_timing.py --backend cupy --quick --repeats "${REPEATS:-5}" \
-            --out "$out/timing_gpu" 2>&1 | tee "$out/bench.log"
+            --ren-widths "${REN_WIDTHS:-20,60,200}" --out "$out/timing_gpu" 2>&1 | tee "$out/bench.log"
         ;;
     sysid)
         for g in 1 0; do
             R2DN_CUDA_GRAPHS=$g timeout "${SYSID_S:-120}" python3 -m r2dn_np sysid --dataset boucwen --preset quick \
-                --epochs 3 --backend cupy --out "/tmp/sysid_g$g" 2>&1 | tee "$out/sysid_graphs$g.log" | grep -E "epoch|RMSE|error" | head -8
+                --epochs "${EPOCHS:-3}" --backend cupy --out "/tmp/sysid_g$g" 2>&1 | tee "$out/sysid_graphs$g.log" | grep -E "epoch|RMSE|error" | head -8
         done
         ;;
     esac
