@@ -29,9 +29,14 @@ for s in $sections; do
     start=$(date +%s)
     case "$s" in
     suite)
-        timeout "${SUITE_S:-300}" python3 -m pytest -q -p no:randomly -p no:benchmark -n "${WORKERS:-12}" -rfE --tb=short \
-            --junitxml="$out/suite.xml" 2>&1 | tee "$out/suite.log" | tail -25
-        failed=$(grep -oE '^FAILED [^ ]+|^ERROR [^ ]+' "$out/suite.log" | awk '{print $2}' | sort -u | head -40)
+        # -v names every test as it finishes, so a run cut short by the time limit still says which failed
+        timeout "${SUITE_S:-420}" python3 -m pytest -v -p no:randomly -p no:benchmark -n "${WORKERS:-14}" -rfE \
+            --tb=short --junitxml="$out/suite.xml" > "$out/suite.log" 2>&1
+        grep -cE ' PASSED ' "$out/suite.log" | sed 's/^/passed so far: /'
+        grep -cE ' SKIPPED ' "$out/suite.log" | sed 's/^/skipped so far: /'
+        tail -3 "$out/suite.log"
+        failed=$(grep -oE '(FAILED|ERROR) tests/[^ ]+' "$out/suite.log" | awk '{print $2}' | sort -u | head -40)
+        echo "$failed"
         if [ -n "$failed" ]; then
             echo "== again in one process: $(echo "$failed" | wc -l) tests"
             # shellcheck disable=SC2086
