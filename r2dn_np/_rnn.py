@@ -3,7 +3,6 @@ hoisted input projection and the decoder with its VJP. Private: the models are t
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple, Optional
 
 from array_api_compat import array_namespace, device
@@ -11,23 +10,6 @@ from array_api_compat import array_namespace, device
 from . import _validate
 
 DECODERS = ("last", "sequence")
-
-
-def float_in(name, value, lo, hi, lo_open=False):
-    """A finite real number in ``[lo, hi]`` (``(lo, hi]`` when ``lo_open``); ``hi`` may be ``inf``.
-    Strings and bools are refused (``"0.5"`` and ``True`` are not numbers here)."""
-    if isinstance(value, (bool, str, bytes)):
-        raise TypeError(f"{name} must be a number; got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number; got {value!r}") from None
-    left = "(" if lo_open else "["
-    right = ")" if math.isinf(hi) else "]"
-    ok = math.isfinite(out) and (out > lo if lo_open else out >= lo) and out <= hi
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {left}{lo:g}, {hi:g}{right}; got {value!r}")
-    return out
 
 
 def check_sizes(cfg):

@@ -85,7 +85,6 @@ from ._rnn import (
     check_step,
     decode,
     decode_backward,
-    float_in,
     input_projection,
 )
 from .backend import asarray, namespace
@@ -157,12 +156,12 @@ class Config(JSONConfig):
 
     def __post_init__(self):
         check_sizes(self)
-        object.__setattr__(self, "beta", float_in("beta", self.beta, 0.5, 1.0))
-        object.__setattr__(self, "gamma", float_in("gamma", self.gamma, 0.0, math.inf))
+        object.__setattr__(self, "beta", _validate.real("beta", self.beta, 0.5, 1.0))
+        object.__setattr__(self, "gamma", _validate.real("gamma", self.gamma, 0.0, math.inf, high_open=True))
         object.__setattr__(self, "eps", _validate.positive_float("eps", self.eps))
-        object.__setattr__(self, "alpha", float_in("alpha", self.alpha, 0.0, math.inf))
+        object.__setattr__(self, "alpha", _validate.real("alpha", self.alpha, 0.0, math.inf, high_open=True))
         _validate.one_of("scheme", self.scheme, SCHEMES)
-        object.__setattr__(self, "rho", float_in("rho", self.rho, 0.0, 1.0))
+        object.__setattr__(self, "rho", _validate.real("rho", self.rho, 0.0, 1.0))
         if not isinstance(self.gated, bool):
             raise TypeError(f"gated must be a bool; got {self.gated!r}")
         if self.gated and self.scheme != "euler":

@@ -25,7 +25,6 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validate
-from ._rnn import float_in
 from .backend import to_numpy
 from .lipschitz_rnn import SCHEMES
 
@@ -66,8 +65,8 @@ def eigenvalue_bounds(M, beta, gamma):
     (-1.1, 0.4)
     """
     m = _host_square("M", M)
-    beta = float_in("beta", beta, 0.5, 1.0)
-    gamma = float_in("gamma", gamma, 0.0, math.inf)
+    beta = _validate.real("beta", beta, 0.5, 1.0)
+    gamma = _validate.real("gamma", gamma, 0.0, math.inf, high_open=True)
     lam = np.linalg.eigvalsh(m + m.T)
     return (1.0 - beta) * float(lam[0]) - gamma, (1.0 - beta) * float(lam[-1]) - gamma
 
@@ -107,8 +106,8 @@ def max_stable_step(A, alpha=1.0, rho=0.0, *, scheme=None):
     (2.0, 2.785294)
     """
     a = _host_square("A", A)
-    alpha = float_in("alpha", alpha, 0.0, math.inf)
-    rho = float_in("rho", rho, 0.0, 1.0)
+    alpha = _validate.real("alpha", alpha, 0.0, math.inf, high_open=True)
+    rho = _validate.real("rho", rho, 0.0, 1.0)
     if scheme is not None:
         _validate.one_of("scheme", scheme, SCHEMES)
     if alpha == 0.0:
@@ -164,8 +163,8 @@ def linear_update_matrix(A, eps, alpha=1.0, scheme="euler", rho=0.5):
     """
     a = _host_square("A", A)
     eps = _validate.positive_float("eps", eps)
-    alpha = float_in("alpha", alpha, 0.0, math.inf)
-    rho = float_in("rho", rho, 0.0, 1.0)
+    alpha = _validate.real("alpha", alpha, 0.0, math.inf, high_open=True)
+    rho = _validate.real("rho", rho, 0.0, 1.0)
     _validate.one_of("scheme", scheme, SCHEMES)
     I = np.eye(a.shape[0])
     w = eps * alpha * a
