@@ -117,6 +117,9 @@ def test_malformed_csv(f16_dir):
     bad.write_text(HEADER + "\n1,2,3,4,5,400,\n1,2,3,4\n")
     with pytest.raises(DataError, match="Level7.csv: malformed row"):
         f16.load(f16_dir)
+    bad.write_text(HEADER + "\n1,2,3,4,5,400,\n1,2,3,4,5,6,,\n1,2,3,4,5,,\n")  # a field too many
+    with pytest.raises(DataError, match="Level7.csv: malformed row 3: 8 fields, more than the header's 7"):
+        f16.load(f16_dir)
     bad.write_text("Force,Voltage,Acc1,Acc2,Acc3\n1,2,3,4,5\n1,2,3,4,5\n")
     with pytest.raises(DataError, match="lacks column 'Acceleration1'"):
         f16.load(f16_dir)

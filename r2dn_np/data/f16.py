@@ -78,12 +78,19 @@ def read_csv(path):
     Raises
     ------
     DataError
-        The header lacks one of :data:`COLUMNS`, a row misses a field or holds a field that
-        is not a number, fewer than 2 rows, NaN or Inf, or a filled ``Fs`` other than 400.
+        The header lacks one of :data:`COLUMNS`, a row misses a field, has more fields than the
+        header or holds a field that is not a number, fewer than 2 rows, NaN or Inf, or a filled ``Fs`` other than 400.
     """
     path = _validate.path("path", path)
     with open(path, newline="") as fh:
         header = [h.strip().strip('"') for h in fh.readline().strip().split(",")]
+        lines = fh.read().splitlines()
+    # loadtxt reads only the named columns, so a row with a field too many (its values shifted
+    # one column along) would pass unseen; a row with fewer fails in loadtxt
+    for i, line in enumerate(lines):
+        if line.count(",") >= len(header):
+            raise DataError(f"{path}: malformed row {i + 2}: {line.count(',') + 1} fields, more than the "
+                            f"header's {len(header)}")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise DataError(
@@ -95,7 +102,7 @@ def read_csv(path):
         cols.append(fs_col)
     try:
         # usecols skips the trailing empty column; the converter reads the empty Fs fields
-        rows = np.loadtxt(path, delimiter=",", skiprows=1, usecols=cols, ndmin=2, dtype=np.float64,
+        rows = np.loadtxt(lines, delimiter=",", usecols=cols, ndmin=2, dtype=np.float64,
                           converters=None if fs_col is None else {fs_col: _number_or_nan})
     except ValueError as exc:
         raise DataError(f"{path}: malformed row ({exc})") from None
