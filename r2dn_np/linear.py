@@ -8,7 +8,8 @@ Per output ``j``, an output-error (OE) model with a common denominator,
 (equivalently a linear state-space model of order n per output, ``scipy.signal.tf2ss``).
 For each order up to ``max_order``: a least-squares ARX fit gives a start, unstable poles are
 reflected into the unit disc, then ``scipy.optimize.least_squares`` minimises the
-free-run simulation error from rest (after ``washout`` samples) over all training records.
+free-run simulation error from rest (after ``washout`` samples) over all training records,
+with the exact Jacobian (each parameter's sensitivity is a filtered, delayed signal).
 The order with the lowest validation NRMSE is kept. Simulation is ``scipy.signal.lfilter``
 (zero initial state), so it is exact and fast. Host NumPy only: this is a baseline, not a
 model of the library.
@@ -56,6 +57,28 @@ def _sim_one(F, B, c, u):
     """``sum_i B_i / F u_i + c`` for standardised ``u : (T, nu)``."""
     num = sum(lfilter(B[i], [1.0], u[:, i]) for i in range(u.shape[1]))
     return lfilter([1.0], F, num) + c
+
+
+def _delayed(x, k):
+    """``q^-k x``: ``x`` delayed by ``k`` samples from a zero initial state."""
+    return np.concatenate([np.zeros(k), x[:x.size - k]]) if k else x
+
+
+def _sensitivities(F, B, u):
+    """``d yhat / d (f_1..f_n, b_00..b_{nu-1,n}, c)`` as a ``(T, n + nu (n + 1) + 1)`` array, the
+    columns in :func:`_fit_output`'s parameter order. From ``F s = sum_i B_i u_i``
+    (``yhat = s + c``): ``ds/db_ik = q^-k u_i / F`` and ``ds/df_k = -q^-k s / F``, so one filter
+    per input and one for ``s`` give every column (shifted copies); finite differences would
+    need a simulation per parameter."""
+    n = F.size - 1
+    s = _sim_one(F, B, 0.0, u)
+    z = lfilter([1.0], F, -s)
+    cols = [_delayed(z, k) for k in range(1, n + 1)]
+    for i in range(u.shape[1]):
+        w = lfilter([1.0], F, u[:, i])
+        cols.extend(_delayed(w, k) for k in range(n + 1))
+    cols.append(np.ones(u.shape[0]))
+    return np.stack(cols, axis=1)
 
 
 def simulate(model, u):
@@ -106,15 +129,26 @@ def _fit_output(records, j, n, washout):
     def unpack(p):
         return np.concatenate([[1.0], p[:n]]), p[n:-1].reshape(nu, n + 1), p[-1]
 
+    rows = sum(r.u.shape[0] - washout for r in records)
+
+    def unstable(F):
+        return np.max(np.abs(np.roots(F))) >= 1.0
+
     def residual(p):
         F, B, c = unpack(p)
         # an unstable denominator blows up; a large finite residual steers the solver away
-        if np.max(np.abs(np.roots(F))) >= 1.0:
-            return np.full(sum(r.u.shape[0] - washout for r in records), 1e3)
+        if unstable(F):
+            return np.full(rows, 1e3)
         return np.concatenate([(_sim_one(F, B, c, r.u) - r.y[:, j])[washout:] for r in records])
 
+    def jacobian(p):
+        F, B, _ = unpack(p)
+        if unstable(F):
+            return np.zeros((rows, p.size))
+        return np.concatenate([_sensitivities(F, B, r.u)[washout:] for r in records])
+
     p0 = np.concatenate([F0[1:], B0.ravel(), [c0]])
-    sol = least_squares(residual, p0, method="trf", x_scale="jac", max_nfev=200 * (p0.size + 1))
+    sol = least_squares(residual, p0, jac=jacobian, method="trf", x_scale="jac", max_nfev=200 * (p0.size + 1))
     F, B, c = unpack(sol.x)
     if np.max(np.abs(np.roots(F))) >= 1.0:
         F, B, c = F0, B0, c0

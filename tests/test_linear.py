@@ -1,4 +1,6 @@
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.signal import lfilter
 
 from r2dn_np import linear
@@ -46,3 +48,23 @@ def test_bad_arguments():
         linear.fit([rec], [rec], max_order=0)
     with pytest.raises(ValueError, match="at least one record"):
         linear.fit([rec], [], max_order=1)
+
+
+@settings(max_examples=25)
+@given(n=st.integers(1, 4), nu=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_sensitivities_match_finite_differences(n, nu, seed):
+    rng = np.random.default_rng(seed)
+    F = np.poly(rng.uniform(-0.9, 0.9, n))  # a stable denominator, F[0] = 1
+    B = rng.standard_normal((nu, n + 1))
+    c = float(rng.standard_normal())
+    u = rng.standard_normal((60, nu))
+    p = np.concatenate([F[1:], B.ravel(), [c]])
+
+    def yhat(p):
+        return linear._sim_one(np.concatenate([[1.0], p[:n]]), p[n:-1].reshape(nu, n + 1), p[-1], u)
+
+    h = 1e-6
+    fd = np.stack([(yhat(p + h * e) - yhat(p - h * e)) / (2 * h) for e in np.eye(p.size)], axis=1)
+    J = linear._sensitivities(F, B, u)
+    assert J.shape == fd.shape
+    np.testing.assert_allclose(J, fd, rtol=1e-6, atol=1e-7 * np.max(np.abs(fd)))
