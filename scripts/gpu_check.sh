@@ -29,12 +29,18 @@ for s in $sections; do
     start=$(date +%s)
     case "$s" in
     suite)
-        # -v names every test as it finishes, so a run cut short by the time limit still says which failed
-        timeout "${SUITE_S:-420}" python3 -m pytest -v -p no:randomly -p no:benchmark -n "${WORKERS:-14}" -rfE \
-            --tb=short --junitxml="$out/suite.xml" > "$out/suite.log" 2>&1
-        grep -cE ' PASSED ' "$out/suite.log" | sed 's/^/passed so far: /'
-        grep -cE ' SKIPPED ' "$out/suite.log" | sed 's/^/skipped so far: /'
-        tail -3 "$out/suite.log"
+        # The CuPy cases first (ids with "cupy", and test_graph.py), then the rest: the part only a GPU
+        # can run is done even if the time limit cuts the second run. -v names every test as it
+        # finishes, so a run cut short still says which failed.
+        for part in gpu rest; do
+            if [ "$part" = gpu ]; then sel=(-k "cupy or test_graph"); else sel=(-k "not cupy and not test_graph"); fi
+            timeout "${SUITE_S:-420}" python3 -m pytest -v -p no:randomly -p no:benchmark -n "${WORKERS:-14}" -rfE \
+                --tb=short --junitxml="$out/suite_$part.xml" "${sel[@]}" > "$out/suite_$part.log" 2>&1
+            echo "== suite, $part: $(grep -cE ' PASSED ' "$out/suite_$part.log") passed, $(grep -cE ' SKIPPED ' \
+                "$out/suite_$part.log") skipped, $(grep -cE ' (FAILED|ERROR) ' "$out/suite_$part.log") failed or errors"
+            tail -2 "$out/suite_$part.log"
+        done
+        cat "$out"/suite_gpu.log "$out"/suite_rest.log > "$out/suite.log"
         failed=$(grep -oE '(FAILED|ERROR) tests/[^ ]+' "$out/suite.log" | awk '{print $2}' | sort -u | head -40)
         echo "$failed"
         if [ -n "$failed" ]; then
