@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from collections import OrderedDict
 
@@ -76,6 +77,7 @@ class Captured:
         self.enabled = _enabled_by_env() if enabled is None else _validate.flag("enabled", enabled)
         self.max_graphs = _validate.positive_int("max_graphs", max_graphs)
         self._graphs = OrderedDict()  # key -> _Graph, or the reason capture failed (a str)
+        self._lock = threading.Lock()  # a graph's buffers serve one call at a time
         self.stats = {"captures": 0, "replays": 0, "eager": 0, "failed": 0, "fallbacks": 0}
 
     def __call__(self, *args, **static):
@@ -87,6 +89,10 @@ class Captured:
         if key is None:
             self.stats["eager"] += 1
             return self.fn(*args, **static)
+        with self._lock:
+            return self._call(key, args, static)
+
+    def _call(self, key, args, static):
         entry = self._graphs.get(key)
         if entry is None:
             out = self.fn(*args, **static)  # checked, compiled, and this call's answer
