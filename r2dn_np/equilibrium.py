@@ -123,4 +123,4 @@ def as_phi(activation):
     def grads(params, cache, grad_cache):
         return Params(weight_grads(grad_cache.dz, cache.w))
 
-    return Phi(forward, backward, grads)
+    return Phi(forward, backward, grads, compiled=("equilibrium", activation))

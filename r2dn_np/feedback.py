@@ -34,7 +34,7 @@ from typing import NamedTuple, Optional
 
 from array_api_compat import array_namespace
 
-from . import allocator, kernels, tree
+from . import allocator, compiled, kernels, tree
 
 __all__ = ["Cache", "forward", "backward", "step"]
 
@@ -97,9 +97,14 @@ def _segments(T, k):
     return [(s, min(s + k, T)) for s in range(0, T, k)]
 
 
-def _rollout(e, phi, x0, U, keep_cache):
+def _fast(phi, jit, *arrays):
+    """``phi.compiled`` when the compiled loops (``compiled.py``) take these arrays, else None."""
+    return phi.compiled if phi.compiled is not None and compiled.use(arrays, jit) else None
+
+
+def _rollout(e, phi, x0, U, keep_cache, jit=None):
     """The recurrence over one stretch of inputs: ``X`` (len+1 states), ``W`` and phi's
-    stacked caches (None unless ``keep_cache``)."""
+    stacked caches (None unless ``keep_cache``; the compiled loop always returns them)."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
     nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
@@ -112,6 +117,18 @@ def _rollout(e, phi, x0, U, keep_cache):
     V = xp.reshape(mm(U2, e.D12.mT), (T, B, nv))  # becomes v_t in the loop
     V += e.bv
     W = allocator.empty(xp, (T, B, nv), U.dtype)
+    with kernels.loop_blas(U):
+        fast = _fast(phi, jit, U, e.A)
+        if fast is not None:
+            return X, W, _Stack(compiled.rollout(*fast, e, X, V, W))
+        return X, W, _forward_loop(e, phi, X, V, W, keep_cache)
+
+
+def _forward_loop(e, phi, X, V, W, keep_cache):
+    """The recurrence: ``X[0]`` and the input parts in ``X[1:]`` and ``V`` given; fills ``X``,
+    ``V`` and ``W`` and returns phi's stacked caches (None unless ``keep_cache``)."""
+    xp = array_namespace(V)
+    T, nx = int(V.shape[0]), int(X.shape[2])
     # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
     AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
     B1T = e.B1.mT
@@ -131,7 +148,7 @@ def _rollout(e, phi, x0, U, keep_cache):
         W[t, ...] = w
         X[t + 1, ...] += xa[:, :nx]
         X[t + 1, ...] += mm(w, B1T)
-    return X, W, stack
+    return stack
 
 
 def _outputs(e, U, X, W):
@@ -146,7 +163,7 @@ def _outputs(e, U, X, W):
     return xp.reshape(Y2, (T, B, int(e.C2.shape[0])))
 
 
-def forward(explicit, phi, x0, U, checkpoint_every=None):
+def forward(explicit, phi, x0, U, checkpoint_every=None, jit=None):
     """Roll the feedback system out over a whole input sequence.
 
     Parameters
@@ -158,6 +175,9 @@ def forward(explicit, phi, x0, U, checkpoint_every=None):
     U : (T, B, nu) inputs.
     checkpoint_every : int or None
         Keep only every ``k``-th state for a checkpointed ``backward``; None keeps all.
+    jit : bool or None
+        The compiled loop (``compiled.py``) for NumPy arrays: None uses it where it can unless
+        ``R2DN_JIT=0``; False keeps this module's array-API loop.
 
     Returns
     -------
@@ -168,7 +188,7 @@ def forward(explicit, phi, x0, U, checkpoint_every=None):
     e = explicit
     xp = array_namespace(U)
     if checkpoint_every is None:
-        X, W, stack = _rollout(e, phi, x0, U, keep_cache=True)
+        X, W, stack = _rollout(e, phi, x0, U, keep_cache=True, jit=jit)
         return X[-1, ...], _outputs(e, U, X, W), Cache(U, X, W, stack.tree)
     T, B = int(U.shape[0]), int(U.shape[1])
     segments = _segments(T, checkpoint_every)
@@ -177,27 +197,17 @@ def forward(explicit, phi, x0, U, checkpoint_every=None):
     x = x0
     for i, (s, f) in enumerate(segments):
         Xc[i, ...] = x
-        X, W, _ = _rollout(e, phi, x, U[s:f, ...], keep_cache=False)
+        X, W, _ = _rollout(e, phi, x, U[s:f, ...], keep_cache=False, jit=jit)
         Y[s:f, ...] = _outputs(e, U[s:f, ...], X, W)
         x = X[-1, ...]
     return x, Y, Cache(U, Xc, None, None, checkpoint_every)
 
 
-def _segment_backward(e, phi, U, X, W, stack, dY, dx):
-    """BPTT through one stretch given the adjoint ``dx`` of its last state. Returns the
-    adjoint of its first state, its weight gradients (a dict) and ``dU``."""
-    xp = array_namespace(dY)
-    T, B, nu = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
-    dY2 = _rows(dY)
-    U2 = _rows(U)
-
-    # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
-    dXs = allocator.empty(xp, (T + 1, B, nx), dY.dtype)
-    dXs[T, ...] = dx
-    dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
-    dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
-    dV = allocator.empty(xp, (T, B, nv), dY.dtype)
+def _reverse_loop(e, phi, stack, dXs, dWs, dV):
+    """The reverse recurrence: from ``dXs[T]`` and the outputs' shares in ``dXs[:T]`` and
+    ``dWs``, the state and phi adjoints of every step; returns phi's stacked gradient caches."""
+    xp = array_namespace(dV)
+    T, nx = int(dV.shape[0]), int(dXs.shape[2])
     AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
     grad_stack = None
     into = _writes_into(phi.backward)
@@ -214,6 +224,30 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
         dV[t, ...] = dv
         dXs[t, ...] += g[:, :nx]
         dXs[t, ...] += mm(dv, e.C1)
+    return grad_stack
+
+
+def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
+    """BPTT through one stretch given the adjoint ``dx`` of its last state. Returns the
+    adjoint of its first state, its weight gradients (a dict) and ``dU``."""
+    xp = array_namespace(dY)
+    T, B, nu = (int(s) for s in U.shape)
+    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    dY2 = _rows(dY)
+    U2 = _rows(U)
+
+    # dXs[t] collects the adjoint of x_t, dWs[t] that of w_t: start from the outputs' share
+    dXs = allocator.empty(xp, (T + 1, B, nx), dY.dtype)
+    dXs[T, ...] = dx
+    dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
+    dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
+    dV = allocator.empty(xp, (T, B, nv), dY.dtype)
+    with kernels.loop_blas(dY):
+        fast = _fast(phi, jit, dY, e.A, X, W)
+        if fast is not None:
+            grad_stack = _Stack(compiled.bptt(*fast, e, stack.tree, dXs, dWs, dV))
+        else:
+            grad_stack = _reverse_loop(e, phi, stack, dXs, dWs, dV)
 
     # weight gradients: one product over all rows each
     X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXs[1:, ...]), _rows(dV)
@@ -238,7 +272,7 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx):
     return dXs[0, ...], grads, xp.reshape(dU2, (T, B, nu))
 
 
-def backward(explicit, phi, cache, dY, dxT=None):
+def backward(explicit, phi, cache, dY, dxT=None, jit=None):
     """Backpropagation through time (checkpointed if ``cache`` came from a checkpointed
     ``forward``).
 
@@ -246,6 +280,7 @@ def backward(explicit, phi, cache, dY, dxT=None):
     ----------
     dY : (T, B, ny) cotangent of the outputs.
     dxT : (B, nx) cotangent of the final state, or None for zero.
+    jit : bool or None, the compiled loop as in :func:`forward`.
 
     Returns
     -------
@@ -260,15 +295,15 @@ def backward(explicit, phi, cache, dY, dxT=None):
     dx = xp.zeros((B, int(e.A.shape[0])), dtype=dY.dtype) if dxT is None else dxT
     if cache.checkpoint_every is None:
         stack = _Stack(cache.phi_cache)
-        dx, grads, dU = _segment_backward(e, phi, U, cache.X, cache.W, stack, dY, dx)
+        dx, grads, dU = _segment_backward(e, phi, U, cache.X, cache.W, stack, dY, dx, jit)
     else:
         segments = _segments(T, cache.checkpoint_every)
         dU = xp.empty((T, B, nu), dtype=dY.dtype)
         grads = None
         for i in range(len(segments) - 1, -1, -1):
             s, f = segments[i]
-            X, W, stack = _rollout(e, phi, cache.X[i, ...], U[s:f, ...], keep_cache=True)
-            dx, g, dU[s:f, ...] = _segment_backward(e, phi, U[s:f, ...], X, W, stack, dY[s:f, ...], dx)
+            X, W, stack = _rollout(e, phi, cache.X[i, ...], U[s:f, ...], keep_cache=True, jit=jit)
+            dx, g, dU[s:f, ...] = _segment_backward(e, phi, U[s:f, ...], X, W, stack, dY[s:f, ...], dx, jit)
             grads = g if grads is None else tree.map(lambda a, b: a + b, grads, g)
     d_explicit = e._replace(**{k: v for k, v in grads.items() if k in e._fields})
     return d_explicit, dx, dU

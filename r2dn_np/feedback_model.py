@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from . import _validate, feedback, parallel
+from . import _validate, compiled, feedback, parallel
 
 __all__ = ["Spec", "Functions", "functions"]
 
@@ -78,6 +78,13 @@ def _check_workers(workers):
         _validate.positive_int("workers", workers)
 
 
+def _check_jit(jit):
+    if jit is not None and not isinstance(jit, bool):
+        raise TypeError(f"jit must be True, False or None; got {jit!r}")
+    if jit is True and not compiled.available():
+        raise ValueError("jit=True needs Numba, which does not import here: pip install 'r2dn_np[fast]'")
+
+
 def functions(spec):
     """The protocol's public functions for the model described by ``spec``."""
 
@@ -110,18 +117,18 @@ def functions(spec):
         _validate.container("d_explicit", d_explicit, templates(cfg)[1], optional=True)
         return spec.map_vjp(cfg, cache, d_explicit)
 
-    def rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers):
+    def rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers, jit):
         n = parallel.resolve(workers, U, explicit)
         if n == 1:
-            return feedback.forward(explicit, phi, x0, U, checkpoint_every)
-        return parallel.forward(explicit, phi, (spec.phi, cfg), x0, U, n, checkpoint_every)
+            return feedback.forward(explicit, phi, x0, U, checkpoint_every, jit)
+        return parallel.forward(explicit, phi, (spec.phi, cfg), x0, U, n, checkpoint_every, jit)
 
-    def bptt(explicit, phi, cache, dY, dxT):
+    def bptt(explicit, phi, cache, dY, dxT, jit):
         if isinstance(cache, parallel.Cache):
-            return parallel.backward(explicit, phi, cache, dY, dxT)
-        return feedback.backward(explicit, phi, cache, dY, dxT)
+            return parallel.backward(explicit, phi, cache, dY, dxT, jit)
+        return feedback.backward(explicit, phi, cache, dY, dxT, jit)
 
-    def forward(cfg, explicit, x0, U, checkpoint_every=None, workers=None):
+    def forward(cfg, explicit, x0, U, checkpoint_every=None, workers=None, jit=None):
         """Roll the model out over a whole input sequence.
 
         Parameters
@@ -135,6 +142,9 @@ def functions(spec):
             Processes that share the pass, each on a slice of the batch (``r2dn_np.parallel``;
             NumPy only); 1 is serial. None: the ``R2DN_WORKERS`` environment variable, else one
             per core when the batch is large enough to gain.
+        jit : bool or None
+            The compiled time loop for NumPy arrays (``r2dn_np.compiled``, needs Numba): None uses
+            it unless ``R2DN_JIT=0``; False runs the array-API loop (the reference).
 
         Returns
         -------
@@ -148,9 +158,10 @@ def functions(spec):
         x0 = _check_sequence(cfg, explicit.A, x0, U)
         _check_checkpoint(checkpoint_every)
         _check_workers(workers)
-        return rollout(cfg, explicit, spec.phi(cfg), x0, U, checkpoint_every, workers)
+        _check_jit(jit)
+        return rollout(cfg, explicit, spec.phi(cfg), x0, U, checkpoint_every, workers, jit)
 
-    def backward(cfg, explicit, cache, dY, dxT=None):
+    def backward(cfg, explicit, cache, dY, dxT=None, jit=None):
         """Backpropagation through time.
 
         Parameters
@@ -158,6 +169,7 @@ def functions(spec):
         cache : from ``forward`` with the same ``explicit``.
         dY : (T, B, ny) cotangent of the outputs.
         dxT : (B, nx) cotangent of the final state, or None for zero.
+        jit : bool or None, the compiled loop as in ``forward``.
 
         Returns
         -------
@@ -173,7 +185,8 @@ def functions(spec):
         _validate.array("dY", dY, [("T", T), ("B", B), ("ny", cfg.ny)], like=explicit.A)
         if dxT is not None:
             _validate.array("dxT", dxT, [("B", B), ("nx", cfg.nx)], like=explicit.A)
-        return bptt(explicit, spec.phi(cfg), cache, dY, dxT)
+        _check_jit(jit)
+        return bptt(explicit, spec.phi(cfg), cache, dY, dxT, jit)
 
     def step(cfg, explicit, x, u):
         """One time-step, for control loops that feed back one sample at a time:
@@ -184,7 +197,7 @@ def functions(spec):
         _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
         return feedback.step(explicit, spec.phi(cfg), x, u)
 
-    def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None, workers=None):
+    def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None, workers=None, jit=None):
         """Map, roll out, backpropagate through time and through the map.
 
         Parameters
@@ -196,6 +209,7 @@ def functions(spec):
         checkpoint_every : int or None, checkpointed BPTT as in ``forward``.
         workers : int or None, processes sharing the pass as in ``forward``; the loss always sees
             the whole ``Y``.
+        jit : bool or None, the compiled loop as in ``forward``.
 
         Returns
         -------
@@ -208,10 +222,11 @@ def functions(spec):
         x0 = _check_sequence(cfg, explicit.A, x0, U)
         _check_checkpoint(checkpoint_every)
         _check_workers(workers)
+        _check_jit(jit)
         phi = spec.phi(cfg)
-        _, Y, cache = rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers)
+        _, Y, cache = rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers, jit)
         value, dY = _validate.loss_output(loss(Y), Y)
-        d_explicit, dx0, dU = bptt(explicit, phi, cache, dY, None)
+        d_explicit, dx0, dU = bptt(explicit, phi, cache, dY, None, jit)
         return value, spec.Grads(spec.map_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
     fns = Functions(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,

@@ -12,6 +12,11 @@ once by the caller (the lookup costs more than a small kernel).
   overwritten.
 - ``times_slope(m, activation, d, s, out)``: ``out = d * sigma'`` with the slope recovered from
   the output ``s = sigma(z)`` (``activations.slope_from_output``); ``out`` may be ``d``.
+- ``loop_blas(a)``: a context for a time loop over arrays like ``a``: on NumPy, BLAS on one thread
+  (NumPy's and SciPy's, which the compiled loops call). A step's products are too small to gain
+  from threads, and waking them costs more than the product, many times over when other processes
+  load the cores (``docs/benchmarks.md``, "Defaults"); the large products outside the loop keep
+  the threads the user has.
 - ``matmul(a, b)``: ``a @ b``. The time loops (``feedback``, ``lbdn``, ``equilibrium``) write their
   products this way so that, while ``graph.captured`` records a pass on CuPy (inside
   :func:`direct_blas`), they go to cuBLAS directly (``_cublas``), which CuPy's own product refuses
@@ -28,9 +33,10 @@ from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 from . import activations
 
-__all__ = ["native", "bias_act", "times_slope", "matmul", "direct_blas"]
+__all__ = ["native", "bias_act", "times_slope", "loop_blas", "matmul", "direct_blas"]
 
 _LOCAL = threading.local()
+_BLAS = {}  # "controller": threadpoolctl's view of the BLAS libraries, made once
 
 
 def native(a):
@@ -74,6 +80,19 @@ def times_slope(m, activation, d, s, out):
     else:
         m.multiply(d, activations.slope_from_output(activation, s, m), out=out)
     return out
+
+
+def loop_blas(a):
+    if not is_numpy_array(a):
+        return contextlib.nullcontext()
+    controller = _BLAS.get("controller")
+    if controller is None:
+        # load the BLAS that SciPy (and Numba through it) calls first, or it would escape the limit
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+
+        controller = _BLAS["controller"] = ThreadpoolController()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def matmul(a, b):

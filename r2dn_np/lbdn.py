@@ -427,4 +427,4 @@ def as_phi(cfg):
             return _backward_input(act, explicit, cache, dw)
         return _backward_into(prepared(explicit)[0], act, explicit.W, cache, dw, out), out
 
-    return Phi(forward=forward, backward=backward, weight_grads=_weight_grads)
+    return Phi(forward=forward, backward=backward, weight_grads=_weight_grads, compiled=("lbdn", act))

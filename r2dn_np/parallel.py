@@ -103,16 +103,16 @@ def _bounds(B, n):
 _KEPT = {}  # in a worker: token -> (explicit, phi, cache) between forward and backward
 
 
-def _shard_forward(token, phi_ref, explicit, x0, U, checkpoint_every):
+def _shard_forward(token, phi_ref, explicit, x0, U, checkpoint_every, jit):
     phi = phi_ref[0](phi_ref[1])
-    xT, Y, cache = feedback.forward(explicit, phi, x0, U, checkpoint_every)
+    xT, Y, cache = feedback.forward(explicit, phi, x0, U, checkpoint_every, jit)
     _KEPT[token] = (explicit, phi, cache)
     return xT, Y
 
 
-def _shard_backward(token, explicit, dY, dxT):
+def _shard_backward(token, explicit, dY, dxT, jit):
     kept_explicit, phi, cache = _KEPT[token]
-    return feedback.backward(kept_explicit if explicit is None else explicit, phi, cache, dY, dxT)
+    return feedback.backward(kept_explicit if explicit is None else explicit, phi, cache, dY, dxT, jit)
 
 
 def _kept_count():
@@ -272,7 +272,7 @@ def _run(workers, calls, local):
                 w.close()
 
 
-def forward(explicit, phi, phi_ref, x0, U, n, checkpoint_every=None):
+def forward(explicit, phi, phi_ref, x0, U, n, checkpoint_every=None, jit=None):
     """:func:`feedback.forward` with the batch split into ``n`` shards. ``phi_ref = (factory,
     arg)`` rebuilds ``phi`` in a worker (``factory(arg)``; both picklable). Returns
     ``(xT, Y, Cache)``."""
@@ -281,17 +281,18 @@ def forward(explicit, phi, phi_ref, x0, U, n, checkpoint_every=None):
     (a, b), rest = bounds[0], bounds[1:]
     with _POOL.lock:
         tokens = [next(_POOL.tokens) for _ in rest]
-        calls = [(_shard_forward, (tok, phi_ref, explicit, x0[s:f, ...], U[:, s:f, ...], checkpoint_every))
+        calls = [(_shard_forward, (tok, phi_ref, explicit, x0[s:f, ...], U[:, s:f, ...], checkpoint_every, jit))
                  for tok, (s, f) in zip(tokens, rest)]
         workers = _POOL.get(len(calls))
         (xT0, Y0, local), outs = _run(
-            workers, calls, lambda: feedback.forward(explicit, phi, x0[a:b, ...], U[:, a:b, ...], checkpoint_every))
+            workers, calls,
+            lambda: feedback.forward(explicit, phi, x0[a:b, ...], U[:, a:b, ...], checkpoint_every, jit))
     xT = xp.concat([xT0] + [o[0] for o in outs], axis=0)
     Y = xp.concat([Y0] + [o[1] for o in outs], axis=1)
     return xT, Y, Cache(U, explicit, bounds, local, _Remote(list(zip(workers, tokens))))
 
 
-def backward(explicit, phi, cache, dY, dxT=None):
+def backward(explicit, phi, cache, dY, dxT=None, jit=None):
     """:func:`feedback.backward` of a sharded ``forward``: the weight gradients are summed in
     shard order, ``dx0`` and ``dU`` concatenated along the batch. The workers use the weights
     they were sent by ``forward`` when ``explicit`` is that same object (arrays changed in place
@@ -309,10 +310,11 @@ def backward(explicit, phi, cache, dY, dxT=None):
         if any(w not in _POOL.workers or w.proc.poll() is not None for w in workers):
             raise RuntimeError("the worker processes of this forward pass were stopped (parallel.shutdown "
                                "or an error); run forward again")
-        calls = [(_shard_backward, (tok, None if same else explicit, dY[:, s:f, ...], part(s, f, dxT)))
+        calls = [(_shard_backward, (tok, None if same else explicit, dY[:, s:f, ...], part(s, f, dxT), jit))
                  for (_, tok), (s, f) in zip(pairs, rest)]
         (d0, dx0, dU0), outs = _run(
-            workers, calls, lambda: feedback.backward(explicit, phi, cache.local, dY[:, a:b, ...], part(a, b, dxT)))
+            workers, calls,
+            lambda: feedback.backward(explicit, phi, cache.local, dY[:, a:b, ...], part(a, b, dxT), jit))
     grads = d0
     for d, _, _ in outs:
         grads = _add(grads, d)

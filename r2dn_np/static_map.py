@@ -7,7 +7,7 @@ the other.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 __all__ = ["Phi"]
 
@@ -24,8 +24,13 @@ class Phi(NamedTuple):
     Optionally ``forward`` and ``backward`` take ``out=``: the step's caches as buffers to write
     into, which the time loop passes when the signature has it (the LBDN's does), saving one
     copy per step.
+
+    ``compiled``, where set, is ``(layer, activation)`` with ``layer`` one of the static maps the
+    compiled time loops implement (``"lbdn"``, ``"equilibrium"``; ``compiled.py``), whose weights
+    the loops then read from the map's parameters directly; None keeps the array-API loop.
     """
 
     forward: Callable
     backward: Callable
     weight_grads: Callable
+    compiled: Optional[tuple] = None

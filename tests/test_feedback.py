@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import allocator, feedback, losses, r2dn, tree
+from r2dn_np import allocator, compiled, feedback, losses, r2dn, tree
 from r2dn_np.static_map import Phi
 
 from helpers import examples_for, host, put
@@ -117,24 +117,33 @@ def test_float32_end_to_end(xp, kind, k):
     assert not bad, bad
 
 
-def test_buffer_pool_never_overwrites_a_held_cache():
-    """Large NumPy buffers are reused between passes, but only once the caller let go."""
+@pytest.mark.parametrize("jit", [False, True])
+def test_buffer_pool_never_overwrites_a_held_cache(jit):
+    """Large NumPy buffers are reused between passes, but only once the caller let go. (The
+    compiled loop keeps the hidden layers' caches as views of one pooled buffer.)"""
+    if jit and not compiled.available():
+        pytest.skip("Numba is not installed: pip install 'r2dn_np[fast]'")
     cfg = r2dn.Config(1, 2, 16, 1, hidden=(16,))
     direct, x0, U, dY, _ = _problem(np, cfg, 64, 64, 0)
     explicit, _ = r2dn.direct_to_explicit(cfg, direct)
-    _, Y1, cache1 = r2dn.forward(cfg, explicit, x0, U)
+    _, Y1, cache1 = r2dn.forward(cfg, explicit, x0, U, jit=jit)
     held = [host(a).copy() for a in tree.leaves(cache1.phi_cache)] + [host(cache1.W).copy()]
-    _, Y2, cache2 = r2dn.forward(cfg, explicit, x0, 2.0 * U)  # different values, same shapes
-    assert not any(a is b for a, b in zip(tree.leaves(cache1), tree.leaves(cache2)))
+    _, Y2, cache2 = r2dn.forward(cfg, explicit, x0, 2.0 * U, jit=jit)  # different values, same shapes
+    assert not any(np.shares_memory(a, b) for a, b in zip(tree.leaves(cache1), tree.leaves(cache2)))
     for before, now in zip(held, tree.leaves(cache1.phi_cache) + [cache1.W]):
         assert np.array_equal(before, now)
-    g1 = r2dn.backward(cfg, explicit, cache1, dY)
-    released = [weakref.ref(a) for a in [cache2.W] + tree.leaves(cache2.phi_cache)]
+    g1 = r2dn.backward(cfg, explicit, cache1, dY, jit=jit)
+
+    def owners(cache):
+        pooled = [cache.W] + (list(cache.phi_cache.S) if jit else tree.leaves(cache.phi_cache))
+        return [a if a.base is None else a.base for a in pooled]
+
+    released = [weakref.ref(a) for a in owners(cache2)]
     del cache2
-    _, _, cache3 = r2dn.forward(cfg, explicit, x0, U)
-    for a in [cache3.W] + tree.leaves(cache3.phi_cache):  # reused rather than allocated again
+    _, _, cache3 = r2dn.forward(cfg, explicit, x0, U, jit=jit)
+    for a in owners(cache3):  # reused rather than allocated again
         assert any(a is r() for r in released)
-    g3 = r2dn.backward(cfg, explicit, cache3, dY)
+    g3 = r2dn.backward(cfg, explicit, cache3, dY, jit=jit)
     for (name, a), (_, b) in zip(tree.paths(g1), tree.paths(g3)):
         assert np.array_equal(host(a), host(b)), name
 

@@ -50,6 +50,17 @@ MODELS = {
 }
 CERTIFIED = {"r2dn", "ren"}
 T, B = 6, 3
+# the feedback models run on both time loops (compiled where Numba imports, and the array-API
+# reference); the RNNs have one
+PATHS = [pytest.param(name, loop, id=f"{name}-{loop}") for name in MODELS
+         for loop in (("compiled", "array-api") if MODELS[name][0] in CERTIFIED else ("array-api",))]
+
+
+@pytest.fixture
+def on_path(monkeypatch):
+    def choose(loop):
+        monkeypatch.setenv("R2DN_JIT", "1" if loop == "compiled" else "0")
+    return choose
 
 
 def build(name, dtype="float64", seed=0):
@@ -99,9 +110,10 @@ def test_missing_names_a_departure():
     assert any(g.startswith("forward: parameters ('cfg', 'explicit', 'h0', 'X')") for g in gaps)
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name, loop", PATHS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_shapes_and_dtypes(name, dtype):
+def test_shapes_and_dtypes(name, loop, on_path, dtype):
+    on_path(loop)
     module, cfg, direct = build(name, dtype)
     x0, U = problem(cfg, dtype)
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
@@ -122,8 +134,9 @@ def test_shapes_and_dtypes(name, dtype):
     np.testing.assert_array_equal(Y0, Yz)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_forward_is_repeated_step(name):
+@pytest.mark.parametrize("name, loop", PATHS)
+def test_forward_is_repeated_step(name, loop, on_path):
+    on_path(loop)
     module, cfg, direct = build(name)
     x0, U = problem(cfg)
     explicit, _ = module.direct_to_explicit(cfg, direct)
@@ -136,8 +149,9 @@ def test_forward_is_repeated_step(name):
     np.testing.assert_allclose(np.stack(ys)[-Y.shape[0]:], Y, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_value_and_grad_is_forward_backward_and_map_vjp(name):
+@pytest.mark.parametrize("name, loop", PATHS)
+def test_value_and_grad_is_forward_backward_and_map_vjp(name, loop, on_path):
+    on_path(loop)
     module, cfg, direct = build(name)
     x0, U = problem(cfg)
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
@@ -155,8 +169,9 @@ def test_value_and_grad_is_forward_backward_and_map_vjp(name):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15, err_msg=path)
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_gradient_of_the_same_small_loss_against_finite_differences(name):
+@pytest.mark.parametrize("name, loop", PATHS)
+def test_gradient_of_the_same_small_loss_against_finite_differences(name, loop, on_path):
+    on_path(loop)
     module, cfg, direct = build(name)
     x0, U = problem(cfg)
     explicit, _ = module.direct_to_explicit(cfg, direct)
