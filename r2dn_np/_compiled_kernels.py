@@ -218,3 +218,46 @@ def eq_bptt(dX, dW, dV, AB1, C1, code, D11, W, g, sx, acc):
         add_cols(dX[t], g, 0)
         np.dot(dV[t], C1, sx)
         dX[t] += sx
+
+
+# --- one step, for control loops (feedback.step) -------------------------------------------------
+# [x u] meets [[A^T C1^T C2^T], [B2^T D12^T D22^T]] in one product and w meets [B1^T D21^T] in one;
+# ``c`` holds the biases [bx bv by].
+
+
+@_jit()
+def lbdn_step(xu, M, N, c, code, dims, Wt, b, out_bias, S, g, w, h, x_next, y):
+    nx, nv = x_next.shape[1], w.shape[1]
+    np.dot(xu, M, g)
+    B = g.shape[0]
+    v = g[:, nx:nx + nv].copy()
+    for i in range(B):
+        for q in range(nv):
+            v[i, q] += c[nx + q]
+    lbdn_forward(code, dims, Wt, b, out_bias, v, S, 1, 0, w)
+    np.dot(w, N, h)
+    _step_outputs(g, h, c, nx, nv, x_next, y)
+
+
+@_jit()
+def eq_step(xu, M, N, c, code, D11, g, w, h, x_next, y):
+    nx, nv = x_next.shape[1], w.shape[1]
+    np.dot(xu, M, g)
+    B = g.shape[0]
+    v = g[:, nx:nx + nv].copy()
+    for i in range(B):
+        for q in range(nv):
+            v[i, q] += c[nx + q]
+    eq_forward(code, D11, v, w)
+    np.dot(w, N, h)
+    _step_outputs(g, h, c, nx, nv, x_next, y)
+
+
+@_jit()
+def _step_outputs(g, h, c, nx, nv, x_next, y):
+    B, ny = y.shape
+    for i in range(B):
+        for q in range(nx):
+            x_next[i, q] = g[i, q] + h[i, q] + c[q]
+        for q in range(ny):
+            y[i, q] = g[i, nx + nv + q] + h[i, nx + q] + c[nx + nv + q]

@@ -309,18 +309,22 @@ def backward(explicit, phi, cache, dY, dxT=None, jit=None):
     return d_explicit, dx, dU
 
 
-def step(explicit, phi, x, u):
+def step(explicit, phi, x, u, jit=None):
     """One time-step for control loops that feed back one sample at a time.
 
     Parameters
     ----------
     x : (B, nx) state; u : (B, nu) input.
+    jit : bool or None, the compiled step (``compiled.step``) as in :func:`forward`.
 
     Returns
     -------
     x_next : (B, nx); y : (B, ny)
     """
     e = explicit
+    fast = _fast(phi, jit, x, u, e.A)
+    if fast is not None:
+        return compiled.step(*fast, e, x, u)
     w, _ = phi.forward(e.phi, x @ e.C1.mT + u @ e.D12.mT + e.bv)
     x_next = x @ e.A.mT + w @ e.B1.mT + u @ e.B2.mT + e.bx
     y = x @ e.C2.mT + w @ e.D21.mT + e.by

@@ -188,14 +188,25 @@ def functions(spec):
         _check_jit(jit)
         return bptt(explicit, spec.phi(cfg), cache, dY, dxT, jit)
 
-    def step(cfg, explicit, x, u):
+    stepped = {}  # the last (cfg, explicit) step checked, and its phi: a control loop steps one model
+
+    def step(cfg, explicit, x, u, jit=None):
         """One time-step, for control loops that feed back one sample at a time:
-        ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``."""
-        check_config(cfg)
-        _validate.container("explicit", explicit, templates(cfg)[1])
+        ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``.
+
+        ``explicit`` is checked once per container object (a controller steps the same weights
+        thousands of times; arrays changed in place after the first step are not checked again);
+        ``x`` and ``u`` at every step. ``jit`` as in ``forward`` (the compiled step).
+        """
+        hit = stepped.get("last")
+        if hit is None or hit[0] is not cfg or hit[1] is not explicit:
+            check_config(cfg)
+            _validate.container("explicit", explicit, templates(cfg)[1])
+            hit = stepped["last"] = (cfg, explicit, spec.phi(cfg))
         _validate.array("x", x, [("B", None), ("nx", cfg.nx)], like=explicit.A)
         _validate.array("u", u, [("B", int(x.shape[0])), ("nu", cfg.nu)], like=explicit.A)
-        return feedback.step(explicit, spec.phi(cfg), x, u)
+        _check_jit(jit)
+        return feedback.step(explicit, hit[2], x, u, jit)
 
     def value_and_grad(cfg, direct, x0, U, loss, checkpoint_every=None, workers=None, jit=None):
         """Map, roll out, backpropagate through time and through the map.

@@ -252,3 +252,41 @@ def test_a_phi_without_a_compiled_form_takes_the_array_api_loop(spy):
     xT, Y, cache = feedback.forward(explicit, phi, np.zeros((2, 2)), np.ones((4, 2, 1)), jit=True)
     feedback.backward(explicit, phi, cache, np.ones_like(Y), jit=True)
     assert spy == []
+
+
+# --- one step ----------------------------------------------------------------------------------
+
+
+@settings(max_examples=30)
+@given(cfg=st.one_of(r2dn_configs(), ren_configs()), B=st.integers(1, 4), dtype=st.sampled_from(["float64", "float32"]),
+       seed=st.integers(0, 2**16))
+def test_compiled_step_equals_array_api_step(cfg, B, dtype, seed):
+    module = r2dn if isinstance(cfg, r2dn.Config) else ren
+    direct = tree.map(lambda a: a.astype(dtype),
+                      perturbed(module.init(cfg, seed=seed, dtype=dtype), np.random.default_rng(seed)))
+    explicit, _ = module.direct_to_explicit(cfg, direct)
+    rng = np.random.default_rng(seed)
+    x, u = rng.standard_normal((B, cfg.nx)).astype(dtype), rng.standard_normal((B, cfg.nu)).astype(dtype)
+    fast = module.step(cfg, explicit, x, u, jit=True)
+    ref = module.step(cfg, explicit, x, u, jit=False)
+    assert_same(fast, ref, dtype)
+
+
+def test_step_checks_new_weights_and_every_input(spy):
+    """``step`` checks a container of weights once, but a new container (and every x, u) each time;
+    the compiled step's packed weights follow the container it is given."""
+    cfg = r2dn.Config(1, 2, 3, 1, hidden=(3,))
+    explicit, _ = r2dn.direct_to_explicit(cfg, r2dn.init(cfg, seed=0))
+    other, _ = r2dn.direct_to_explicit(cfg, r2dn.init(cfg, seed=1))
+    x, u = np.ones((1, 2)), np.ones((1, 1))
+    ya = r2dn.step(cfg, explicit, x, u, jit=True)[1]
+    yb = r2dn.step(cfg, other, x, u, jit=True)[1]
+    assert not np.allclose(ya, yb)
+    np.testing.assert_allclose(yb, r2dn.step(cfg, other, x, u, jit=False)[1], rtol=1e-13)
+    bad = other._replace(A=np.full_like(other.A, np.nan))
+    with pytest.raises(ValueError, match="explicit.A contains NaN or Inf"):
+        r2dn.step(cfg, bad, x, u)
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        r2dn.step(cfg, explicit, np.full((1, 2), np.inf), u)
+    with pytest.raises(ValueError, match=r"u must have shape \(B=1, nu=1\)"):
+        r2dn.step(cfg, explicit, x, np.ones((2, 1)))
