@@ -43,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from typing import Callable, NamedTuple
@@ -343,6 +344,7 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
     root = os.path.abspath(_validate.path("root", root))
     if os.path.exists(root) and not os.path.isdir(root):
         raise ValueError(f"root {root}: exists and is not a folder")
+    _check_writable(root)
     if scheduler is not None and not isinstance(scheduler, str) and type(scheduler).__name__ != "Client":
         raise TypeError(f"scheduler must be an address (str) or a distributed.Client; got {type(scheduler).__name__}")
     if isinstance(scheduler, str) and not scheduler:
@@ -379,6 +381,19 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
         _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler, workers, retries, progress)
     _report_failures(failed, root, codes, log)
     return Report(summaries, len(todo) - len(failed), len(runs) - len(todo), failed, time.perf_counter() - start)
+
+
+def _check_writable(root):
+    """Refuse a ``root`` that cannot be created or written, with the reason, before any run starts."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason += "; a part of the path is a file, not a folder"
+        raise ValueError(f"root {root}: cannot write runs there ({reason})") from None
 
 
 def _report_failures(failed, root, codes, log):
