@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -62,6 +63,38 @@ def positive_float(name, value):
 def seed(name, value):
     """A seed for ``np.random.default_rng``: a non-negative integer (not a bool, float or None)."""
     return nonnegative_int(name, value)
+
+
+def _memory_bytes():
+    """The machine's physical memory in bytes (1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**40
+
+
+def dimension(name, value):
+    """A model size: an integer >= 1 small enough that one ``value x value`` float64 matrix fits
+    in this machine's memory (every model size enters such a matrix), so an absurd size such as
+    ``10**12`` is refused here, naming it, instead of in NumPy's MemoryError."""
+    value = positive_int(name, value)
+    allocation(f"{name}={value}", f"a {name} x {name} float64 matrix", (value, value))
+    return value
+
+
+def dimensions(name, value):
+    """:func:`positive_ints`, each entry a :func:`dimension`."""
+    return tuple(dimension(f"{name}[{i}]", v) for i, v in enumerate(positive_ints(name, value)))
+
+
+def allocation(name, what, shape, itemsize=8):
+    """Refuse, naming ``name`` and the sizes, an array of ``shape`` (``what`` says which) that
+    would not fit in this machine's memory, before it is allocated."""
+    need = math.prod(int(n) for n in shape) * itemsize
+    have = _memory_bytes()
+    if need > have:
+        raise ValueError(f"{name} is too large: {what} would need {need:.3g} bytes, more than this "
+                         f"machine's memory ({have:.3g} bytes)")
 
 
 def positive_ints(name, value):
@@ -237,6 +270,55 @@ def real(name, value, low=-math.inf, high=math.inf, *, low_open=False, high_open
             and (out < high if high_open else out <= high)):
         raise ValueError(f"{name} must be a finite number in {text}; got {value!r}")
     return out
+
+
+def number_dict(name, value, keys):
+    """A dict with exactly the string ``keys``, each a finite real number; returns ``{key: float}``
+    in the order of ``keys``. Errors name the dict and the key (``params['m']``)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict with the keys {list(keys)}; got {type(value).__name__}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{name} lacks the key {missing[0]!r}; expected the keys {list(keys)}")
+    extra = [k for k in value if k not in keys]
+    if extra:
+        raise ValueError(f"{name} has an unknown key {extra[0]!r}; expected the keys {list(keys)}")
+    return {k: real(f"{name}[{k!r}]", value[k]) for k in keys}
+
+
+def host_array(name, x, ndim, min_len=1, *, text=None):
+    """A real, finite NumPy array (or array-like) of ``ndim`` dimensions (None: one or more) whose
+    last axis holds at least ``min_len`` entries, as float64. ``text`` describes the expected shape
+    in messages (say so when ``min_len > 1``)."""
+    text = text or (f"{ndim}-D" if ndim is not None else "(..., n)")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real {text} array; got {type(x).__name__}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real {text} array; got dtype {a.dtype}")
+    if (a.ndim != ndim if ndim is not None else a.ndim < 1) or (a.ndim and a.shape[-1] < min_len):
+        raise ValueError(f"{name} must be a {text} array; got shape {a.shape}")
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
+    return a
+
+
+def text_lines(path, error=ValueError):
+    """The lines of the UTF-8 (or ASCII) text file ``path``; a file in another encoding raises
+    ``error`` naming the file, the line and the byte (not a bare UnicodeDecodeError)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(f"{path}: line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+                    "save the file as UTF-8 (or ASCII)") from None
+    return text.splitlines()
 
 
 def path(name, value):

@@ -32,7 +32,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import __version__, certificates, io, linear, supply, train, verify
+from . import __version__, _validate, certificates, io, linear, supply, train, verify
 from .backend import BackendError, namespace, to_backend
 from .data import sequences
 
@@ -389,11 +389,7 @@ def _read_csv(path):
     """Comma-separated numbers, one row per sample; a first line without any number is a header."""
     rows, width = [], None
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            lines = list(csv.reader(fh))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; --input takes comma-separated numbers (.csv) "
-                        "or a .npz file") from None
+        lines = list(csv.reader(_validate.text_lines(path, UserError)))
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     for number, fields in enumerate(lines, start=1):

@@ -111,9 +111,9 @@ class Config(JSONConfig):
     model: ClassVar[str] = "mondeq"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n", self.n)
-        _validate.positive_int("n_out", self.n_out)
+        _validate.dimension("n_in", self.n_in)
+        _validate.dimension("n", self.n)
+        _validate.dimension("n_out", self.n_out)
         object.__setattr__(self, "m", _validate.positive_float("m", self.m))
         _validate.one_of("activation", self.activation, ACTIVATIONS)
         _validate.one_of("splitting", self.splitting, SPLITTINGS)
