@@ -266,8 +266,8 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
         trace.append(res)
         if res <= cfg.tol:
             return fixed_point.SolveResult(z, fz, tuple(trace), len(trace), True, cfg.splitting)
-        if not math.isfinite(res):
-            break
+        if not math.isfinite(res) or len(trace) == cfg.max_iter:
+            break  # no step after the last evaluation: z stays the iterate that fz and trace measured
         if cfg.splitting == "fb":
             z = prox((1.0 - alpha) * z + alpha * a)
         else:
