@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from r2dn_np import cli, io, lbdn, r2dn, ren
-from r2dn_np.data import boucwen, f16, pendulum
+from r2dn_np import _validate, cli, io, lbdn, optim, r2dn, ren, supply, tree
+from r2dn_np.data import _sim, boucwen, f16, pendulum, perturb
 from r2dn_np.data.sequences import DataError, Record
 from r2dn_np.tasks import observer, youla
 
@@ -78,6 +78,23 @@ CASES = [
     ("boucwen-sweep-params-str", lambda: boucwen.sweep(1.0, params=dict(boucwen.PARAMS, c="10")), TypeError,
      "params['c']"),
     ("boucwen-official-rmse-none", lambda: boucwen.official_rmse(lambda u: None, REC), ValueError, "predict"),
+    # --- found beyond the examples -------------------------------------------------------------
+    ("sim-multisine-absurd", lambda: _sim.multisine(np.random.default_rng(0), 10**6, 10**7, 1.0, 0.1, 0.4, 1.0),
+     ValueError, "n_signals=1000000, period=10000000"),
+    ("sim-sweep-absurd", lambda: _sim.sine_sweep(10**13, 1.0, 0.1, 0.2, 1.0), ValueError, "n=10000000000000"),
+    ("perturb-noise-nan", lambda: perturb.gaussian_noise(np.array([1.0, NAN]), 0.1), ValueError, "X"),
+    ("perturb-noise-float16", lambda: perturb.gaussian_noise(np.ones(3, np.float16), 0.1), TypeError, "X"),
+    ("perturb-salt-int", lambda: perturb.salt_and_pepper(np.ones(3, np.int32), 0.1), TypeError, "X"),
+    ("supply-example-nu-0", lambda: supply.example(0, 1), ValueError, "nu"),
+    ("supply-example-seed-neg", lambda: supply.example(1, 1, seed=-1), ValueError, "seed"),
+    ("supply-example-kind", lambda: supply.example(1, 1, kind="passive"), ValueError, "kind"),
+    ("adam-lr-nan", lambda: optim.adam_step(np.ones(2), np.ones(2), optim.adam_init(np.ones(2)), NAN),
+     ValueError, "lr"),
+    ("adam-b2-one", lambda: optim.adam_step(np.ones(2), np.ones(2), optim.adam_init(np.ones(2)), 0.1, b2=1.0),
+     ValueError, "b2"),
+    ("validate-array-float16", lambda: _validate.array("x", np.zeros(2, np.float16), [None]), TypeError, "x"),
+    ("validate-container-float16", lambda: io.save("m.npz", SMALL, tree.map(lambda a: a.astype(np.float16),
+                                                                            lbdn.init(SMALL))), TypeError, "params"),
     ("io-save-path-int", lambda: io.save(3, SMALL, lbdn.init(SMALL)), TypeError, "path"),
 ]
 
