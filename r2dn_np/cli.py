@@ -633,6 +633,10 @@ def _check_arguments(args):
         raise UserError(f"--gamma must be a positive finite number; got {gamma}")
     if args.command == "sysid" and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: exists and is not a folder (--out names the output folder)")
+    for name in ("data_dir", "cache_dir", "root"):  # folders
+        value = getattr(args, name, None)
+        if value and os.path.exists(value) and not os.path.isdir(value):
+            raise UserError(f"--{name.replace('_', '-')} {value}: exists and is not a folder")
 
 
 def _os_error_line(args, exc):

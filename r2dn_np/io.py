@@ -145,6 +145,8 @@ def read_npz(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a folder, not a .npz file")
     if not zipfile.is_zipfile(path):  # np.load would read a .npy file instead
         raise FormatError(f"{path}: not a readable .npz file (not a zip archive, which np.savez writes)")
     try:

@@ -344,7 +344,6 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
     root = os.path.abspath(_validate.path("root", root))
     if os.path.exists(root) and not os.path.isdir(root):
         raise ValueError(f"root {root}: exists and is not a folder")
-    _check_writable(root)
     if scheduler is not None and not isinstance(scheduler, str) and type(scheduler).__name__ != "Client":
         raise TypeError(f"scheduler must be an address (str) or a distributed.Client; got {type(scheduler).__name__}")
     if isinstance(scheduler, str) and not scheduler:
@@ -357,9 +356,14 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
     context = Context(*(None if p is None else os.path.abspath(_validate.path(n, p))
                         for n, p in (("data_dir", data_dir), ("cache_dir", cache_dir))),
                       blas_threads=_validate.positive_int("blas_threads", blas_threads))
+    # here, not in every run; on an existing cluster only its workers may see the folder
+    if context.data_dir is not None and scheduler is None and not os.path.isdir(context.data_dir):
+        raise ValueError(f"data_dir {context.data_dir}: " + ("exists and is not a folder"
+                                                             if os.path.exists(context.data_dir) else "no such folder"))
     retries = _validate.nonnegative_int("retries", retries)
     _validate.callable_or_none("log", log)
     interval = _validate.positive_float("interval", interval)
+    _check_writable(root)  # the first side effect, after every argument was checked
 
     start = time.perf_counter()
     codes = {t: code_version(t) for t in {r.task for r in runs}}

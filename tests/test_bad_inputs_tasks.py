@@ -184,3 +184,28 @@ def test_f16_header_only_file_is_one_line_without_a_warning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Level1.csv: expected at least 2 rows of data; got 0" in err
     assert "Warning" not in err and "site-packages" not in err
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["verify", "--params", "{dir}"], "--params {dir}: is a folder, not a .npz file"),
+    (["simulate", "--params", "{dir}", "--input", "{file}", "--out", "{tmp}/y.csv"],
+     "--params {dir}: is a folder, not a .npz file"),
+    (["sysid", "--dataset", "f16", "--data-dir", "{file}", "--out", "{tmp}/o"],
+     "--data-dir {file}: exists and is not a folder"),
+    (["sysid", "--dataset", "pendulum", "--cache-dir", "{file}", "--out", "{tmp}/o"],
+     "--cache-dir {file}: exists and is not a folder"),
+    (["sweep", "--root", "{file}", "--table"], "--root {file}: exists and is not a folder"),
+    (["sweep", "--tasks", "sysid-f16", "--data-dir", "{tmp}/none", "--serial", "--root", "{tmp}/r", "--preset",
+      "tiny"], "--data-dir {tmp}/none: no such folder"),
+])
+def test_cli_folder_and_file_flags_say_which_is_wrong(tmp_path, capsys, argv, line):
+    """A folder where a file belongs, or a file where a folder belongs: one line naming the flag,
+    before any work (not "not a zip archive", "does not exist", a silently unused cache, or one
+    failed sweep run per grid point)."""
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "file").write_text("x")
+    names = {"dir": tmp_path / "dir", "file": tmp_path / "file", "tmp": tmp_path}
+    assert cli.main([a.format(**names) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and line.format(**names) in err, err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()

@@ -154,6 +154,8 @@ def load(data_dir, train=(1, 3, 5, 7), val=(2, 4), test=(6,), scale=(4,)):
     if data_dir is None:
         raise FileNotFoundError("the f16 data set needs --data-dir: the folder with F16Data_FullMSine_Level*.csv")
     data_dir = _validate.path("data_dir", data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(f"data directory {data_dir!r} is a file, not a folder")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
     sets = {"train": _levels("train", train), "val": _levels("val", val), "test": _levels("test", test)}
