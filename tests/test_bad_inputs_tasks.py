@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from r2dn_np import _validate, cli, io, lbdn, optim, r2dn, ren, supply, tree
+from r2dn_np import _validate, classify, cli, flops, io, lbdn, optim, r2dn, ren, supply, tree, verify
 from r2dn_np.data import _sim, boucwen, f16, pendulum, perturb
 from r2dn_np.data.sequences import DataError, Record
 from r2dn_np.tasks import observer, youla
@@ -95,6 +95,12 @@ CASES = [
     ("validate-array-float16", lambda: _validate.array("x", np.zeros(2, np.float16), [None]), TypeError, "x"),
     ("validate-container-float16", lambda: io.save("m.npz", SMALL, tree.map(lambda a: a.astype(np.float16),
                                                                             lbdn.init(SMALL))), TypeError, "params"),
+    ("classify-evaluate-nan", lambda: classify.evaluate(lambda p, X: X, None, np.full((3, 2), NAN), np.zeros(3, int)),
+     ValueError, "X"),
+    ("classify-evaluate-labels", lambda: classify.evaluate(lambda p, X: X, None, np.ones((3, 2)), np.zeros(2, int)),
+     ValueError, "y"),
+    ("verify-check-model-cfg", lambda: verify.check_model(r2dn, None, None), TypeError, "cfg"),
+    ("flops-matmul-absurd", lambda: flops.matmul_gflops(n=10**7, repeats=1), ValueError, "n=10000000"),
     ("io-save-path-int", lambda: io.save(3, SMALL, lbdn.init(SMALL)), TypeError, "path"),
 ]
 
