@@ -120,11 +120,11 @@ def _float32_or_64(xp, dtype):
     return dtype == xp.float32 or dtype == xp.float64
 
 
-def array(name, x, shape, *, like=None, finite=True):
+def array(name, x, shape, *, like=None, finite=True, like_name="the model parameters"):
     """Check an array's type, shape (``None`` entries are free) and dtype, and that it is finite.
 
     ``shape`` entries may be ``(label, size)`` pairs so the message reads ``(T, B, nu=3)``.
-    ``like`` is an array whose namespace and dtype ``x`` must share.
+    ``like`` is an array whose namespace and dtype ``x`` must share; ``like_name`` names it.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array; got {type(x).__name__}")
@@ -143,12 +143,12 @@ def array(name, x, shape, *, like=None, finite=True):
     if like is not None:
         if array_namespace(like) is not xp:
             raise TypeError(
-                f"{name} lives on a different backend ({xp.__name__}) from the model "
-                f"parameters ({array_namespace(like).__name__}); move it with r2dn_np.to_backend"
+                f"{name} lives on a different backend ({xp.__name__}) from {like_name} "
+                f"({array_namespace(like).__name__}); move it with r2dn_np.to_backend"
             )
         if x.dtype != like.dtype:
             raise TypeError(
-                f"{name} has dtype {x.dtype} but the model parameters are {like.dtype}; "
+                f"{name} has dtype {x.dtype} but {like_name} {'is' if like_name[-1] != 's' else 'are'} {like.dtype}; "
                 "cast one of them"
             )
     if finite and _values_checked() and not bool(xp.all(xp.isfinite(x))):
@@ -258,7 +258,7 @@ def loss_output(out, Y):
             raise ValueError("the model output Y contains NaN or Inf (finite parameters gave a non-finite "
                              f"model), so loss returned {float(value)!r}")
         raise ValueError(f"loss returned a non-finite value {float(value)!r}")
-    array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y)
+    array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y, like_name="the model output Y")
     return value, dY
 
 

@@ -182,7 +182,7 @@ def solve(F, z0, *, scale=0.0, solver="anderson", tol=1e-8, max_iter=200, anders
         fz = F(z)
         if not trace:
             # F is the caller's: its first value shows whether it maps (N, n) to (N, n)
-            _validate.array("F(z0)", fz, shape, like=z0, finite=False)
+            _validate.array("F(z0)", fz, shape, like=z0, finite=False, like_name="z0")
         res = _relative_residual(fz, z, scale)
         trace.append(res)
         if res <= tol:

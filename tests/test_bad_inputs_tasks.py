@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import _validate, classify, cli, flops, io, lbdn, optim, r2dn, ren, supply, tree, verify
-from r2dn_np.data import _sim, boucwen, f16, pendulum, perturb
+from r2dn_np.data import _sim, boucwen, digits, f16, pendulum, perturb
 from r2dn_np.data.sequences import DataError, Record
 from r2dn_np.tasks import observer, youla
 
@@ -215,3 +215,13 @@ def test_cli_folder_and_file_flags_say_which_is_wrong(tmp_path, capsys, argv, li
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and line.format(**names) in err, err
     assert not (tmp_path / "r").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_dtype_mismatch_names_what_it_was_compared_with():
+    # the state is compared with the disturbance w, not with "the model parameters"
+    state = youla.initial_state(POL, 2, dtype="float32")
+    with pytest.raises(TypeError, match="^state.x has dtype float32 but w is float64; cast one of them$"):
+        youla.rollout(POL, r2dn.init(POL), state, np.zeros((5, 2, 1)))
+    with pytest.raises(ValueError, match="noise_rows=1000000000000 is too large"):
+        digits.as_sequences(digits.Split(*(np.zeros((2, 64)), np.zeros(2, int)) * 2), "noise_padded",
+                            noise_rows=10**12)

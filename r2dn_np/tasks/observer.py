@@ -203,8 +203,8 @@ def loss_and_grad(cfg, direct, chunk):
     xi, y, xn = chunk
     _validate.array("chunk.xi", xi, [("B", None), ("nx", cfg.nx)])
     B = int(xi.shape[0])
-    _validate.array("chunk.y", y, [("B", B), ("nu", cfg.nu)], like=xi)
-    _validate.array("chunk.xi_next", xn, [("B", B), ("nx", cfg.nx)], like=xi)
+    _validate.array("chunk.y", y, [("B", B), ("nu", cfg.nu)], like=xi, like_name="chunk.xi")
+    _validate.array("chunk.xi_next", xn, [("B", B), ("nx", cfg.nx)], like=xi, like_name="chunk.xi")
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
     xp = array_namespace(xi)
     U = xp.reshape(y, (1,) + tuple(y.shape))
@@ -274,7 +274,7 @@ def estimate(cfg, direct, y, x0=None):
     module = _module(cfg)
     _validate.array("y", y, [("T", None), ("B", None), ("nu", cfg.nu)])
     if x0 is not None:
-        _validate.array("x0", x0, [("B", int(y.shape[1])), ("nx", cfg.nx)], like=y)
+        _validate.array("x0", x0, [("B", int(y.shape[1])), ("nx", cfg.nx)], like=y, like_name="y")
     explicit, _ = module.direct_to_explicit(cfg, direct)
     return module.forward(cfg, explicit, x0, y)[1]
 

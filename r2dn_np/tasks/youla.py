@@ -130,8 +130,8 @@ def _check(cfg, direct, state, w):
         raise TypeError(f"state must be a youla.State; got {type(state).__name__}")
     _validate.array("w", w, [("T", None), ("B", None), ("nw", 1)])
     B = int(w.shape[1])
-    _validate.array("state.x", state.x, [("B", B), ("6", 6)], like=w)
-    _validate.array("state.q", state.q, [("B", B), ("nx", cfg.nx)], like=w)
+    _validate.array("state.x", state.x, [("B", B), ("6", 6)], like=w, like_name="w")
+    _validate.array("state.q", state.q, [("B", B), ("nx", cfg.nx)], like=w, like_name="w")
     return module
 
 
