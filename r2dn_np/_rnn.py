@@ -15,7 +15,7 @@ DECODERS = ("last", "sequence")
 def check_sizes(cfg):
     """``n_in, n_units, n_out`` integers >= 1, ``decoder`` known, ``init_std`` positive."""
     for name in ("n_in", "n_units", "n_out"):
-        _validate.positive_int(name, getattr(cfg, name))
+        _validate.dimension(name, getattr(cfg, name))
     _validate.one_of("decoder", cfg.decoder, DECODERS)
     object.__setattr__(cfg, "init_std", _validate.positive_float("init_std", cfg.init_std))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -64,6 +65,38 @@ def seed(name, value):
     return nonnegative_int(name, value)
 
 
+def _memory_bytes():
+    """The machine's physical memory in bytes (1 TiB where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 2**40
+
+
+def dimension(name, value):
+    """A model size: an integer >= 1 small enough that one ``value x value`` float64 matrix fits
+    in this machine's memory (every model size enters such a matrix), so an absurd size such as
+    ``10**12`` is refused here, naming it, instead of in NumPy's MemoryError."""
+    value = positive_int(name, value)
+    allocation(f"{name}={value}", f"a {name} x {name} float64 matrix", (value, value))
+    return value
+
+
+def dimensions(name, value):
+    """:func:`positive_ints`, each entry a :func:`dimension`."""
+    return tuple(dimension(f"{name}[{i}]", v) for i, v in enumerate(positive_ints(name, value)))
+
+
+def allocation(name, what, shape, itemsize=8):
+    """Refuse, naming ``name`` and the sizes, an array of ``shape`` (``what`` says which) that
+    would not fit in this machine's memory, before it is allocated."""
+    need = math.prod(int(n) for n in shape) * itemsize
+    have = _memory_bytes()
+    if need > have:
+        raise ValueError(f"{name} is too large: {what} would need {need:.3g} bytes, more than this "
+                         f"machine's memory ({have:.3g} bytes)")
+
+
 def positive_ints(name, value):
     """A sequence (tuple, list, range or 1-d integer array) of integers >= 1, as a tuple.
 
@@ -82,11 +115,16 @@ def one_of(name, value, options):
     return value
 
 
-def array(name, x, shape, *, like=None, finite=True):
+def _float32_or_64(xp, dtype):
+    # float16 is a real floating dtype too, but nothing here is written or tested for it
+    return dtype == xp.float32 or dtype == xp.float64
+
+
+def array(name, x, shape, *, like=None, finite=True, like_name="the model parameters"):
     """Check an array's type, shape (``None`` entries are free) and dtype, and that it is finite.
 
     ``shape`` entries may be ``(label, size)`` pairs so the message reads ``(T, B, nu=3)``.
-    ``like`` is an array whose namespace and dtype ``x`` must share.
+    ``like`` is an array whose namespace and dtype ``x`` must share; ``like_name`` names it.
     """
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array; got {type(x).__name__}")
@@ -106,17 +144,17 @@ def array(name, x, shape, *, like=None, finite=True):
                 raise ValueError(f"{name} contains NaN or Inf")
             return x
     xp = array_namespace(x)
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _float32_or_64(xp, x.dtype):
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {x.dtype}")
     if like is not None:
         if array_namespace(like) is not xp:
             raise TypeError(
-                f"{name} lives on a different backend ({xp.__name__}) from the model "
-                f"parameters ({array_namespace(like).__name__}); move it with r2dn_np.to_backend"
+                f"{name} lives on a different backend ({xp.__name__}) from {like_name} "
+                f"({array_namespace(like).__name__}); move it with r2dn_np.to_backend"
             )
         if x.dtype != like.dtype:
             raise TypeError(
-                f"{name} has dtype {x.dtype} but the model parameters are {like.dtype}; "
+                f"{name} has dtype {x.dtype} but {like_name} {'is' if like_name[-1] != 's' else 'are'} {like.dtype}; "
                 "cast one of them"
             )
     if finite and _values_checked() and not bool(xp.all(xp.isfinite(x))):
@@ -189,7 +227,7 @@ def container(name, value, template, *, finite=True, optional=False):
         if xp is None:
             ref_type = type(leaf)
             xp, ref_dtype, ref_path = leaf_xp, leaf.dtype, path
-            if not xp.isdtype(leaf.dtype, "real floating"):
+            if not _float32_or_64(xp, leaf.dtype):
                 raise TypeError(f"{path} must be a float32 or float64 array; got dtype {leaf.dtype}")
         elif leaf_xp is not xp:
             raise TypeError(f"{path} lives on a different backend ({leaf_xp.__name__}) from {ref_path} "
@@ -226,7 +264,7 @@ def loss_output(out, Y):
             raise ValueError("the model output Y contains NaN or Inf (finite parameters gave a non-finite "
                              f"model), so loss returned {float(value)!r}")
         raise ValueError(f"loss returned a non-finite value {float(value)!r}")
-    array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y)
+    array("dY returned by loss", dY, tuple(int(s) for s in Y.shape), like=Y, like_name="the model output Y")
     return value, dY
 
 
@@ -243,6 +281,55 @@ def real(name, value, low=-math.inf, high=math.inf, *, low_open=False, high_open
             and (out < high if high_open else out <= high)):
         raise ValueError(f"{name} must be a finite number in {text}; got {value!r}")
     return out
+
+
+def number_dict(name, value, keys):
+    """A dict with exactly the string ``keys``, each a finite real number; returns ``{key: float}``
+    in the order of ``keys``. Errors name the dict and the key (``params['m']``)."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict with the keys {list(keys)}; got {type(value).__name__}")
+    missing = [k for k in keys if k not in value]
+    if missing:
+        raise ValueError(f"{name} lacks the key {missing[0]!r}; expected the keys {list(keys)}")
+    extra = [k for k in value if k not in keys]
+    if extra:
+        raise ValueError(f"{name} has an unknown key {extra[0]!r}; expected the keys {list(keys)}")
+    return {k: real(f"{name}[{k!r}]", value[k]) for k in keys}
+
+
+def host_array(name, x, ndim, min_len=1, *, text=None):
+    """A real, finite NumPy array (or array-like) of ``ndim`` dimensions (None: one or more) whose
+    last axis holds at least ``min_len`` entries, as float64. ``text`` describes the expected shape
+    in messages (say so when ``min_len > 1``)."""
+    text = text or (f"{ndim}-D" if ndim is not None else "(..., n)")
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real {text} array; got {type(x).__name__}") from None
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real {text} array; got dtype {a.dtype}")
+    if (a.ndim != ndim if ndim is not None else a.ndim < 1) or (a.ndim and a.shape[-1] < min_len):
+        raise ValueError(f"{name} must be a {text} array; got shape {a.shape}")
+    a = np.asarray(a, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in bad)})")
+    return a
+
+
+def text_lines(path, error=ValueError):
+    """The lines of the UTF-8 (or ASCII) text file ``path``; a file in another encoding raises
+    ``error`` naming the file, the line and the byte (not a bare UnicodeDecodeError)."""
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise error(f"{path}: line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+                    "save the file as UTF-8 (or ASCII)") from None
+    return text.splitlines()
 
 
 def path(name, value):

@@ -95,7 +95,12 @@ def value_and_grad(module, cfg, direct, U, labels):
 
 
 def evaluate(predict, params, X, y, batch_axis=0, batch_size=512):
-    """Accuracy of ``predict`` on ``(X, y)``, in batches to bound memory."""
+    """Accuracy of ``predict`` on ``(X, y)``, in batches to bound memory. ``X`` is finite (an
+    accuracy over NaN inputs would be a number about nothing), ``y`` one label per example."""
+    if not callable(predict):
+        raise TypeError(f"predict must be callable (params, X) -> logits; got {type(predict).__name__}")
+    _check_xy("X", "y (labels)", X, y, batch_axis)
+    batch_size = _validate.positive_int("batch_size", batch_size)
     xp = array_namespace(X)
     n = int(X.shape[batch_axis])
     correct = 0.0
@@ -110,11 +115,15 @@ def _check_set(name, pair, batch_axis):
     """``(X, y)``: ``X`` a finite floating array, ``y`` integer labels, one per example."""
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:
         raise TypeError(f"{name} must be a pair (X, y); got {type(pair).__name__}")
-    X, y = pair
-    _validate.array(f"{name}[0] (X)", X, (None,) * max(len(getattr(X, "shape", ())), batch_axis + 1))
+    _check_xy(f"{name}[0] (X)", f"{name}[1] (labels)", *pair, batch_axis)
+
+
+def _check_xy(x_name, y_name, X, y, batch_axis):
+    _validate.nonnegative_int("batch_axis", batch_axis)
+    _validate.array(x_name, X, (None,) * max(len(getattr(X, "shape", ())), batch_axis + 1))
     n = int(X.shape[batch_axis])
     if not hasattr(y, "shape") or tuple(y.shape) != (n,):
-        raise ValueError(f"{name}[1] (labels) must have shape ({n},), one per example along axis "
+        raise ValueError(f"{y_name} must have shape ({n},), one per example along axis "
                          f"{batch_axis} of X; got {getattr(y, 'shape', type(y).__name__)}")
 
 

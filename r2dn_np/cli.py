@@ -32,7 +32,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import __version__, certificates, io, linear, supply, train, verify
+from . import __version__, _validate, certificates, io, linear, supply, train, verify
 from .backend import BackendError, namespace, to_backend
 from .data import sequences
 
@@ -106,6 +106,48 @@ def say(*parts):
 
 class UserError(Exception):
     """A problem with the command's inputs, reported in one line."""
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file: the same path once links are resolved, or the
+    same inode (a hard link)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
+def _refuse_overwrite(writes, reads):
+    """Refuse before any work when a file the command would write is a file it reads.
+
+    ``writes`` and ``reads`` are ``(flag, path)`` pairs; the error names both flags and paths.
+    """
+    for wflag, wpath in writes:
+        for rflag, rpath in reads:
+            if _same_file(wpath, rpath):
+                raise UserError(f"{wflag} {wpath} is the same file as {rflag} {rpath}: refusing to overwrite "
+                                f"a file this command reads; choose another {wflag}")
+
+
+def _data_files(datasets, data_dir, cache_dir):
+    """``(flag, path)`` of the existing files that loading ``datasets`` may read: the F-16
+    records in ``--data-dir`` and the simulated data sets' cache files."""
+    import glob
+
+    from .data import _sim, f16
+
+    found = []
+    for dataset in datasets:
+        if dataset == "f16" and data_dir and os.path.isdir(data_dir):
+            found += [("--data-dir", p) for p in glob.glob(os.path.join(data_dir, f16.PATTERN))]
+        elif dataset != "f16":
+            cache = cache_dir or _sim.default_cache_dir()
+            flag = "--cache-dir" if cache_dir else "the data cache"
+            if os.path.isdir(cache):
+                found += [(flag, p) for p in glob.glob(os.path.join(cache, f"{dataset}-*.npz"))]
+    return found
 
 
 def _load_data(args, preset):
@@ -184,7 +226,8 @@ def _plot(path, data, predictions, linear_predictions, washout, label):
         ax.set_xlabel("time [s]")
         ax.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with io.atomic_write(path) as fh:
+        fig.savefig(fh, dpi=110, format="png")
     plt.close(fig)
     return True
 
@@ -193,6 +236,8 @@ def _sysid(args):
     preset = PRESETS[args.preset][args.dataset].for_model(args.model)
     xp = namespace(args.backend)  # BackendError before any work
     module = train.get_model(args.model)
+    outputs = ("model.npz", "results.json", "prediction.png", "checkpoint.npz")
+    _refuse_overwrite([("--out", os.path.join(args.out, name)) for name in outputs], _data_files([args.dataset], args.data_dir, args.cache_dir))
     os.makedirs(args.out, exist_ok=True)
     start = time.perf_counter()
 
@@ -268,8 +313,8 @@ def _sysid(args):
     plotted = _plot(plot_path, data, preds, lin_preds, opts.washout, f"{args.model.upper()} ({cfg.kind})")
     if plotted:
         results["files"]["plot"] = "prediction.png"
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=2, default=float)
+    with io.atomic_write(os.path.join(args.out, "results.json")) as fh:
+        fh.write(json.dumps(results, indent=2, default=float).encode("utf-8"))
 
     say("")
     units = data.output_names[0] if data.ny == 1 else "the outputs' units"
@@ -344,11 +389,7 @@ def _read_csv(path):
     """Comma-separated numbers, one row per sample; a first line without any number is a header."""
     rows, width = [], None
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            lines = list(csv.reader(fh))
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file; --input takes comma-separated numbers (.csv) "
-                        "or a .npz file") from None
+        lines = list(csv.reader(_validate.text_lines(path, UserError)))
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     for number, fields in enumerate(lines, start=1):
@@ -399,6 +440,9 @@ def _write_output(path, y, names):
 def _simulate(args):
     if not args.out.lower().endswith((".csv", ".npz")):
         raise UserError(f"--out {args.out}: must end in .csv or .npz (the format to write)")
+    _refuse_overwrite([("--out", args.out)], [("--params", args.params), ("--input", args.input)])
+    if os.path.isdir(args.input):
+        raise UserError(f"--input {args.input}: is a folder; expected a file of input records (.csv or .npz)")
     model = train.load_model(args.params, backend=args.backend)
     if not os.path.isfile(args.input):
         raise FileNotFoundError(f"--input {args.input}: no such file")
@@ -450,6 +494,8 @@ def _sweep(args):
     try:
         runs = sweep.grid(names(args.tasks), names(args.models), args.seeds, args.preset, names(args.kinds),
                           gamma=args.gamma, epochs=args.epochs)
+        tables = [("--root", os.path.join(args.root, n)) for n in ("table.md", "table.csv", "curves.png")]
+        _refuse_overwrite(tables, _data_files(("f16", "boucwen", "pendulum"), args.data_dir, args.cache_dir))
         if args.table:
             summaries = sweep.gather(runs, args.root)
         else:
@@ -587,6 +633,10 @@ def _check_arguments(args):
         raise UserError(f"--gamma must be a positive finite number; got {gamma}")
     if args.command == "sysid" and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: exists and is not a folder (--out names the output folder)")
+    for name in ("data_dir", "cache_dir", "root"):  # folders
+        value = getattr(args, name, None)
+        if value and os.path.exists(value) and not os.path.isdir(value):
+            raise UserError(f"--{name.replace('_', '-')} {value}: exists and is not a folder")
 
 
 def _os_error_line(args, exc):

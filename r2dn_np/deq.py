@@ -95,8 +95,8 @@ class Config(JSONConfig):
     model: ClassVar[str] = "deq"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n", self.n)
+        _validate.dimension("n_in", self.n_in)
+        _validate.dimension("n", self.n)
         _validate.one_of("activation", self.activation, activations.NAMES)
         tol, max_iter, m, beta = fixed_point.check_options(
             self.solver, self.tol, self.max_iter, self.anderson_m, self.anderson_beta

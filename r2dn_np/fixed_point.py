@@ -182,13 +182,13 @@ def solve(F, z0, *, scale=0.0, solver="anderson", tol=1e-8, max_iter=200, anders
         fz = F(z)
         if not trace:
             # F is the caller's: its first value shows whether it maps (N, n) to (N, n)
-            _validate.array("F(z0)", fz, shape, like=z0, finite=False)
+            _validate.array("F(z0)", fz, shape, like=z0, finite=False, like_name="z0")
         res = _relative_residual(fz, z, scale)
         trace.append(res)
         if res <= tol:
             return SolveResult(z, fz, tuple(trace), len(trace), True, solver)
-        if not math.isfinite(res):
-            break
+        if not math.isfinite(res) or len(trace) == max_iter:
+            break  # no step after the last evaluation: z stays the iterate that fz and trace measured
         z = state.next(z, fz)
     return SolveResult(z, fz, tuple(trace), len(trace), False, solver)
 

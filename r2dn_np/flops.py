@@ -165,6 +165,7 @@ def matmul_gflops(backend=None, dtype="float64", n=2048, repeats=5, clock=time.p
     """
     _validate.positive_int("n", n)
     _validate.positive_int("repeats", repeats)
+    _validate.allocation(f"n={n}", "three n x n matrices", (3, n, n))
     xp = namespace(backend)
     dt = resolve_dtype(xp, dtype)
     a = xp.reshape(xp.astype(xp.arange(n * n) % 7, dt), (n, n)) / 7.0 - 0.4

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -75,12 +76,47 @@ def write_arrays(path, arrays, meta):
         np.savez(fh, **payload)
 
 
+def _check_folder(path, folder):
+    """A clear error where a part of ``path``'s folder is a file (makedirs would raise a bare
+    FileExistsError or NotADirectoryError naming only that part)."""
+    part = folder
+    while part and not os.path.exists(part):
+        parent = os.path.dirname(part)
+        if parent == part:
+            break
+        part = parent
+    if part and os.path.exists(part) and not os.path.isdir(part):
+        raise NotADirectoryError(errno.ENOTDIR, f"cannot write {path}: {part} is a file, not a folder", path)
+
+
+def _json_problem(value, where):
+    """The path (``metadata['a'][0]``) and type of the first value that JSON cannot hold, or None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int, float, bool)) and k is not None:
+                return f"{where} has a key of type {type(k).__name__}"
+            found = _json_problem(v, f"{where}[{k!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _json_problem(v, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return f"{where} is a {type(value).__name__}"
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """A binary file handle whose content replaces ``path`` only when the block finishes;
     an error or interruption inside it leaves any previous file at ``path`` untouched."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    _check_folder(path, folder)
     os.makedirs(folder, exist_ok=True)
     # in the target's folder, so the final rename cannot cross file systems
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
@@ -109,6 +145,8 @@ def read_npz(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise FormatError(f"{path}: is a folder, not a .npz file")
     if not zipfile.is_zipfile(path):  # np.load would read a .npy file instead
         raise FormatError(f"{path}: not a readable .npz file (not a zip archive, which np.savez writes)")
     try:
@@ -170,6 +208,11 @@ def save(path, config, params, metadata=None):
         raise TypeError(f"params must be float32 or float64; got {sorted(dtypes)}")
     if metadata is not None and not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None; got {type(metadata).__name__}")
+    problem = _json_problem(metadata, "metadata")
+    if problem:
+        raise TypeError(f"metadata must hold only JSON values (str, number, bool, None, list, dict); {problem} "
+                        "(convert arrays with .tolist())")
+    path = _validate.path("path", path)
     arrays = {name: np.array(to_numpy(a)) for name, a in named}
     meta = {
         "format": FORMAT,

@@ -76,9 +76,9 @@ class Config(JSONConfig):
     model: ClassVar[str] = "lbdn"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n_out", self.n_out)
-        object.__setattr__(self, "hidden", _validate.positive_ints("hidden", self.hidden))
+        _validate.dimension("n_in", self.n_in)
+        _validate.dimension("n_out", self.n_out)
+        object.__setattr__(self, "hidden", _validate.dimensions("hidden", self.hidden))
         _validate.one_of("activation", self.activation, activations.NAMES)
         _validate.one_of("output_layer", self.output_layer, ("linear", "sandwich"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))

@@ -111,9 +111,9 @@ class Config(JSONConfig):
     model: ClassVar[str] = "mondeq"
 
     def __post_init__(self):
-        _validate.positive_int("n_in", self.n_in)
-        _validate.positive_int("n", self.n)
-        _validate.positive_int("n_out", self.n_out)
+        _validate.dimension("n_in", self.n_in)
+        _validate.dimension("n", self.n)
+        _validate.dimension("n_out", self.n_out)
         object.__setattr__(self, "m", _validate.positive_float("m", self.m))
         _validate.one_of("activation", self.activation, ACTIVATIONS)
         _validate.one_of("splitting", self.splitting, SPLITTINGS)
@@ -266,8 +266,8 @@ def _split(cfg, apply_W, apply_V, prox, prox_1, rhs, z0):
         trace.append(res)
         if res <= cfg.tol:
             return fixed_point.SolveResult(z, fz, tuple(trace), len(trace), True, cfg.splitting)
-        if not math.isfinite(res):
-            break
+        if not math.isfinite(res) or len(trace) == cfg.max_iter:
+            break  # no step after the last evaluation: z stays the iterate that fz and trace measured
         if cfg.splitting == "fb":
             z = prox((1.0 - alpha) * z + alpha * a)
         else:

@@ -53,6 +53,10 @@ def adam_step(params, grads, state, lr, b1=0.9, b2=0.999, eps=1e-8):
     ``p <- p - lr * m_hat / (sqrt(v_hat) + eps)`` with bias-corrected moments.
     Returns ``(params, state)``.
     """
+    # scalars only (no array is read back): cheap enough for every step
+    lr = _validate.real("lr", lr, 0.0)
+    b1, b2 = _validate.real("b1", b1, 0.0, 1.0, high_open=True), _validate.real("b2", b2, 0.0, 1.0, high_open=True)
+    eps = _validate.positive_float("eps", eps)
     t = state.step + 1
     c1 = 1.0 - b1**t
     c2 = 1.0 - b2**t

@@ -105,8 +105,8 @@ class Config(JSONConfig):
 
     def __post_init__(self):
         for name in ("nu", "nx", "nv", "ny"):
-            _validate.positive_int(name, getattr(self, name))
-        object.__setattr__(self, "hidden", _validate.positive_ints("hidden", self.hidden))
+            _validate.dimension(name, getattr(self, name))
+        object.__setattr__(self, "hidden", _validate.dimensions("hidden", self.hidden))
         _validate.one_of("kind", self.kind, ("contracting", "lipschitz", "qsr"))
         _validate.one_of("d22", self.d22, ("zero", "free"))
         _validate.one_of("init", self.init, ("random", "long_memory"))

@@ -96,7 +96,7 @@ class Config(JSONConfig):
 
     def __post_init__(self):
         for name in ("nu", "nx", "nv", "ny"):
-            _validate.positive_int(name, getattr(self, name))
+            _validate.dimension(name, getattr(self, name))
         _validate.one_of("activation", self.activation, activations.NAMES)
         _validate.one_of("kind", self.kind, ("contracting", "lipschitz", "qsr"))
         _validate.one_of("d22", self.d22, ("zero", "free"))

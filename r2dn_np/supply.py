@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import linalg
+from . import _validate, linalg
 from .backend import asarray
 
 __all__ = ["config_matrix", "check", "model_factors", "supply_map", "supply_map_vjp", "Factors", "host_factors", "factors", "gain_factors", "transform", "transform_vjp",
@@ -214,6 +214,9 @@ def matrices(cfg, direct=None):
 def example(nu, ny, seed=0, kind="random"):
     """A valid ``(Q, S, R)`` as nested lists: ``"random"`` from random factors, ``"sector"`` the
     output-strict passivity-like ``(-I, I/2, I)`` (needs ``nu == ny``)."""
+    nu, ny = _validate.dimension("nu", nu), _validate.dimension("ny", ny)
+    _validate.seed("seed", seed)
+    _validate.one_of("kind", kind, ("random", "sector"))
     if kind == "sector":
         if nu != ny:
             raise ValueError(f"the sector example needs nu == ny; got nu={nu}, ny={ny}")

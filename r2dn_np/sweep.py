@@ -43,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from typing import Callable, NamedTuple
@@ -355,9 +356,14 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
     context = Context(*(None if p is None else os.path.abspath(_validate.path(n, p))
                         for n, p in (("data_dir", data_dir), ("cache_dir", cache_dir))),
                       blas_threads=_validate.positive_int("blas_threads", blas_threads))
+    # here, not in every run; on an existing cluster only its workers may see the folder
+    if context.data_dir is not None and scheduler is None and not os.path.isdir(context.data_dir):
+        raise ValueError(f"data_dir {context.data_dir}: " + ("exists and is not a folder"
+                                                             if os.path.exists(context.data_dir) else "no such folder"))
     retries = _validate.nonnegative_int("retries", retries)
     _validate.callable_or_none("log", log)
     interval = _validate.positive_float("interval", interval)
+    _check_writable(root)  # the first side effect, after every argument was checked
 
     start = time.perf_counter()
     codes = {t: code_version(t) for t in {r.task for r in runs}}
@@ -379,6 +385,19 @@ def run(runs, root, *, scheduler=None, workers=None, serial=False, data_dir=None
         _run_on_dask(runs, todo, summaries, failed, root, codes, context, scheduler, workers, retries, progress)
     _report_failures(failed, root, codes, log)
     return Report(summaries, len(todo) - len(failed), len(runs) - len(todo), failed, time.perf_counter() - start)
+
+
+def _check_writable(root):
+    """Refuse a ``root`` that cannot be created or written, with the reason, before any run starts."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, (FileExistsError, NotADirectoryError)):
+            reason += "; a part of the path is a file, not a folder"
+        raise ValueError(f"root {root}: cannot write runs there ({reason})") from None
 
 
 def _report_failures(failed, root, codes, log):

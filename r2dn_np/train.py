@@ -390,7 +390,9 @@ def evaluate(predictions, records, washout):
     the mean NRMSE and the pooled RMSE over all records.
 
     ``predictions`` : list of ``(T_i, ny)`` arrays, one per record of ``records`` (list of
-    ``Record(u, y (T_i, ny))``); ``washout`` : samples skipped, fewer than every ``T_i``."""
+    ``Record(u, y (T_i, ny))``); ``washout`` : samples skipped, fewer than every ``T_i``.
+    A prediction with NaN or Inf (a diverged model) scores NaN or Inf, by design; the records
+    must be finite."""
     sequences.check_records("records", records)
     if not isinstance(predictions, (list, tuple)) or len(predictions) != len(records):
         got = f"{len(predictions)} predictions" if isinstance(predictions, (list, tuple)) else type(predictions).__name__

@@ -157,6 +157,9 @@ def check_supply(module, cfg, explicit, direct, rng, steps=30):
 
 def check_model(module, cfg, direct, seed=0, quick=False):
     """Every check for one model; a list of Check rows."""
+    if not hasattr(module, "Config") or not isinstance(cfg, module.Config):
+        raise TypeError(f"cfg must be a {getattr(module, '__name__', '?').rsplit('.', 1)[-1]}.Config; "
+                        f"got {type(cfg).__name__}")
     rng = np.random.default_rng(_validate.seed("seed", seed))
     direct = _f64(direct)
     rows = [check_gradient(module, cfg, direct, rng)]

@@ -287,3 +287,24 @@ def test_sysid_workers_flag_reaches_training(monkeypatch, tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["sysid", "--preset", "tiny", "--workers", "0", "--out", str(tmp_path / "x")]) != 0
     assert "--workers" in capsys.readouterr().err
+
+
+def test_sysid_and_sweep_refuse_to_overwrite_the_data_they_read(tmp_path, capsys):
+    # an output file that is (a link to) one of the records read: refused before any work, the
+    # record left byte-identical
+    folder = _f16_folder(tmp_path / "data")
+    level1 = folder / "F16Data_FullMSine_Level1.csv"
+    before = level1.read_bytes()
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(level1, out / "model.npz")
+    err = _error(["sysid", "--dataset", "f16", "--data-dir", str(folder), "--preset", "tiny", "--out", str(out),
+                  "--quiet"], capsys)
+    assert f"--out {out / 'model.npz'} is the same file as --data-dir {level1}: refusing to overwrite" in err
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(level1, root / "table.md")
+    err = _error(["sweep", "--tasks", "sysid-f16", "--preset", "tiny", "--data-dir", str(folder), "--root",
+                  str(root), "--table"], capsys)
+    assert f"--root {root / 'table.md'} is the same file as --data-dir {level1}" in err
+    assert level1.read_bytes() == before and (out / "model.npz").read_bytes() == before

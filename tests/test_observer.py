@@ -56,6 +56,18 @@ def test_substeps_compose():
     np.testing.assert_allclose(observer.pde_step(xi, bb, 4), twice, rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("substeps", [1, 2, 7])
+def test_simulate_and_make_data_apply_their_substeps(substeps):
+    """Away from the default 4: each sample of ``simulate`` is ``pde_step`` with the given substeps
+    (and a different trajectory from the default's); ``make_data`` passes them on."""
+    Xi, b = observer.simulate(30, seed=2, xi0=0.3, b0=0.6, nodes=9, substeps=substeps)
+    for t in range(29):
+        np.testing.assert_array_equal(Xi[t + 1], observer.pde_step(Xi[t], b[t], substeps))
+    assert np.max(np.abs(Xi - observer.simulate(30, seed=2, xi0=0.3, b0=0.6, nodes=9)[0])) > 1e-6
+    data = observer.make_data(T=30, chunks=1, seed=2, nodes=9, substeps=substeps)
+    np.testing.assert_array_equal(data[0].xi_next, observer.simulate(30, seed=2, nodes=9, substeps=substeps)[0][1:])
+
+
 def test_data_shapes_and_measurement():
     data = observer.make_data(T=101, chunks=4, seed=0, nodes=11)
     assert len(data) == 4 and sum(c.xi.shape[0] for c in data) == 100

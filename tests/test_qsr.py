@@ -281,3 +281,26 @@ def test_a_learned_multiplier_is_what_the_certificate_weights(kind):
     M = certificates.metric(cache)
     assert certificates.balanced_max_eig(certificates.contracting_lmi(explicit, M, 3.0), M) < 0
     assert certificates.balanced_max_eig(certificates.contracting_lmi(explicit, M, 1.0), M) > 0
+
+
+@pytest.mark.parametrize("module", [r2dn, ren])
+def test_a_learned_gamma_started_at_5_is_certified_and_searched(module):
+    """Away from the default gamma = 1: a model whose learned gamma starts at 5 (init) and is
+    moved to 4. The core is built at gamma = 1 and scaled by the learned gamma, so the certificate
+    holds for the learned value and the searched gain stays below it; a core built at the initial
+    gamma instead (``supply.core_config`` keeping ``cfg.gamma``) gives a model of gain up to 5 x 4."""
+    extra = dict(hidden=(4,)) if module is r2dn else {}
+    cfg = module.Config(nu=2, nx=3, nv=4, ny=2, activation="tanh", kind="lipschitz", learn_gamma=True,
+                        gamma=5.0, d22="free", **extra)
+    assert float(module.init(cfg, seed=0).log_gamma) == pytest.approx(math.log(5.0))
+    assert supply.core_config(cfg).gamma == 1.0 and not supply.core_config(cfg).learn_gamma
+    for gamma in (5.0, 4.0):
+        direct = _direct(module, cfg, 6, tiny=True)._replace(log_gamma=np.asarray(math.log(gamma)))
+        explicit, cache = module.direct_to_explicit(cfg, direct)
+        report = certificates.certify(cfg, explicit, cache)
+        assert report.holds and any(f"learned gamma = {gamma:g}" in c.name for c in report.checks), report.table()
+        gain = verify.lipschitz_search(module, cfg, explicit, np.random.default_rng(1), steps=15)
+        assert 0.3 * gamma < gain <= gamma * (1 + 1e-9), gain
+        # the explicit weights scale with the learned gamma alone: D22 = gamma * (the unit core's D22)
+        core = module.direct_to_explicit(supply.core_config(cfg), direct._replace(log_gamma=None))[0]
+        np.testing.assert_allclose(explicit.D22, gamma * core.D22, rtol=1e-12, atol=1e-15)

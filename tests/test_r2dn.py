@@ -201,3 +201,21 @@ def test_flax_tree_errors():
     with pytest.raises(ValueError, match="more layers"):
         flax_interop.from_flax(r2dn.Config(1, 2, 3, 1, hidden=(3,), output_layer="sandwich"),
                        flax_interop.to_flax(deep, r2dn.init(deep, 0)))
+
+
+@pytest.mark.parametrize("init", ["random", "long_memory"])
+def test_init_and_map_use_eps_and_eps_n_where_each_belongs(init):
+    """Away from the default eps == eps_n: ``p`` starts at sqrt(|X|^2 + eps), and the map uses
+    eps_n inside the polar normalisation and eps on the diagonal, (R1) of docs/derivations/r2dn.md."""
+    eps, eps_n = 0.25, 1e-3
+    cfg = r2dn.Config(nu=1, nx=2, nv=3, ny=1, hidden=(4,), eps=eps, eps_n=eps_n, init=init)
+    d = r2dn.init(cfg, seed=0)
+    X = np.asarray(d.X)
+    assert float(d.p) == pytest.approx(np.sqrt(np.sum(X * X) + eps), rel=1e-14)
+    assert abs(float(d.p) - np.sqrt(np.sum(X * X) + eps_n)) > 1e-2  # the two are told apart
+    d = d._replace(p=np.asarray(1.7), C1=np.full((3, 2), 0.3), B1=np.full((2, 3), -0.2))
+    _, cache = r2dn.direct_to_explicit(cfg, d)
+    H = 1.7**2 * X.T @ X / (np.sum(X * X) + eps_n) + eps * np.eye(4)
+    Y = np.asarray(d.Y)
+    E = 0.5 * (H[:2, :2] + d.C1.T @ d.C1 + H[2:, 2:] + d.B1 @ d.B1.T + Y - Y.T)
+    np.testing.assert_allclose(np.asarray(cache.E), E, rtol=1e-13, atol=1e-14)

@@ -163,3 +163,32 @@ def test_cli_errors(trained, tmp_path, capsys):
     assert f"{plain}: has no 'scaler' in its metadata, so it was not saved by `r2dn sysid`" in err
     assert "--out y.txt: must end in .csv or .npz" in run(two, out="y.txt")
     assert not out.exists()  # no error left a partial output behind
+
+
+def test_cli_refuses_to_overwrite_what_it_reads(trained, tmp_path, capsys):
+    # --out naming the model or the input record (the same path, another spelling of it, a
+    # symbolic or a hard link to it) is refused before anything is read or written
+    import os
+    import shutil
+
+    params = tmp_path / "m.npz"
+    shutil.copy(trained[0], params)
+    inp = tmp_path / "u.csv"
+    _csv(inp, [[0.1], [0.2], [0.3]])
+    os.symlink(params, tmp_path / "link.npz")
+    os.link(inp, tmp_path / "hard.csv")
+    before = {p: p.read_bytes() for p in (params, inp)}
+    cases = [(params, "--params", params), (inp, "--input", inp),
+             (tmp_path / "sub" / ".." / "m.npz", "--params", params),
+             (tmp_path / "link.npz", "--params", params), (tmp_path / "hard.csv", "--input", inp)]
+    for out, flag, victim in cases:
+        if not (tmp_path / "sub").exists():
+            (tmp_path / "sub").mkdir()
+        err = _error(["simulate", "--params", str(params), "--input", str(inp), "--out", str(out)], capsys)
+        assert f"--out {out} is the same file as {flag} {victim}: refusing to overwrite" in err
+    assert {p: p.read_bytes() for p in (params, inp)} == before
+    assert train.load_model(params).config.nu == 1
+    # a folder given as --input is named as such, not as a missing file
+    err = _error(["simulate", "--params", str(params), "--input", str(tmp_path / "sub"),
+                  "--out", str(tmp_path / "y.csv")], capsys)
+    assert f"--input {tmp_path / 'sub'}: is a folder; expected a file" in err

@@ -213,3 +213,22 @@ def test_the_paper_experiments_run_as_sweep_tasks(tmp_path):
         assert len(summary["curve"]) == summary["epochs"] >= 2
     rows = sweep.table(summaries)
     assert {r["task"] for r in rows} == {"observer", "youla"}
+
+
+def test_an_unwritable_root_is_refused_with_its_cause(tmp_path, capsys, monkeypatch):
+    # before any run starts, in one line naming --root and the reason (not a failed run per grid
+    # point followed by "run the same command")
+    (tmp_path / "file").write_text("x")
+    argv = ["sweep", "--tasks", "expressivity", "--models", "r2dn", "--seeds", "1", "--preset", "tiny", "--serial"]
+    assert cli.main([*argv, "--root", str(tmp_path / "file" / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("r2dn sweep: error: --root ") and err.count("\n") == 1, err
+    assert "cannot write runs there (Not a directory; a part of the path is a file, not a folder)" in err
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sweep.tempfile, "TemporaryFile", refuse)
+    assert cli.main([*argv, "--root", str(tmp_path / "ro")]) == 1
+    err = capsys.readouterr().err
+    assert "--root " in err and "cannot write runs there (Permission denied)" in err and "run the same" not in err

@@ -138,3 +138,44 @@ def test_data_scale_sets_the_standardisation(data):
     np.testing.assert_allclose(res.scaler.y_std, other.y.std(axis=0), rtol=1e-12)
     assert train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=1)).scaler.y_std != pytest.approx(
         res.scaler.y_std)
+
+
+@pytest.mark.parametrize("washout, window, chunk, expect", [
+    (25, 10, 50, [5, 0, 0]),  # windows 0 and 1 only carry the state; window 2 skips its first 5 samples
+    (8, 32, 64, [8, 0]),
+    (0, 16, 64, [0, 0, 0, 0]),
+])
+def test_the_epoch_loop_skips_the_washout_in_the_right_window(data, washout, window, chunk, expect):
+    """Inside ``train``'s epoch loop (not ``_window_loss`` with a given skip): per chunk, the loss
+    windows and the samples each skips, and the states carried through the washout windows."""
+    opts = dataclasses.replace(OPTS, chunk=chunk, window=window, washout=washout, batch=2)
+    calls = []
+
+    def recording(explicit, x, U, Yt, **kw):
+        calls.append((kw["skip"], np.array(x), np.array(U)))
+        return train._window_grad(explicit, x, U, Yt, **kw)
+
+    params = r2dn.init(CFG, seed=0)
+    state = train._State(params, train.optim.adam_init(params), params, 0,
+                         np.random.default_rng(0).bit_generator.state, train.optim.plateau_init(1e-2),
+                         float("inf"), 0, 0, {})
+    records = [sequences.Record(r.u, r.y) for r in data.train]
+    train._epoch(r2dn, CFG, state, records, opts, np, 0.0, window_grad=recording)
+    n_win = opts.chunk // window
+    per_batch = [s for s, _, _ in calls][:len(expect)]
+    assert per_batch == expect and len(calls) % len(expect) == 0
+    # the first loss window of a batch starts from the state the washout windows carried
+    first = n_win - len(expect)
+    _, x, U = calls[0]
+    explicit, _ = r2dn.direct_to_explicit(CFG, params)
+    if first:
+        rng = np.random.default_rng(0)
+        rng.bit_generator.state = state.rng
+        offsets = rng.integers(0, window, size=len(records))
+        Uall, _ = sequences.chunk(records, opts.chunk, offsets)
+        idx = rng.permutation(Uall.shape[1])[:opts.batch]
+        x_ref, _, _ = r2dn.forward(CFG, explicit, np.zeros((len(idx), CFG.nx)), Uall[:first * window, idx, :])
+        np.testing.assert_allclose(x, x_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(U, Uall[first * window:(first + 1) * window, idx, :])
+    else:
+        np.testing.assert_array_equal(x, 0.0)

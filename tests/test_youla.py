@@ -57,6 +57,32 @@ def test_y_tilde_is_minus_T_w_and_z_uses_the_clipped_control():
 
 
 @pytest.mark.parametrize("model", ["r2dn", "ren"])
+@pytest.mark.parametrize("cuts", [(40,), (7, 50, 51)])
+def test_carried_stretches_are_one_long_rollout(model, cuts):
+    """The training carries the state from one stretch to the next: stretches run one after the
+    other from the carried state give exactly the one long rollout (plant and policy states)."""
+    cfg = _config(model)
+    base = (r2dn if model == "r2dn" else ren).init(cfg, seed=2)
+    direct = base._replace(bv=base.bv + 0.3)
+    w = youla.disturbances(np.random.default_rng(4), 90, 3, hold=9)
+    whole = youla.rollout(cfg, direct, youla.initial_state(cfg, 3), w)
+    state, parts = youla.initial_state(cfg, 3), []
+    for a, b in zip((0,) + cuts, cuts + (90,)):
+        _, _, after = youla.loss_and_grad(cfg, direct, state, w[a:b])
+        roll = youla.rollout(cfg, direct, state, w[a:b])
+        for x, y in zip(after, roll.final):
+            np.testing.assert_array_equal(x, y)
+        parts.append(roll)
+        state = roll.final
+    for field in ("Z", "U", "Yt"):
+        np.testing.assert_allclose(np.concatenate([getattr(r, field) for r in parts]), getattr(whole, field),
+                                   rtol=1e-12, atol=1e-12, err_msg=field)
+    for x, y in zip(state, whole.final):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12)
+    assert np.max(np.abs(whole.final.x[:, 2:4])) > 1e-3  # the controlled plant copy has moved
+
+
+@pytest.mark.parametrize("model", ["r2dn", "ren"])
 def test_closed_loop_gradient_against_finite_differences(model):
     @settings(max_examples=10)
     @given(nx=st.integers(1, 3), nv=st.integers(1, 4), T=st.integers(3, 12), B=st.integers(1, 3),

@@ -29,6 +29,7 @@ def multisine(rng, n_signals, period, fs, f_min, f_max, rms):
     _validate.real("f_min", f_min, 0)
     _validate.real("f_max", f_max, 0)
     _validate.positive_float("rms", rms)
+    _validate.allocation(f"n_signals={n_signals}, period={period}", "the spectrum (complex)", (n_signals, period), 16)
     f = np.fft.rfftfreq(period, d=1.0 / fs)
     bins = np.flatnonzero((f >= f_min) & (f <= f_max))
     if bins.size == 0:
@@ -46,6 +47,7 @@ def sine_sweep(n, fs, f_start, f_stop, amplitude):
     _validate.real("f_start", f_start, 0)
     _validate.real("f_stop", f_stop, 0)
     _validate.real("amplitude", amplitude)
+    _validate.allocation(f"n={n}", "the sweep", (n,))
     t = np.arange(n) / fs
     duration = n / fs
     phase = 2 * np.pi * (f_start * t + 0.5 * (f_stop - f_start) * t * t / duration)

@@ -107,6 +107,9 @@ class Settings:
             raise ValueError(f"noise_std must be >= 0; got {self.noise_std!r}")
         if not (isinstance(self.sweep_seconds, (int, float)) and 2 / FS <= self.sweep_seconds <= 3600):
             raise ValueError(f"sweep_seconds must be in [{2 / FS:.4f}, 3600]; got {self.sweep_seconds!r}")
+        # the 15 kHz input and output of one record, integrated over transient_periods + 1 periods
+        _validate.allocation(f"period={self.period}", "one record at 15 kHz (4 such arrays)",
+                             (4, self.period * OVERSAMPLE * (self.transient_periods + 1)))
 
 
 def integrate(u, fs=FS * OVERSAMPLE, params=PARAMS, tol=1e-13):
@@ -121,20 +124,16 @@ def integrate(u, fs=FS * OVERSAMPLE, params=PARAMS, tol=1e-13):
     ----------
     u : (N,) force samples at rate ``fs`` (the benchmark's 15 kHz by default).
 
+    params : dict with the keys of :data:`PARAMS`, finite numbers (``m > 0``, ``nu = 1``).
+
     Returns
     -------
     y : (N,) displacement, ``y[n]`` at time ``n / fs``.
     """
     _validate.positive_float("fs", fs)
     _validate.positive_float("tol", tol)
-    u = np.asarray(u)
-    if u.dtype.kind not in "biuf":
-        raise TypeError(f"u must be a real array; got dtype {u.dtype}")
-    u = np.asarray(u, dtype=np.float64)
-    if u.ndim != 1 or u.size < 1 or not np.all(np.isfinite(u)):
-        raise ValueError(f"u must be a finite 1-D array; got shape {u.shape}")
-    if params["nu"] != 1.0:
-        raise ValueError(f"integrate implements the benchmark's nu = 1; got nu={params['nu']!r}")
+    u = _validate.host_array("u", u, 1)
+    params = _check_params(params)
     m, c, k, al = params["m"], params["c"], params["k"], params["alpha"]
     bg, bd = params["beta"] * params["gamma"], params["beta"] * params["delta"]
     h = 1.0 / fs
@@ -171,6 +170,15 @@ def integrate(u, fs=FS * OVERSAMPLE, params=PARAMS, tol=1e-13):
     return np.asarray(out)
 
 
+def _check_params(params):
+    params = _validate.number_dict("params", params, tuple(PARAMS))
+    if params["nu"] != 1.0:
+        raise ValueError(f"integrate implements the benchmark's nu = 1; got params['nu']={params['nu']!r}")
+    if params["m"] <= 0:
+        raise ValueError(f"params['m'] (the mass) must be > 0; got {params['m']!r}")
+    return params
+
+
 def decimate(x, r):
     """MATLAB's ``decimate(x, r, 'fir')``: a 30th-order Hamming-window FIR low-pass with cutoff
     ``1 / r`` of Nyquist, run forward over ``x`` extended at both ends by odd reflection about
@@ -179,9 +187,7 @@ def decimate(x, r):
     zero-phase FIR filter. ``x`` is 1-D with at least 32 samples; returns ``ceil(len(x) / r)``
     samples."""
     _validate.positive_int("r", r)
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or x.size < 32:
-        raise ValueError(f"x must be 1-D with at least 32 samples; got shape {x.shape}")
+    x = _validate.host_array("x", x, 1, 32, text="1-D (at least 32 samples)")
     b = scipy.signal.firwin(31, 1.0 / r, window="hamming")  # = MATLAB's fir1(30, 1/r)
     extended = np.concatenate([2 * x[0] - x[31:0:-1], x, 2 * x[-1] - x[-2:-33:-1]])
     filtered = scipy.signal.lfilter(b, 1.0, extended)
@@ -193,9 +199,8 @@ def upsample_periodic(u, factor=OVERSAMPLE):
     (the band-limited interpolation that synthesises a multisine from its spectrum):
     ``upsample_periodic(u)[::factor] == u`` to rounding."""
     _validate.positive_int("factor", factor)
-    u = np.asarray(u, dtype=np.float64)
-    if u.ndim < 1 or u.shape[-1] < 1 or not np.all(np.isfinite(u)):
-        raise ValueError(f"u must be a finite array of at least one sample; got shape {u.shape}")
+    u = _validate.host_array("u", u, None)
+    _validate.allocation(f"factor={factor}", "the upsampled signal", u.shape[:-1] + (u.shape[-1] * factor,))
     n = u.shape[-1]
     spectrum = np.fft.rfft(u)
     if n % 2 == 0:  # split the Nyquist bin between +- f so the result stays real and exact
@@ -215,9 +220,10 @@ def steady_state(u, transient_periods=1, params=PARAMS):
     such interior samples, not the last ones, whose filter sees the reflected end).
     """
     _validate.nonnegative_int("transient_periods", transient_periods)
-    u = np.asarray(u, dtype=np.float64)
-    if u.ndim != 1:
-        raise ValueError(f"u must be one 1-D period; got shape {u.shape}")
+    u = _validate.host_array("u", u, 1, text="1-D (one period)")
+    params = _check_params(params)
+    _validate.allocation(f"transient_periods={transient_periods}", "the 15 kHz input",
+                         (u.size * OVERSAMPLE * (transient_periods + 1),))
     fast = upsample_periodic(u)
     y = integrate(np.tile(fast, transient_periods + 1), params=params)[-fast.size:]
     y = np.tile(y, 3)  # the periodic continuation on both sides
@@ -230,6 +236,7 @@ def sweep(seconds=204.0, params=PARAMS):
     """The benchmark's sine sweep ``40 sin(2 pi (18 t + t^2 / 12))`` N from rest, ``seconds``
     long. Returns ``(u, y)`` at 750 Hz, 1-D."""
     _validate.real("seconds", seconds, 2 / FS, 3600)
+    params = _check_params(params)
     n = int(round(seconds * FS)) * OVERSAMPLE
     t = np.arange(n) / (FS * OVERSAMPLE)
     u_fast = 40.0 * np.sin(2 * np.pi * (18.0 * t + t * t / 12.0))
@@ -255,6 +262,12 @@ def official_rmse(predict, record=None):
     model's rest state. The test input is periodic and its output in steady state, so the
     model is run over two periods and the second is scored: every sample counts and none is
     spent on the model's own start-up.
+
+    Raises
+    ------
+    ValueError
+        ``predict`` returned an array of another shape, or NaN or Inf (a diverged model has no
+        RMSE to rank; the error says where its output first stopped being finite).
     """
     if not callable(predict):
         raise TypeError(f"predict must be callable (u -> y); got {type(predict).__name__}")
@@ -263,9 +276,18 @@ def official_rmse(predict, record=None):
     else:
         sequences.check_records("record", [record])
     T = record.u.shape[0]
-    y = np.asarray(predict(np.concatenate([record.u, record.u])), dtype=np.float64)
+    out = predict(np.concatenate([record.u, record.u]))
+    try:
+        y = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"predict must return a real array of shape {(2 * T, record.y.shape[1])}; "
+                        f"got {type(out).__name__}") from None
     if y.shape != (2 * T, record.y.shape[1]):
         raise ValueError(f"predict must return shape {(2 * T, record.y.shape[1])}; got {y.shape}")
+    if not np.all(np.isfinite(y)):
+        first = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise ValueError(f"predict returned NaN or Inf (first at sample {first} of {2 * T}); "
+                         "the model diverged on the test input")
     e = y[T:] - record.y
     return float(np.sqrt(np.mean(e * e)))
 

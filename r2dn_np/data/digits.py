@@ -89,6 +89,7 @@ def as_sequences(split, kind="pixel", noise_rows=200, noise_std=1.0, seed=0):
         else:
             seq = host.reshape(n, 8, 8).transpose(1, 0, 2)
             if kind == "noise_padded":
+                _validate.allocation(f"noise_rows={noise_rows}", "the noise rows", (noise_rows, n, 8))
                 noise = noise_std * rng.standard_normal((noise_rows, n, 8))
                 seq = np.concatenate([seq, noise], axis=0)
         return xp.astype(xp.asarray(np.ascontiguousarray(seq)), X.dtype)

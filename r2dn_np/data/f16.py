@@ -82,9 +82,11 @@ def read_csv(path):
         header or holds a field that is not a number, fewer than 2 rows, NaN or Inf, or a filled ``Fs`` other than 400.
     """
     path = _validate.path("path", path)
-    with open(path, newline="") as fh:
-        header = [h.strip().strip('"') for h in fh.readline().strip().split(",")]
-        lines = fh.read().splitlines()
+    lines = _validate.text_lines(path, DataError)
+    if not lines:
+        raise DataError(f"{path}: the file is empty; expected a header line and rows of data")
+    header = [h.strip().strip('"') for h in lines[0].strip().split(",")]
+    lines = lines[1:]
     # loadtxt reads only the named columns, so a row with a field too many (its values shifted
     # one column along) would pass unseen; a row with fewer fails in loadtxt
     for i, line in enumerate(lines):
@@ -96,6 +98,9 @@ def read_csv(path):
         raise DataError(
             f"{path}: header {header} lacks column {missing[0]!r}; expected the columns {list(COLUMNS)}"
         )
+    filled = sum(bool(line.strip()) for line in lines)
+    if filled < 2:  # here, not in loadtxt, which warns on no data
+        raise DataError(f"{path}: expected at least 2 rows of data; got {filled}")
     cols = [header.index(c) for c in COLUMNS]
     fs_col = header.index("Fs") if "Fs" in header else None
     if fs_col is not None:
@@ -149,6 +154,8 @@ def load(data_dir, train=(1, 3, 5, 7), val=(2, 4), test=(6,), scale=(4,)):
     if data_dir is None:
         raise FileNotFoundError("the f16 data set needs --data-dir: the folder with F16Data_FullMSine_Level*.csv")
     data_dir = _validate.path("data_dir", data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise NotADirectoryError(f"data directory {data_dir!r} is a file, not a folder")
     if not os.path.isdir(data_dir):
         raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
     sets = {"train": _levels("train", train), "val": _levels("val", val), "test": _levels("test", test)}

@@ -58,6 +58,8 @@ class Settings:
             raise ValueError(f"transient must not exceed period ({self.period}); got {self.transient}")
         if not 0 <= self.f_min < self.f_max <= FS / 2:
             raise ValueError(f"need 0 <= f_min < f_max <= {FS / 2}; got f_min={self.f_min}, f_max={self.f_max}")
+        _validate.allocation(f"period={self.period}", "the records (with substeps)",
+                             (self.n_train + 2, self.period + self.transient, self.substeps))
 
 
 def rhs(s, u, p=PARAMS):
@@ -68,9 +70,14 @@ def rhs(s, u, p=PARAMS):
 
 
 def simulate(U, substeps=10, fs=FS, params=PARAMS):
-    """Angle of the pendulum hanging at rest at t = 0 under torque ``U : (T, B)``; ``(T, B)``."""
+    """Angle of the pendulum hanging at rest at t = 0 under torque ``U : (T, B)``; ``(T, B)``.
+    ``params``: a dict with the keys of :data:`PARAMS`, finite, ``m`` and ``l`` > 0."""
     _validate.positive_int("substeps", substeps)
     _validate.positive_float("fs", fs)
+    params = _validate.number_dict("params", params, tuple(PARAMS))
+    for key in ("m", "l"):
+        if params[key] <= 0:
+            raise ValueError(f"params[{key!r}] must be > 0; got {params[key]!r}")
     U = np.asarray(U)
     if U.dtype.kind not in "biuf" or U.ndim not in (1, 2) or U.shape[0] < 1 or not np.all(np.isfinite(U)):
         raise ValueError(f"U must be a finite real array of shape (T, B) or (T,); got dtype {U.dtype}, "

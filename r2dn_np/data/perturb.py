@@ -23,8 +23,10 @@ __all__ = ["gaussian_noise", "salt_and_pepper"]
 
 
 def _host(name, X):
+    """``X`` (any backend, float32 or float64, finite) on the host."""
     if not hasattr(X, "shape") or not hasattr(X, "dtype"):
         raise TypeError(f"{name} must be an array; got {type(X).__name__}")
+    _validate.array(name, X, [None] * len(X.shape))
     return np.asarray(to_numpy(X))
 
 

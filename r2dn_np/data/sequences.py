@@ -240,7 +240,11 @@ def _pair(y_pred, y_true, washout):
 
 
 def rmse(y_pred, y_true, washout=0):
-    """Root-mean-square error over samples ``t >= washout`` and all outputs (host float)."""
+    """Root-mean-square error over samples ``t >= washout`` and all outputs (host float).
+
+    ``y_true`` must be finite; a non-finite ``y_pred`` (a diverged model) scores NaN or Inf, by
+    design: it is a result to report, not an input error. The same holds for the NRMSEs below.
+    """
     p, t = _pair(y_pred, y_true, washout)
     e = p - t
     return float(np.sqrt(np.mean(e * e)))
@@ -248,7 +252,8 @@ def rmse(y_pred, y_true, washout=0):
 
 def nrmse_per_output(y_pred, y_true, washout=0):
     """Normalised RMSE of each output: ``RMSE_j / std(y_true_j)`` over ``t >= washout``, as a
-    host array ``(ny,)``."""
+    host array ``(ny,)``; an output whose ``y_true`` is constant there is scored by its RMSE
+    (divided by 1, not by a zero standard deviation)."""
     p, t = _pair(y_pred, y_true, washout)
     p, t = p.reshape(p.shape[0], -1), t.reshape(t.shape[0], -1)
     return np.sqrt(np.mean((p - t) ** 2, axis=0)) / np.where(t.std(axis=0) > 0, t.std(axis=0), 1.0)

@@ -34,7 +34,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .. import _validate, optim, r2dn, ren
-from ..backend import asarray, namespace, to_numpy
+from ..backend import asarray, namespace, resolve_dtype, to_numpy
 
 __all__ = [
     "pde_step", "simulate", "measure", "Chunk", "make_data", "model_config", "loss_and_grad",
@@ -50,10 +50,18 @@ PRESETS = {
 }
 
 
+def _check_nodes(nodes):
+    """``nodes``: an integer >= 3 (two boundary nodes and at least one inside), as a model size."""
+    if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)):
+        raise TypeError(f"nodes must be an integer >= 3; got {nodes!r}")
+    if nodes < 3:
+        raise ValueError(f"nodes must be an integer >= 3 (two boundary nodes and one inside); got {nodes}")
+    return _validate.dimension("nodes", nodes)
+
+
 def _check_grid(nodes, substeps, length, sigma):
     _validate.positive_int("substeps", substeps)
-    if isinstance(nodes, bool) or not isinstance(nodes, (int, np.integer)) or nodes < 3:
-        raise ValueError(f"nodes must be an int >= 3; got {nodes!r}")
+    _check_nodes(nodes)
     _validate.positive_float("length", length)
     _validate.positive_float("sigma", sigma)
     if sigma > 0.5:  # explicit Euler on the heat equation is stable only for dt <= dz^2 / 2
@@ -73,9 +81,9 @@ def pde_step(xi, b, substeps=4, length=10.0, sigma=0.1):
     -------
     (..., nodes) the next state; its boundary nodes hold ``b``.
     """
-    xi = np.asarray(xi, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    if xi.ndim < 1 or b.shape != xi.shape[:-1] + (1,):
+    xi = _validate.host_array("xi", xi, None, text="(..., nodes)")
+    b = _validate.host_array("b", b, None, text="(..., 1)")
+    if b.shape != xi.shape[:-1] + (1,):
         raise ValueError(f"xi must be (..., nodes) and b (..., 1) with the same leading shape; got "
                          f"xi {xi.shape}, b {b.shape}")
     nodes = int(xi.shape[-1])
@@ -105,6 +113,7 @@ def simulate(T, seed=0, xi0=0.0, b0=0.0, nodes=51, substeps=4, noise=0.05):
         if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool) or not 0 <= v <= 1:
             raise ValueError(f"{name} must be a number in [0, 1]; got {v!r}")
     _validate.real("noise", noise, 0.0)
+    _validate.allocation(f"T={T}", "the trajectory Xi", (T, nodes))
     w = noise * np.random.default_rng(seed).standard_normal((T - 1, 1))
     Xi = np.empty((T, nodes))
     b = np.empty((T, 1))
@@ -117,8 +126,9 @@ def simulate(T, seed=0, xi0=0.0, b0=0.0, nodes=51, substeps=4, noise=0.05):
 
 def measure(Xi, b):
     """``y_t = [b_t, xi_t[nodes // 2]]``: ``(T, nodes), (T, 1) -> (T, 2)``."""
-    Xi, b = np.asarray(Xi), np.asarray(b)
-    if Xi.ndim != 2 or b.shape != (Xi.shape[0], 1):
+    Xi = _validate.host_array("Xi", Xi, 2, text="(T, nodes)")
+    b = _validate.host_array("b", b, 2, text="(T, 1)")
+    if b.shape != (Xi.shape[0], 1):
         raise ValueError(f"Xi must be (T, nodes) and b (T, 1); got {Xi.shape}, {b.shape}")
     mid = Xi.shape[1] // 2
     return np.concatenate([b, Xi[:, mid:mid + 1]], axis=1)
@@ -137,6 +147,7 @@ def make_data(T=100_000, chunks=200, seed=0, nodes=51, substeps=4, backend=None,
     consecutive pieces (sizes as ``np.array_split``), in an order shuffled once by ``seed``."""
     _validate.positive_int("chunks", chunks)
     _validate.positive_int("T", T)
+    resolve_dtype(namespace(backend), dtype)  # a bad dtype before the simulation
     if T - 1 < chunks:
         raise ValueError(f"T - 1 = {T - 1} one-step pairs cannot fill chunks={chunks}")
     Xi, b = simulate(T, seed, nodes=nodes, substeps=substeps)
@@ -153,6 +164,7 @@ def model_config(model, nodes=51, preset="paper", activation="relu", init="long_
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}; got {preset!r}")
     _validate.one_of("model", model, ("r2dn", "ren"))
+    _check_nodes(nodes)
     sizes = PRESETS[preset][model]
     common = dict(nu=2, nx=nodes, ny=nodes, activation=activation, init=init, identity_output=True)
     if model == "ren":
@@ -189,12 +201,14 @@ def loss_and_grad(cfg, direct, chunk):
     if not isinstance(chunk, Chunk):
         raise TypeError(f"chunk must be an observer.Chunk; got {type(chunk).__name__}")
     xi, y, xn = chunk
-    _validate.array("chunk.xi_next", xn, tuple(int(s) for s in xi.shape), like=xi)
+    _validate.array("chunk.xi", xi, [("B", None), ("nx", cfg.nx)])
+    B = int(xi.shape[0])
+    _validate.array("chunk.y", y, [("B", B), ("nu", cfg.nu)], like=xi, like_name="chunk.xi")
+    _validate.array("chunk.xi_next", xn, [("B", B), ("nx", cfg.nx)], like=xi, like_name="chunk.xi")
     explicit, map_cache = module.direct_to_explicit(cfg, direct)
     xp = array_namespace(xi)
     U = xp.reshape(y, (1,) + tuple(y.shape))
     x1, Y, cache = module.forward(cfg, explicit, xi, U)
-    B = int(xi.shape[0])
     r = x1 - xn
     value = float(xp.sum(r * r)) / B
     d_explicit, _, _ = module.backward(cfg, explicit, cache, xp.zeros_like(Y), (2.0 / B) * r)
@@ -258,22 +272,41 @@ def estimate(cfg, direct, y, x0=None):
     """Run the observer closed-loop on measurements alone: ``y : (T, B, 2)`` -> ``(T, B, nx)``
     estimates ``xhat_t`` (``xhat_0 = x0``, zeros when None)."""
     module = _module(cfg)
+    _validate.array("y", y, [("T", None), ("B", None), ("nu", cfg.nu)])
+    if x0 is not None:
+        _validate.array("x0", x0, [("B", int(y.shape[1])), ("nx", cfg.nx)], like=y, like_name="y")
     explicit, _ = module.direct_to_explicit(cfg, direct)
     return module.forward(cfg, explicit, x0, y)[1]
 
 
 def nrmse(Xi, Xhat):
-    """``sqrt(mean (Xi - Xhat)^2 / mean Xi^2)`` over all nodes and times (the authors' metric)."""
-    Xi, Xhat = np.asarray(to_numpy(Xi), dtype=np.float64), np.asarray(to_numpy(Xhat), dtype=np.float64)
+    """``sqrt(mean (Xi - Xhat)^2 / mean Xi^2)`` over all nodes and times (the authors' metric).
+
+    ``Xi`` (the true states) must be finite and not all zero (the metric is relative to it);
+    an estimate ``Xhat`` with NaN or Inf (a diverged observer) scores NaN or Inf, by design, as
+    ``train.evaluate`` scores a diverged model.
+    """
+    Xi = _validate.host_array("Xi", to_numpy(Xi), 2, text="(T, nodes)")
+    Xhat = np.asarray(to_numpy(Xhat))
+    if Xhat.dtype.kind not in "biuf":
+        raise TypeError(f"Xhat must be a real array; got dtype {Xhat.dtype}")
     if Xi.shape != Xhat.shape:
         raise ValueError(f"Xi and Xhat must have one shape; got {Xi.shape} and {Xhat.shape}")
-    return float(np.sqrt(np.mean((Xi - Xhat) ** 2) / np.mean(Xi**2)))
+    scale = np.mean(Xi**2)
+    if scale == 0:
+        raise ValueError("Xi is zero everywhere: the NRMSE, relative to the mean square of Xi, is undefined")
+    with np.errstate(invalid="ignore", over="ignore"):
+        return float(np.sqrt(np.mean((Xi - Xhat.astype(np.float64)) ** 2) / scale))
 
 
 def validate(cfg, direct, T=2001, seed=1, x0=None, nodes=None):
     """The paper's validation: a fresh ``T``-sample trajectory from ``xi = 1, b = 0.5``, the
-    observer run on its ``y`` from ``x0`` (zeros). Returns ``(Xi, Xhat, nrmse)`` on the host."""
-    Xi, b = simulate(T, seed, xi0=1.0, b0=0.5, nodes=nodes or cfg.nx)
+    observer run on its ``y`` from ``x0`` (zeros). ``nodes``, when given, must be ``cfg.nx``.
+    Returns ``(Xi, Xhat, nrmse)`` on the host."""
+    _module(cfg)
+    if nodes is not None and nodes != cfg.nx:
+        raise ValueError(f"nodes must equal the observer's state size cfg.nx={cfg.nx} (or be None); got {nodes!r}")
+    Xi, b = simulate(T, seed, xi0=1.0, b0=0.5, nodes=cfg.nx)
     like = _module(cfg).direct_to_explicit(cfg, direct)[0].A
     y = asarray(measure(Xi, b)[:, None, :], array_namespace(like), str(to_numpy(like).dtype))
     Xhat = np.asarray(to_numpy(estimate(cfg, direct, y, x0)))[:, 0, :]

@@ -82,9 +82,11 @@ def _module(cfg):
 
 
 def initial_state(cfg, B, backend=None, dtype="float64"):
-    """Zero plant and policy states for ``B`` sequences."""
+    """Zero plant and policy states for ``B`` sequences (``dtype`` float32 or float64)."""
     _module(cfg)
     _validate.positive_int("B", B)
+    _validate.one_of("dtype", dtype, ("float32", "float64"))
+    _validate.allocation(f"B={B}", "the policy state", (B, cfg.nx))
     xp = namespace(backend)
     return State(xp.zeros((B, 6), dtype=getattr(xp, dtype)), xp.zeros((B, cfg.nx), dtype=getattr(xp, dtype)))
 
@@ -98,6 +100,7 @@ def disturbances(rng, T, B, hold=50, amplitude=10.0):
     _validate.positive_int("B", B)
     _validate.positive_int("hold", hold)
     _validate.positive_float("amplitude", amplitude)
+    _validate.allocation(f"T={T}, B={B}", "the disturbances", (T, B))
     pieces = rng.uniform(-amplitude, amplitude, (-(-T // hold), B, 1))
     return np.repeat(pieces, hold, axis=0)[:T]
 
@@ -127,8 +130,8 @@ def _check(cfg, direct, state, w):
         raise TypeError(f"state must be a youla.State; got {type(state).__name__}")
     _validate.array("w", w, [("T", None), ("B", None), ("nw", 1)])
     B = int(w.shape[1])
-    _validate.array("state.x", state.x, [("B", B), ("6", 6)], like=w)
-    _validate.array("state.q", state.q, [("B", B), ("nx", cfg.nx)], like=w)
+    _validate.array("state.x", state.x, [("B", B), ("6", 6)], like=w, like_name="w")
+    _validate.array("state.q", state.q, [("B", B), ("nx", cfg.nx)], like=w, like_name="w")
     return module
 
 
