@@ -137,7 +137,7 @@ def array(name, x, shape, *, like=None, finite=True, like_name="the model parame
             for lab, n in expect
         )
         raise ValueError(f"{name} must have shape ({text}); got {tuple(x.shape)}")
-    if type(x) is np.ndarray and (like is None or type(like) is np.ndarray) and np.isdtype(x.dtype, "real floating"):
+    if type(x) is np.ndarray and (like is None or type(like) is np.ndarray) and _float32_or_64(np, x.dtype):
         # NumPy's own checks: looking the namespace up costs more than checking a control step's x
         if like is None or x.dtype == like.dtype:
             if finite and _values_checked() and not np.isfinite(x).all():
