@@ -1,0 +1,135 @@
+"""Figures of ``r2dn sysid``: predicted against true test output (whole record, a labelled zoom
+and the error, every output, the linear model beside the network) and the learning curves.
+Each function returns False without writing when matplotlib is not installed
+(``pip install 'r2dn_np[plots]'``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["prediction", "loss_curve", "zoom_window"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def MaxNLocator(**kw):  # noqa: N802 (matplotlib's name; imported lazily with it)
+    from matplotlib.ticker import MaxNLocator as locator
+
+    return locator(**kw)
+
+
+def zoom_window(T, washout, fs, seconds=None):
+    """``slice`` of the zoom panel: about 1 % of the record (at least 200 samples, at most
+    ``seconds`` * fs when given) centred in the scored part after ``washout``."""
+    n = max(200, T // 100) if seconds is None else int(seconds * fs)
+    n = min(n, T - washout)
+    mid = washout + (T - washout) // 2
+    a = max(washout, mid - n // 2)
+    return slice(a, a + n)
+
+
+def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, label, time_unit="s"):
+    """One figure for one test record: per output, the whole record and a zoom (true, model,
+    linear) above the error of the model and of the linear model. The washout (not scored) is
+    shaded; the error axes are scaled to the scored part.
+
+    ``y, y_model, y_linear : (T, ny)``; ``fs`` in Hz (``time_unit="samples"``: fs is 1)."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    T, ny = y.shape
+    t = np.arange(T) / fs
+    z = zoom_window(T, washout, fs)
+    fig, axes = plt.subplots(2 * ny, 2, figsize=(13, 2.4 * 2 * ny + 0.5), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.2, 1]})
+    for j in range(ny):
+        name = output_names[j]
+        sig, err = axes[2 * j], axes[2 * j + 1]
+        e_model, e_lin = y_model[:, j] - y[:, j], y_linear[:, j] - y[:, j]
+        std = np.std(y[washout:, j])
+
+        def score(e):
+            r = float(np.sqrt(np.mean(e[washout:] ** 2)))
+            return f"RMSE {r:.3g}, NRMSE {r / std:.3f}" if std > 0 else f"RMSE {r:.3g}"
+
+        for col, sl in ((0, slice(0, T)), (1, z)):
+            ax = sig[col]
+            ax.plot(t[sl], y[sl, j], color="k", lw=1.2, label="true")
+            ax.plot(t[sl], y_linear[sl, j], color="C1", lw=0.9, ls="--", label="linear")
+            ax.plot(t[sl], y_model[sl, j], color="C0", lw=0.9, label=label)
+            ax.set_ylabel(name)
+            ax.set_xlabel(f"time [{time_unit}]")
+        if washout:
+            sig[0].axvspan(t[0], t[min(washout, T - 1)], color="0.85", zorder=0)
+        sig[0].axvspan(t[z.start], t[z.stop - 1], color="C2", alpha=0.15, zorder=0)
+        sig[0].set_title(f"{name}: {label} {score(e_model)}; linear {score(e_lin)}", fontsize=9)
+        sig[1].set_title(f"zoom: {t[z.start]:.4g}-{t[z.stop - 1]:.4g} {time_unit} (green band)", fontsize=9)
+        scale = 1.15 * max(np.max(np.abs(e_model[washout:])), np.max(np.abs(e_lin[washout:])), 1e-300)
+        for col, sl in ((0, slice(0, T)), (1, z)):
+            ax = err[col]
+            ax.plot(t[sl], e_lin[sl], color="C1", lw=0.8, ls="--", label="linear - true")
+            ax.plot(t[sl], e_model[sl], color="C0", lw=0.8, label=f"{label} - true")
+            ax.axhline(0, color="k", lw=0.5)
+            ax.set_ylim(-scale, scale)
+            ax.set_ylabel(f"error, {name}")
+            ax.set_xlabel(f"time [{time_unit}]")
+        if washout:
+            err[0].axvspan(t[0], t[min(washout, T - 1)], color="0.85", zorder=0)
+        err[0].set_title(f"error of {name} (grey: washout, not scored; axis scaled to the scored part)", fontsize=9)
+        err[1].set_title("error, zoom", fontsize=9)
+    true, lin, model = axes[0, 0].get_lines()[:3]
+    fig.suptitle(title, fontsize=10)
+    fig.legend([true, lin, model], ["true", "linear model (its error below in the same colour)", label],
+               loc="upper center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1 - 0.25 / fig.get_figheight()),
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def loss_curve(path, history, title, best_epoch=None):
+    """Training loss and validation NRMSE per epoch (log scale), learning-rate drops as dotted
+    vertical lines and the kept (best validation) epoch marked."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    loss = np.asarray(history["loss"], dtype=np.float64)
+    val = np.asarray(history["val_nrmse"], dtype=np.float64)
+    lr = np.asarray(history["lr"], dtype=np.float64)
+    epochs = np.arange(1, len(loss) + 1)
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.6), sharex=True)
+    a.plot(epochs, loss, color="C0", marker="." if len(loss) < 30 else None)
+    a.set_ylabel("training loss\n(MSE, standardised output)")
+    b.plot(epochs, val, color="C3", marker="." if len(val) < 30 else None)
+    b.set_ylabel("validation NRMSE\n(free run from rest)")
+    b.set_xlabel("epoch")
+    for ax, v in ((a, loss), (b, val)):
+        if np.all(v > 0) and v.max() > 5 * v.min():  # a log axis only where it spans enough to be read
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    b.xaxis.set_major_locator(MaxNLocator(integer=True))
+    drops = [int(e) + 1 for e in np.flatnonzero(lr[1:] < lr[:-1]) + 1]
+    for k, e in enumerate(drops):
+        for ax in (a, b):
+            ax.axvline(e - 0.5, color="0.4", ls=":", lw=1, label="learning rate drops" if k == 0 else None)
+        a.annotate(f"lr {lr[e - 1]:.1e}", (e - 0.5, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                   ha="left", va="top", rotation=90, color="0.3")
+    if best_epoch:
+        b.plot([best_epoch], [val[best_epoch - 1]], "k*", ms=10, label=f"kept: epoch {best_epoch}")
+    if drops or best_epoch:
+        b.legend(fontsize=8)
+    a.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
