@@ -27,13 +27,15 @@ def MaxNLocator(**kw):  # noqa: N802 (matplotlib's name; imported lazily with it
     return locator(**kw)
 
 
-def zoom_window(T, washout, fs, seconds=None):
-    """``slice`` of the zoom panel: about 1 % of the record (at least 200 samples, at most
-    ``seconds`` * fs when given) centred in the scored part after ``washout``."""
-    n = max(200, T // 100) if seconds is None else int(seconds * fs)
+def zoom_window(e, washout, n=200):
+    """``slice`` of ``n`` samples (fewer in a short record) centred on the largest ``|e|`` after
+    the washout and the first tenth of the record: where the model is worst once its start-up
+    transient (the zero state's, docs/sysid.md) has died out."""
+    T = e.shape[0]
+    skip = min(max(washout, T // 10), T - 1)
     n = min(n, T - washout)
-    mid = washout + (T - washout) // 2
-    a = max(washout, mid - n // 2)
+    worst = skip + int(np.argmax(np.abs(e[skip:])))
+    a = min(max(washout, worst - n // 2), T - n)
     return slice(a, a + n)
 
 
@@ -48,7 +50,6 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
         return False
     T, ny = y.shape
     t = np.arange(T) / fs
-    z = zoom_window(T, washout, fs)
     fig, axes = plt.subplots(2 * ny, 2, figsize=(13, 2.4 * 2 * ny + 0.5), squeeze=False,
                              gridspec_kw={"width_ratios": [2.2, 1]})
     for j in range(ny):
@@ -56,6 +57,7 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
         sig, err = axes[2 * j], axes[2 * j + 1]
         e_model, e_lin = y_model[:, j] - y[:, j], y_linear[:, j] - y[:, j]
         std = np.std(y[washout:, j])
+        z = zoom_window(e_model, washout)
 
         def score(e):
             r = float(np.sqrt(np.mean(e[washout:] ** 2)))
@@ -70,9 +72,11 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
             ax.set_xlabel(f"time [{time_unit}]")
         if washout:
             sig[0].axvspan(t[0], t[min(washout, T - 1)], color="0.85", zorder=0)
-        sig[0].axvspan(t[z.start], t[z.stop - 1], color="C2", alpha=0.15, zorder=0)
+        pad = max(0.0, (T / 150 - (z.stop - z.start)) / 2) / fs  # a band wide enough to see on a long record
+        sig[0].axvspan(t[z.start] - pad, t[z.stop - 1] + pad, color="C2", alpha=0.3, zorder=0)
         sig[0].set_title(f"{name}: {label} {score(e_model)}; linear {score(e_lin)}", fontsize=9)
-        sig[1].set_title(f"zoom: {t[z.start]:.4g}-{t[z.stop - 1]:.4g} {time_unit} (green band)", fontsize=9)
+        sig[1].set_title(f"zoom (green band): {t[z.start]:.5g}-{t[z.stop - 1]:.5g} {time_unit},\n"
+                         f"around the largest error after the first tenth", fontsize=9)
         scale = 1.15 * max(np.max(np.abs(e_model[washout:])), np.max(np.abs(e_lin[washout:])), 1e-300)
         for col, sl in ((0, slice(0, T)), (1, z)):
             ax = err[col]
@@ -87,11 +91,11 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
         err[0].set_title(f"error of {name} (grey: washout, not scored; axis scaled to the scored part)", fontsize=9)
         err[1].set_title("error, zoom", fontsize=9)
     true, lin, model = axes[0, 0].get_lines()[:3]
-    fig.suptitle(title, fontsize=10)
+    h = fig.get_figheight()  # title, legend and panels placed in inches from the top, whatever the height
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / h, va="top")
     fig.legend([true, lin, model], ["true", "linear model (its error below in the same colour)", label],
-               loc="upper center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1 - 0.25 / fig.get_figheight()),
-               frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+               loc="upper center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1 - 0.3 / h), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / h))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True

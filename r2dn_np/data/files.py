@@ -293,15 +293,15 @@ def _rate(path, table, t, idx, name):
     """The sampling rate of time stamps ``t[idx]``, refused where the steps are not uniform."""
     tt = t[idx]
     dt = np.diff(tt)
-    step = (tt[-1] - tt[0]) / (len(tt) - 1)
+    step = float(np.median(dt))
     if not step > 0:
         raise DataError(f"{path}: --time-column {name!r} does not increase")
     off = np.flatnonzero(np.abs(dt - step) > 1e-2 * step)
     if off.size:
         i = idx[off[0] + 1]
         raise DataError(f"{path}: line {table.lines[i]}: --time-column {name!r} steps by {dt[off[0]]:g} s where the "
-                        f"record's mean step is {step:g} s; samples must be uniformly spaced (a missing row?)")
-    return 1.0 / step
+                        f"record's usual step is {step:g} s; samples must be uniformly spaced (a missing row?)")
+    return (len(tt) - 1) / (tt[-1] - tt[0])  # the mean step: printed time stamps round each step
 
 
 def dataset(name, train, val=None, test=None, fs=None):
