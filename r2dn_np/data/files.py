@@ -13,7 +13,8 @@ Examples
 >>> import os, tempfile
 >>> from r2dn_np.data import files
 >>> path = os.path.join(tempfile.mkdtemp(), "run.csv")
->>> _ = open(path, "w").write("time [s],force [N],displacement [m]\\n0,1,0.5\\n0.5,2,0.25\\n1,3,0.125\\n")
+>>> with open(path, "w") as fh:
+...     _ = fh.write("time [s],force [N],displacement [m]\\n0,1,0.5\\n0.5,2,0.25\\n1,3,0.125\\n")
 >>> recs = files.load_records([path], inputs=["force [N]"], outputs=["displacement [m]"], time_column="time [s]")
 >>> recs.records[0].y[:, 0].tolist(), recs.fs
 ([0.5, 0.25, 0.125], 2.0)
@@ -301,7 +302,7 @@ def _rate(path, table, t, idx, name):
         i = idx[off[0] + 1]
         raise DataError(f"{path}: line {table.lines[i]}: --time-column {name!r} steps by {dt[off[0]]:g} s where the "
                         f"record's usual step is {step:g} s; samples must be uniformly spaced (a missing row?)")
-    return (len(tt) - 1) / (tt[-1] - tt[0])  # the mean step: printed time stamps round each step
+    return float((len(tt) - 1) / (tt[-1] - tt[0]))  # the mean step: printed time stamps round each step
 
 
 def dataset(name, train, val=None, test=None, fs=None):
