@@ -28,6 +28,7 @@ import os
 import platform
 import shlex
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -600,14 +601,15 @@ _PRESET_TIME = {
 def _presets_help():
     lines = ["presets (--preset; model sizes nx, nv, LBDN hidden widths; epochs; chunk/window/batch):"]
     for name, per in PRESETS.items():
-        lines.append(f"  {name}: {_PRESET_TIME[name]}")
+        lines.append(textwrap.fill(f"{name}: {_PRESET_TIME[name]}", 100, initial_indent="  ", subsequent_indent="    "))
         for dataset, p in per.items():
             o = p.options
             where = "--data" if dataset == "files" else dataset
             lines.append(f"    {where:<9} nx {p.nx}, nv {p.nv}, hidden {p.hidden}, {o.epochs} epochs, "
                          f"{o.chunk}/{o.window}/{o.batch}, lr {o.lr:g}")
-    lines += ["", "your own records: r2dn sysid --data train.csv [more.csv ...] [--val val.csv] [--test test.csv] "
-              "--inputs u --outputs y --fs 750", "(docs/sysid.md, \"Your own data\")"]
+    lines += ["", "your own records (docs/sysid.md, \"Your own data\"):",
+              "  r2dn sysid --data train.csv [more.csv ...] [--val val.csv] [--test test.csv] \\",
+              "             --inputs force --outputs position --fs 750"]
     return "\n".join(lines)
 
 

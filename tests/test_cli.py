@@ -50,6 +50,11 @@ def test_sysid_tiny_end_to_end(tiny_run):
     rows = res["official_test"]["rows"]
     model = train.load_model(out / "model.npz")
     assert rows[0]["rmse"] == boucwen.official_rmse(model.simulate)
+    # the steady-state convention is r2dn simulate --periodic's: the second pass of the input
+    official = boucwen.official_test()
+    e = model.simulate(official.u, periodic=True) - official.y
+    assert rows[0]["rmse"] == float(np.sqrt(np.mean(e * e)))
+    assert "steady state" in res["conventions"]["official_test"] and "washout" in res["conventions"]["test"]
     assert [r["method"] for r in rows[2:]] == [m for m, _, _ in boucwen.PUBLISHED]
     assert "official multisine test" in proc.stdout and "dynoNet" in proc.stdout
 
@@ -78,6 +83,7 @@ def test_verify_fresh_models(capsys):
     assert cli.main(["verify", "--kind", "lipschitz", "--gamma", "2"]) == 0
     text = capsys.readouterr().out
     assert text.count("Lipschitz: searched gain / gamma") == len(cli.SIZES)
+    assert "r2dn lipschitz, nu=1 nx=2 nv=3 ny=1 " in text  # the model line says what each number is
 
 
 def test_verify_reports_a_failing_check(monkeypatch, capsys):

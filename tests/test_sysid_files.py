@@ -269,3 +269,23 @@ def test_reads_the_real_f16_file_as_the_f16_loader_does():
     ref = f16.read_csv(F16)
     np.testing.assert_array_equal(got.records[0].u, ref.u)
     np.testing.assert_array_equal(got.records[0].y, ref.y)
+
+
+def test_every_flag_of_every_command_has_help_with_its_default():
+    parser = cli._parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"sysid", "verify", "simulate", "sweep"}
+    for name, sub in commands.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if not action.option_strings or action.option_strings == ["-h", "--help"]:
+                continue
+            flag = action.option_strings[-1]
+            assert action.help, (name, flag)
+            if action.default not in (None, False):
+                assert "default" in cli._Help(name)._get_help_string(action), (name, flag)
+        assert "(default: " in text, name
+    text = commands["sysid"].format_help()
+    for preset, per in cli.PRESETS.items():  # the presets explained: sizes, epochs, time
+        assert f"  {preset}: " in text and f"{per['boucwen'].options.epochs} epochs" in text
+    assert "minutes" in text and "--data" in text and "runs/sysid-boucwen-r2dn" in text
