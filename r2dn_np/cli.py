@@ -7,8 +7,9 @@ tasks on Dask, gathered into the table of results; ``r2dn_np.sweep``).
     r2dn sysid --kind lipschitz --gamma 10
     r2dn sysid --dataset f16 --data-dir path/to/BenchmarkData --preset paper
     r2dn verify                         # fresh random models of several sizes
-    r2dn verify --params runs/sysid/model.npz
-    r2dn simulate --params runs/sysid/model.npz --input u.csv --out y.csv
+    r2dn sysid --data train.csv --val val.csv --outputs y --fs 750   # your own records
+    r2dn verify --params runs/sysid-boucwen-r2dn/model.npz
+    r2dn simulate --params runs/sysid-boucwen-r2dn/model.npz --input u.csv --out y.csv [--periodic]
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3   # seeds x models on Dask
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3 --table
 
