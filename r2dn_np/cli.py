@@ -583,8 +583,8 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (action.default not in (None, False, argparse.SUPPRESS) and "default" not in text
-                and action.option_strings and action.nargs != 0):
+        if (action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+                and "default" not in text and action.option_strings and action.nargs != 0):
             text += " (default: %(default)s)"
         return text
 

@@ -282,10 +282,11 @@ def test_every_flag_of_every_command_has_help_with_its_default():
                 continue
             flag = action.option_strings[-1]
             assert action.help, (name, flag)
-            if action.default not in (None, False):
+            if action.default is not None and action.default is not False:  # 0 is a default to state
                 assert "default" in cli._Help(name)._get_help_string(action), (name, flag)
         assert "(default: " in text, name
     text = commands["sysid"].format_help()
     for preset, per in cli.PRESETS.items():  # the presets explained: sizes, epochs, time
         assert f"  {preset}: " in text and f"{per['boucwen'].options.epochs} epochs" in text
     assert "minutes" in text and "--data" in text and "runs/sysid-boucwen-r2dn" in text
+    assert "order (default: 0)" in " ".join(text.split())  # --seed's default, 0, is stated too
