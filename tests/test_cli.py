@@ -1,5 +1,6 @@
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -213,6 +214,10 @@ def test_f16_sysid_reports_every_output(tmp_path, capsys):
     assert list(t["nrmse_per_output"]) == names and list(t["linear_nrmse_per_output"]) == names
     assert np.isclose(np.mean(list(t["nrmse_per_output"].values())), t["nrmse"])
     assert np.isclose(np.mean(list(t["linear_nrmse_per_output"].values())), t["linear_nrmse"])
+    # one figure for the test set, with a row pair per output: three outputs make it taller than wide
+    assert res["files"]["plots"] == {"Level6": "prediction_Level6.png"}
+    width, height = struct.unpack(">II", (out / "prediction_Level6.png").read_bytes()[16:24])
+    assert height > 1.1 * width
     lru = res["published"]["Level6"]["deep LRU [Forgione et al. 2024]"]
     assert lru == {"Acceleration1": 0.134, "Acceleration2": 0.099, "Acceleration3": 0.237}
     assert "NRMSE per output" in text and "Level6  deep LRU [Forgione et al. 2024]" in text

@@ -80,6 +80,21 @@ def test_sysid_on_user_csv_files_end_to_end(user_files, user_run, capsys, tmp_pa
     capsys.readouterr()
     assert cli.main(["verify", "--params", str(out / "model.npz")]) == 0
     assert "4 of 4 checks held" in capsys.readouterr().out
+    # the checkpoint beside it is not a model, and says so
+    assert cli.main(["simulate", "--params", str(out / "checkpoint.npz"), "--input", str(u_csv),
+                     "--out", str(tmp_path / "y2.csv")]) == 1
+    assert "is a training checkpoint, not a model; use the model.npz beside it" in capsys.readouterr().err
+
+
+def test_zoom_shows_the_largest_error_after_the_start_up():
+    from r2dn_np import plots
+
+    e = np.zeros(2000)
+    e[150] = 10.0  # the start-up transient, after a washout of 100
+    e[1500] = 1.0
+    z = plots.zoom_window(e, 100)
+    assert z.start <= 1500 < z.stop and z.stop - z.start == 200
+    assert plots.zoom_window(e[:150], 100) == slice(100, 150)  # a short record: all it has after the washout
 
 
 def test_default_folder_names_data_and_model_and_is_never_shared(user_files, tmp_path, monkeypatch, capsys):
