@@ -288,6 +288,7 @@ def _sysid(args):
     kind = args.kind + (f", gamma={args.gamma:g}" if args.kind == "lipschitz" else "")
     say(f"r2dn sysid: {args.model} ({kind}) on {what}, preset {args.preset}; results in {args.out}")
     _check_out_folder(args)
+    os.makedirs(args.out, exist_ok=True)  # an unwritable folder fails here, before any work
     checkpoint = os.path.join(args.out, "checkpoint.npz")
     start = time.perf_counter()
 
@@ -309,7 +310,6 @@ def _sysid(args):
     say(f"data: {data.name}, {len(data.train)} training record(s) of {data.train[0].u.shape[0]} samples, "
         f"{len(data.val)} validation, {len(data.test)} test; inputs {', '.join(data.input_names)}; outputs "
         f"{', '.join(data.output_names)}; {rate}  ({time.perf_counter() - start:.1f} s)")
-    os.makedirs(args.out, exist_ok=True)
 
     cfg = _make_config(module, nu=data.nu, ny=data.ny, **fields)
 
