@@ -305,3 +305,14 @@ def test_every_flag_of_every_command_has_help_with_its_default():
         assert f"  {preset}: " in text and f"{per['boucwen'].options.epochs} epochs" in text
     assert "minutes" in text and "--data" in text and "runs/sysid-boucwen-r2dn" in text
     assert "order (default: 0)" in " ".join(text.split())  # --seed's default, 0, is stated too
+
+
+def test_the_python_example_of_docs_sysid_runs(capsys):
+    import pathlib
+    import re
+
+    text = (pathlib.Path(HERE).parent / "docs" / "sysid.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "sysid.fit(" in b)
+    namespace = {}
+    exec(compile(block, "docs/sysid.md", "exec"), namespace)
+    assert capsys.readouterr().out.strip() == "True" and namespace["y_hat"].shape == (800, 1)
