@@ -250,7 +250,8 @@ def _load_data(args, preset):
             say(f"  {note}")
         return data
     if args.dataset == "f16":
-        say(f"data: reading the seven F-16 records from {args.data_dir} (about a second)")
+        if args.data_dir:
+            say(f"data: reading the seven F-16 records from {args.data_dir} (about a second)")
         return f16.load(args.data_dir)
     cache = args.cache_dir
     what, seconds = _expected_seconds(args.dataset, preset)
