@@ -168,7 +168,7 @@ def _npz_table(path):
                             f"got dtype {a.dtype}, shape {a.shape}")
         cols = a[:, None] if a.ndim == 1 else a
         for j in range(cols.shape[1]):
-            columns[key if a.ndim == 1 else f"{key}[{j}]"] = np.asarray(cols[:, j], dtype=np.float64)
+            columns[key if cols.shape[1] == 1 else f"{key}[{j}]"] = np.asarray(cols[:, j], dtype=np.float64)
     lengths = {len(c) for c in columns.values()}
     if len(lengths) > 1:
         raise DataError(f"{path}: its arrays have different numbers of samples ({sorted(lengths)})")
