@@ -241,7 +241,7 @@ def _load_data(args, preset):
 
     if args.data:
         read = {"inputs": _names(args.inputs), "outputs": _names(args.outputs), "record_column": args.record_column,
-                "time_column": args.time_column}
+                "time_column": args.time_column, "fs_column": args.fs_column}
         parts = [files.load_records(paths, flag=flag, **read) if paths else None
                  for paths, flag in ((args.data, "--data"), (args.val, "--val"), (args.test, "--test"))]
         data, notes = files.dataset(_safe_name(os.path.splitext(os.path.basename(args.data[0]))[0]), *parts,
@@ -394,10 +394,11 @@ def _sysid(args):
     say("")
     units = data.output_names[0] if data.ny == 1 else "the outputs' units"
     say(f"test: {results['conventions']['test']}")
-    say(f"{'test set':<12} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
+    w = max(12, *(len(n) for n in tests))
+    say(f"{'test set':<{w}} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
         f"the true output; RMSE in {units})")
     for n, r in tests.items():
-        say(f"{n:<12} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
+        say(f"{n:<{w}} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
     if data.ny > 1:
         say("")
         for line in _per_output_table(tests, data.output_names, args.model.upper(), published):
@@ -411,7 +412,7 @@ def _sysid(args):
     say(f"\ncertificate ({cfg.kind}): {'holds' if report.holds else 'FAILS'}")
     say(report.table())
     mean_here = f"{float(np.mean(here)):.2f} s/epoch" if here else "no epoch left to run"
-    say(f"\n{done} epochs in {train_seconds:.0f} s ({mean_here})"
+    say(f"\n{done} epoch{'' if done == 1 else 's'} in {train_seconds:.0f} s ({mean_here})"
         + (f", resumed after epoch {result.resumed_from} ({result.epochs_run} in all)" if result.resumed_from else "")
         + f"; best validation NRMSE {result.best_val_nrmse:.4f} at epoch {result.best_epoch}")
     written = [os.path.join(args.out, "results.json"), model_path]
@@ -649,9 +650,9 @@ def _parser():
                    help="column whose value numbers the record each row belongs to (default: one record per file)")
     s.add_argument("--time-column", metavar="NAME",
                    help="column of time stamps in seconds, uniformly spaced: gives the sampling rate")
-    s.add_argument("--fs", type=float, metavar="HZ",
-                   help="sampling rate of --data in Hz (default: from --time-column or an .npz array fs; otherwise "
-                        "unknown, and times are in samples)")
+    s.add_argument("--fs", metavar="HZ|COLUMN",
+                   help="sampling rate of --data: a number of Hz, or the name of a column that states it (F-16's Fs) "
+                        "(default: from --time-column or an .npz array fs; otherwise unknown, and times are in samples)")
     s.add_argument("--data-dir", help="folder with F16Data_FullMSine_Level*.csv (for --dataset f16)")
     s.add_argument("--cache-dir", help="where simulated data sets are cached (default: ~/.cache/r2dn_np, "
                                        "or R2DN_CACHE_DIR)")
@@ -784,9 +785,16 @@ def _resolve_sysid_arguments(args):
             if getattr(args, flag) is not None:
                 raise UserError(f"--{flag.replace('_', '-')} describes your records and needs --data")
         args.dataset = args.dataset or "boucwen"
-    if args.fs is not None and not (np.isfinite(args.fs) and args.fs > 0):
-        raise UserError(f"--fs must be a positive number of Hz; got {args.fs}")
-    if args.fs is not None and args.time_column:
+    args.fs_column = None
+    if args.fs is not None:
+        try:
+            value = float(args.fs)
+        except ValueError:  # a column's name
+            args.fs_column, value = args.fs, None
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise UserError(f"--fs must be a positive number of Hz or a column's name; got {args.fs}")
+        args.fs = value
+    if (args.fs is not None or args.fs_column) and args.time_column:
         raise UserError("--fs and --time-column both give the sampling rate; give one of them")
     if args.out is None:
         args.out = _default_out(args)

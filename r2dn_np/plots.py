@@ -78,10 +78,13 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
         sig[1].set_title(f"zoom (green band): {t[z.start]:.5g}-{t[z.stop - 1]:.5g} {time_unit},\n"
                          f"around the largest error after the first tenth", fontsize=9)
         scale = 1.15 * max(np.max(np.abs(e_model[washout:])), np.max(np.abs(e_lin[washout:])), 1e-300)
+        # the larger error behind, so that the smaller one stays visible
+        traces = sorted([(e_lin, dict(color="C1", ls="--")), (e_model, dict(color="C0"))],
+                        key=lambda p: -float(np.mean(p[0][washout:] ** 2)))
         for col, sl in ((0, slice(0, T)), (1, z)):
             ax = err[col]
-            ax.plot(t[sl], e_lin[sl], color="C1", lw=0.8, ls="--", label="linear - true")
-            ax.plot(t[sl], e_model[sl], color="C0", lw=0.8, label=f"{label} - true")
+            for e, style in traces:
+                ax.plot(t[sl], e[sl], lw=0.8, **style)
             ax.axhline(0, color="k", lw=0.5)
             ax.set_ylim(-scale, scale)
             ax.set_ylabel(f"error, {name}")

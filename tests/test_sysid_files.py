@@ -246,6 +246,9 @@ def test_load_records_columns_records_and_rate(tmp_path):
     gap = "t,a,b\n0,1,2\n0.1,1,2\n0.3,1,2\n0.4,1,2\n"
     with pytest.raises(DataError, match=r"line 4: --time-column 't' steps by 0.2 s .* \(a missing row\?\)"):
         files.load_records([_csv(tmp_path, gap, "g.csv")], time_column="t")
+    fs_text = "a,b,Fs\n1,2,50\n1,2,\n1,2,60\n"
+    with pytest.raises(DataError, match=r"line 4, column 3 \('Fs'\): '60'; --fs Fs expects 50 Hz as on line 2"):
+        files.load_records([_csv(tmp_path, fs_text, "f.csv")], inputs=["a"], outputs=["b"], fs_column="Fs")
     with pytest.raises(DataError, match=r"--data .*nope.csv: no such file"):
         files.load_records([str(tmp_path / "nope.csv")])
 
@@ -270,7 +273,8 @@ def test_sysid_argument_errors(tmp_path, capsys):
 
     assert "--data and --dataset f16: give one of them" in err(["sysid", "--data", "a.csv", "--dataset", "f16"])
     assert "--inputs describes your records and needs --data" in err(["sysid", "--inputs", "u"])
-    assert "--fs must be a positive number of Hz" in err(["sysid", "--data", "a.csv", "--fs", "0"])
+    assert "--fs must be a positive number of Hz or a column's name" in err(["sysid", "--data", "a.csv", "--fs", "0"])
+    assert "--fs and --time-column both give" in err(["sysid", "--data", "a.csv", "--fs", "Fs", "--time-column", "t"])
     bad = _csv(tmp_path, "u,y\n1,2\n\n3,4\n")
     assert f"{bad}: line 3 is blank" in err(["sysid", "--data", bad, "--out", str(tmp_path / "o")])
 
@@ -284,6 +288,9 @@ def test_reads_the_real_f16_file_as_the_f16_loader_does():
     ref = f16.read_csv(F16)
     np.testing.assert_array_equal(got.records[0].u, ref.u)
     np.testing.assert_array_equal(got.records[0].y, ref.y)
+    assert got.fs is None
+    # the rate from the file's own Fs column (filled in the first row only)
+    assert files.load_records([F16], inputs=["Force", "Voltage"], outputs=["Acceleration1"], fs_column="Fs").fs == 400
 
 
 def test_every_flag_of_every_command_has_help_with_its_default():

@@ -202,7 +202,8 @@ def _columns(table, flag, wanted):
     return [table.index(n, flag) for n in wanted]
 
 
-def load_records(paths, inputs=None, outputs=None, record_column=None, time_column=None, flag="--data"):
+def load_records(paths, inputs=None, outputs=None, record_column=None, time_column=None, fs_column=None,
+                 flag="--data"):
     """Records from CSV or NPZ files, one per file or one per value of ``record_column``.
 
     Parameters
@@ -212,6 +213,8 @@ def load_records(paths, inputs=None, outputs=None, record_column=None, time_colu
         the output and the others are inputs. For NPZ without names: arrays ``u`` and ``y``.
     record_column : a column whose value says which record a row belongs to (contiguous rows).
     time_column : a column of time stamps in seconds, uniformly spaced (within 1 %): gives ``fs``.
+    fs_column : a column holding the sampling rate in Hz, in some rows at least (the F-16
+        benchmark's ``Fs``: the first row only); the others empty.
     flag : the option the files came from, for messages.
     """
     if isinstance(paths, (str, os.PathLike)):
@@ -227,8 +230,8 @@ def load_records(paths, inputs=None, outputs=None, record_column=None, time_colu
             table, npz_fs = _npz_table(path)
         else:
             table = read_csv(path, header=True)
-        special = [c for c in (record_column, time_column) if c is not None]
-        for c, opt in ((record_column, "--record-column"), (time_column, "--time-column")):
+        special = [c for c in (record_column, time_column, fs_column) if c is not None]
+        for c, opt in ((record_column, "--record-column"), (time_column, "--time-column"), (fs_column, "--fs")):
             if c is not None:
                 table.index(c, opt)
         free = [n for n in table.names if n not in special]
@@ -281,6 +284,8 @@ def load_records(paths, inputs=None, outputs=None, record_column=None, time_colu
             labels.append(label)
         if npz_fs is not None:
             fs_seen.append((npz_fs, path))
+        if fs_column is not None:
+            fs_seen.append((_rate_column(table, fs_column), path))
     fs = None
     if fs_seen:
         fs = fs_seen[0][0]
@@ -288,6 +293,25 @@ def load_records(paths, inputs=None, outputs=None, record_column=None, time_colu
             if abs(f - fs) > 1e-2 * fs:
                 raise DataError(f"{path}: sampled at {f:g} Hz, but {fs_seen[0][1]} at {fs:g} Hz")
     return Records(records, labels, in_names, out_names, fs)
+
+
+def _rate_column(table, name):
+    """The sampling rate a column states: its non-empty fields, all equal, positive."""
+    j = table.index(name, "--fs")
+    found = None
+    for row, line in zip(table.fields, table.lines):
+        text = str(row[j]).strip()
+        if not text:
+            continue
+        v = _float(text)
+        if v is None or not np.isfinite(v) or v <= 0 or (found is not None and v != found[0]):
+            want = "a positive number of Hz" if found is None else f"{found[0]:g} Hz as on line {found[1]}"
+            raise DataError(f"{table.path}: line {line}, column {j + 1} ({name!r}): {text!r}; --fs {name} "
+                            f"expects {want}")
+        found = found or (v, line)
+    if found is None:
+        raise DataError(f"{table.path}: --fs {name}: the column is empty; give the rate in Hz (--fs 400)")
+    return found[0]
 
 
 def _rate(path, table, t, idx, name):
