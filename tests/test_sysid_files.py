@@ -43,19 +43,33 @@ def user_files(tmp_path_factory):
     return folder, recs
 
 
+README = os.path.join(HERE, "..", "README.md")
+
+
+def readme_commands():
+    """The README's third example: its ``r2dn sysid --data``, ``simulate`` and ``verify`` lines."""
+    with open(README, encoding="utf-8") as fh:
+        text = fh.read()
+    block = next(b for b in text.split("```bash\n")[1:] if "r2dn sysid --data" in b).split("```")[0]
+    return [shlex.split(line)[1:] for line in block.strip().splitlines()]  # without .venv/bin/r2dn
+
+
 @pytest.fixture(scope="module")
-def user_run(user_files, tmp_path_factory):
-    """The README's third example, on files the test wrote: sysid, then simulate and verify."""
+def user_run(user_files):
+    """The README's third example's training command, as written there, in the folder of the
+    files the test wrote (with the tiny preset, for seconds)."""
     folder, _ = user_files
-    out = tmp_path_factory.mktemp("out") / "run"
-    argv = ["sysid", "--data", str(folder / "train.csv"), "--val", str(folder / "val.csv"), "--test",
-            str(folder / "test.csv"), "--time-column", "time [s]", "--outputs", "position [m]", "--preset", "tiny",
-            "--out", str(out), "--quiet"]
-    assert cli.main(argv) == 0
-    return out, argv
+    sysid_argv = readme_commands()[0]
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert cli.main(sysid_argv + ["--preset", "tiny", "--quiet"]) == 0
+    finally:
+        os.chdir(here)
+    return folder / "runs" / "sysid-train-r2dn", sysid_argv
 
 
-def test_sysid_on_user_csv_files_end_to_end(user_files, user_run, capsys, tmp_path):
+def test_sysid_on_user_csv_files_end_to_end(user_files, user_run, capsys, monkeypatch):
     folder, recs = user_files
     out, _ = user_run
     res = json.loads((out / "results.json").read_text())
@@ -65,24 +79,25 @@ def test_sysid_on_user_csv_files_end_to_end(user_files, user_run, capsys, tmp_pa
     assert "from the model's zero state" in res["conventions"]["test"]
     for png in ("prediction_test.png", "loss.png"):
         assert (out / png).stat().st_size > 1000
-    # r2dn simulate on the test input gives what the model gives, with the trained column name
-    u_csv = tmp_path / "u.csv"
-    u_csv.write_text("force [N]\n" + "\n".join(repr(float(v)) for v in recs["test"][0]) + "\n")
-    assert cli.main(["simulate", "--params", str(out / "model.npz"), "--input", str(u_csv),
-                     "--out", str(tmp_path / "y.csv")]) == 0
-    text = (tmp_path / "y.csv").read_text().splitlines()
-    assert text[0] == "position [m]"
+    # the README's simulate and verify lines, as written, on the test input (u.csv)
+    monkeypatch.chdir(folder)
+    (folder / "u.csv").write_text("force [N]\n" + "\n".join(repr(float(v)) for v in recs["test"][0]) + "\n")
+    simulate_argv, verify_argv = readme_commands()[1:]
+    capsys.readouterr()
+    assert cli.main(simulate_argv) == 0
+    text = (folder / "y.csv").read_text().splitlines()
+    assert text[0] == "position [m]"  # the trained column's name
     model = train.load_model(out / "model.npz")
     np.testing.assert_array_equal(np.array(text[1:], dtype=float), model.simulate(recs["test"][0])[:, 0])
     nrmse, _ = train.evaluate([model.simulate(recs["test"][0])], [train.sequences.Record(
         recs["test"][0][:, None], recs["test"][1][:, None])], res["washout"])
     assert nrmse == res["test"]["test"]["nrmse"]
     capsys.readouterr()
-    assert cli.main(["verify", "--params", str(out / "model.npz")]) == 0
+    assert cli.main(verify_argv) == 0
     assert "4 of 4 checks held" in capsys.readouterr().out
     # the checkpoint beside it is not a model, and says so
-    assert cli.main(["simulate", "--params", str(out / "checkpoint.npz"), "--input", str(u_csv),
-                     "--out", str(tmp_path / "y2.csv")]) == 1
+    assert cli.main(["simulate", "--params", str(out / "checkpoint.npz"), "--input", "u.csv",
+                     "--out", "y2.csv"]) == 1
     assert "is a training checkpoint, not a model; use the model.npz beside it" in capsys.readouterr().err
 
 
