@@ -21,10 +21,10 @@ def _pyplot():
     return plt
 
 
-def MaxNLocator(**kw):  # noqa: N802 (matplotlib's name; imported lazily with it)
-    from matplotlib.ticker import MaxNLocator as locator
+def _ticker():
+    import matplotlib.ticker
 
-    return locator(**kw)
+    return matplotlib.ticker
 
 
 def zoom_window(e, washout, n=200):
@@ -118,13 +118,17 @@ def loss_curve(path, history, title, best_epoch=None):
     a.plot(epochs, loss, color="C0", marker="." if len(loss) < 30 else None)
     a.set_ylabel("training loss\n(MSE, standardised output)")
     b.plot(epochs, val, color="C3", marker="." if len(val) < 30 else None)
-    b.set_ylabel("validation NRMSE\n(free run from rest)")
+    b.set_ylabel("validation NRMSE\n(free run, zero state)")
     b.set_xlabel("epoch")
     for ax, v in ((a, loss), (b, val)):
         if np.all(v > 0) and v.max() > 5 * v.min():  # a log axis only where it spans enough to be read
             ax.set_yscale("log")
+            ticker = _ticker()
+            ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))  # 1, 2, 5 per decade
+            for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis(ticker.FormatStrFormatter("%g"))  # 0.05, not 5 x 10^-2
         ax.grid(alpha=0.3)
-    b.xaxis.set_major_locator(MaxNLocator(integer=True))
+    b.xaxis.set_major_locator(_ticker().MaxNLocator(integer=True))
     drops = [int(e) + 1 for e in np.flatnonzero(lr[1:] < lr[:-1]) + 1]
     for k, e in enumerate(drops):
         for ax in (a, b):
