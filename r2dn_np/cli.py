@@ -388,8 +388,8 @@ def _sysid(args):
         plots.loss_curve(os.path.join(args.out, "loss.png"), result.history,
                          f"{data.name}: {label}, preset {args.preset}, seed {args.seed}", result.best_epoch)
         results["files"]["loss_plot"] = "loss.png"
-    with open(os.path.join(args.out, "results.json"), "w") as fh:
-        json.dump(results, fh, indent=2, default=float)
+    with io.atomic_write(os.path.join(args.out, "results.json")) as fh:
+        fh.write(json.dumps(results, indent=2, default=float).encode("utf-8"))
 
     say("")
     units = data.output_names[0] if data.ny == 1 else "the outputs' units"

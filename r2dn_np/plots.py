@@ -21,6 +21,19 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path):
+    """Write the figure through a temporary file renamed over ``path`` (a failed write leaves an
+    earlier figure intact) and close it."""
+    from . import io
+
+    try:
+        with io.atomic_write(path) as fh:
+            fig.savefig(fh, dpi=90, format="png")
+    finally:
+        plt = _pyplot()
+        plt.close(fig)
+
+
 def _ticker():
     import matplotlib.ticker
 
@@ -99,8 +112,7 @@ def prediction(path, title, y, y_model, y_linear, fs, washout, output_names, lab
     fig.legend([true, lin, model], ["true", "linear model (its error below in the same colour)", label],
                loc="upper center", ncol=3, fontsize=9, bbox_to_anchor=(0.5, 1 - 0.3 / h), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / h))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -141,6 +153,5 @@ def loss_curve(path, history, title, best_epoch=None):
         b.legend(fontsize=8)
     a.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _save(fig, path)
     return True
