@@ -241,6 +241,7 @@ def test_csv_reader_refuses_what_it_cannot_read_exactly(tmp_path):
         t = files.read_csv(_csv(tmp_path, text))
         np.testing.assert_array_equal(t.numbers(), [[1.0, 2.0], [3.0, 4.0]])
     assert files.read_csv(_csv(tmp_path, "u;y\n1;2\n")).names == ("u", "y")
+    assert files.read_csv(_csv(tmp_path, '"force [N]","y, m"\n1,2\n')).names == ("force [N]", "y, m")  # quoted
 
 
 def test_load_records_columns_records_and_rate(tmp_path):
