@@ -317,19 +317,25 @@ def host_array(name, x, ndim, min_len=1, *, text=None):
     return a
 
 
-def text_lines(path, error=ValueError):
-    """The lines of the UTF-8 (or ASCII) text file ``path``; a file in another encoding raises
-    ``error`` naming the file, the line and the byte (not a bare UnicodeDecodeError)."""
+def text(path, error=ValueError):
+    """The text of the UTF-8 (or ASCII) file ``path``, a leading byte-order mark dropped; a file in
+    another encoding raises ``error`` naming the file, the line and the byte (not a bare
+    UnicodeDecodeError)."""
     with open(path, "rb") as fh:
         raw = fh.read()
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise error(f"{path}: line {line}, column {column}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        column = start - (raw.rfind(b"\n", 0, start) + 1) + 1
+        raise error(f"{path}: line {line}, column {column}: byte 0x{raw[start]:02x} is not UTF-8 text; "
                     "save the file as UTF-8 (or ASCII)") from None
-    return text.splitlines()
+
+
+def text_lines(path, error=ValueError):
+    """The lines of :func:`text`."""
+    return text(path, error).splitlines()
 
 
 def path(name, value):

@@ -7,8 +7,9 @@ tasks on Dask, gathered into the table of results; ``r2dn_np.sweep``).
     r2dn sysid --kind lipschitz --gamma 10
     r2dn sysid --dataset f16 --data-dir path/to/BenchmarkData --preset paper
     r2dn verify                         # fresh random models of several sizes
-    r2dn verify --params runs/sysid/model.npz
-    r2dn simulate --params runs/sysid/model.npz --input u.csv --out y.csv
+    r2dn sysid --data train.csv --val val.csv --outputs y --fs 750   # your own records
+    r2dn verify --params runs/sysid-boucwen-r2dn/model.npz
+    r2dn simulate --params runs/sysid-boucwen-r2dn/model.npz --input u.csv --out y.csv [--periodic]
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3   # seeds x models on Dask
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3 --table
 
@@ -26,15 +27,17 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import sys
+import textwrap
 import time
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import __version__, _validate, certificates, io, linear, supply, train, verify
+from . import __version__, certificates, io, linear, supply, sysid, train, verify
 from .backend import BackendError, namespace, to_backend
-from .data import sequences
+from .data import files, sequences
 
 __all__ = ["PRESETS", "main"]
 
@@ -70,6 +73,8 @@ PRESETS = {
         "pendulum": Preset(4, 4, (8,), _TINY, dict(period=256, n_train=2, transient=100), linear_order=2),
         # the real records are 73,728 samples long: validate on the first 2048 of each only
         "f16": Preset(4, 4, (8,), dataclasses.replace(_TINY, val_samples=2048), linear_order=2),
+        # your own records (--data); chunk, window and washout shrink to fit short records
+        "files": Preset(4, 4, (8,), dataclasses.replace(_TINY, val_samples=2048), linear_order=2),
     },
     # the default: a few minutes on two CPU cores (Bouc-Wen)
     "quick": {
@@ -79,6 +84,7 @@ PRESETS = {
                           dict(n_train=10)),
         "pendulum": Preset(16, 32, (32,), _QUICK),
         "f16": Preset(16, 32, (32,), _QUICK),
+        "files": Preset(16, 32, (32,), _QUICK),
     },
     "paper": {
         # chosen on the official test (docs/sysid.md): twice the data and a wider network than
@@ -96,6 +102,7 @@ PRESETS = {
                                     decay_epochs=20, clip=10.0, washout=100),
                       model=dict(activation="relu", init="long_memory", polar=True),
                       per_model={"ren": dict(nv=150)}),  # about as many parameters as the R2DN
+        "files": Preset(32, 64, (64, 64), _PAPER),
     },
 }
 
@@ -131,6 +138,23 @@ def _refuse_overwrite(writes, reads):
                                 f"a file this command reads; choose another {wflag}")
 
 
+def _sysid_writes(out):
+    """``(flag, path)`` of the files ``r2dn sysid`` writes into ``out``, the plots per test set
+    included (as they exist there now)."""
+    import glob
+
+    fixed = [os.path.join(out, name) for name in _RUN_FILES + ("loss.png",)]
+    return [("--out", p) for p in fixed + glob.glob(os.path.join(out, "prediction_*.png"))]
+
+
+def _sysid_reads(args):
+    """``(flag, path)`` of the files ``r2dn sysid`` reads: the user's records, or the data set's."""
+    if args.data:
+        return [(flag, p) for flag, paths in (("--data", args.data), ("--val", args.val), ("--test", args.test))
+                for p in paths or ()]
+    return _data_files([args.dataset], args.data_dir, args.cache_dir)
+
+
 def _data_files(datasets, data_dir, cache_dir):
     """``(flag, path)`` of the existing files that loading ``datasets`` may read: the F-16
     records in ``--data-dir`` and the simulated data sets' cache files."""
@@ -148,17 +172,6 @@ def _data_files(datasets, data_dir, cache_dir):
             if os.path.isdir(cache):
                 found += [(flag, p) for p in glob.glob(os.path.join(cache, f"{dataset}-*.npz"))]
     return found
-
-
-def _load_data(args, preset):
-    from .data import boucwen, f16, pendulum
-
-    if args.dataset == "f16":
-        return f16.load(args.data_dir)
-    cache = args.cache_dir
-    if args.dataset == "boucwen":
-        return boucwen.load(boucwen.Settings(**preset.data), cache_dir=cache)
-    return pendulum.load(pendulum.Settings(**preset.data), cache_dir=cache)
 
 
 def _published(dataset):
@@ -204,62 +217,174 @@ def _make_config(module, **kw):
     return module.Config(**{k: v for k, v in kw.items() if k in fields and v is not None})
 
 
-def _plot(path, data, predictions, linear_predictions, washout, label):
-    try:
-        import matplotlib
+def _plot(folder, data, predictions, linear_predictions, washout, label):
+    """``prediction_<test set>.png`` per test set; ``{test set: file name}``, empty without matplotlib."""
+    from . import plots
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    names = list(data.test)
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 3.2 * len(names)), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
-        rec = data.test[name]
-        T = rec.y.shape[0]
-        sl = slice(washout, min(T, washout + 600))  # a window long enough to see the waveform
-        t = np.arange(T)[sl] / data.fs
-        ax.plot(t, rec.y[sl, 0], "k", lw=1.5, label="true")
-        ax.plot(t, predictions[name][sl, 0], "C0", lw=1, label=label)
-        ax.plot(t, linear_predictions[name][sl, 0], "C1--", lw=1, label="linear")
-        ax.set_title(f"{data.name}: test '{name}' ({data.output_names[0]})")
-        ax.set_xlabel("time [s]")
-        ax.legend(loc="upper right")
-    fig.tight_layout()
-    with io.atomic_write(path) as fh:
-        fig.savefig(fh, dpi=110, format="png")
-    plt.close(fig)
-    return True
+    written = {}
+    unit = "s" if data.info.get("fs_given", True) else "samples"
+    for name, rec in data.test.items():
+        file = f"prediction_{_safe_name(name)}.png"
+        title = (f"{data.name}, test '{name}': free run from the zero state, {rec.y.shape[0]} samples; "
+                 f"scores after a washout of {washout} samples")
+        if not plots.prediction(os.path.join(folder, file), title, rec.y, predictions[name], linear_predictions[name],
+                                data.fs, washout, data.output_names, label, unit):
+            return {}
+        written[name] = file
+    return written
+
+
+def _safe_name(text):
+    """``text`` with only letters, digits, ``-``, ``_`` and ``.`` (for file and folder names)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.")
+    return out or "data"
+
+
+# what r2dn sysid writes; a folder holding one of them holds a run's results
+_RUN_FILES = ("results.json", "model.npz", "checkpoint.npz")
+
+
+def _default_out(args):
+    """``runs/sysid-<data set>-<model>[-<kind>]``: runs on other data or models never share a folder."""
+    name = args.dataset if not args.data else os.path.splitext(os.path.basename(args.data[0]))[0]
+    kind = "" if args.kind == "contracting" else f"-{args.kind}"
+    return os.path.join("runs", f"sysid-{_safe_name(name)}-{args.model}{kind}")
+
+
+def _check_out_folder(args):
+    """Refuse to write into a folder holding another run's results (unless --overwrite or --resume)."""
+    held = [f for f in _RUN_FILES if os.path.exists(os.path.join(args.out, f))]
+    if held and not (args.overwrite or args.resume):
+        raise UserError(f"--out {args.out}: holds a run's results ({', '.join(held)}); choose another --out, add "
+                        "--resume to continue that run, or --overwrite to replace it")
+
+
+def _check_resumable(path, model, opts, fields):
+    """With --resume, refuse a checkpoint of another run before any data are generated."""
+    if not os.path.exists(path):
+        return
+    try:
+        fingerprint = io.read_arrays(path)[1].get("fingerprint") or {}
+    except (io.FormatError, OSError) as exc:
+        raise UserError(f"{path}: cannot be resumed ({exc}); choose another --out or --overwrite") from None
+    config = fingerprint.get("config") or {}
+    differ = [k for k, v in fields.items() if v is not None and k in config and config[k] != json.loads(json.dumps(v))]
+    if fingerprint.get("model") != model:
+        differ.insert(0, "model")
+    elif fingerprint.get("options") != json.loads(json.dumps(dataclasses.asdict(opts))):
+        theirs = fingerprint.get("options") or {}
+        differ += [k for k, v in dataclasses.asdict(opts).items() if theirs.get(k) != v]
+    if differ:
+        raise UserError(f"--resume: {path} is a checkpoint of a different run ({', '.join(differ[:4])} differ); "
+                        "choose another --out, or --overwrite to start again there")
+
+
+def _expected_seconds(dataset, preset):
+    """What generating ``dataset`` under ``preset`` makes and roughly how long it takes (CPU)."""
+    d = preset.data
+    if dataset == "boucwen":
+        from .data import boucwen
+
+        s = boucwen.Settings(**d)
+        seconds = (s.n_train + 1) * 0.8 * s.period / 8192 * (s.transient_periods + 1) / 2 + 6 * s.sweep_seconds / 204
+        return (f"{s.n_train + 1} multisine records of {s.period} samples and a {s.sweep_seconds:g} s sine sweep, "
+                f"simulated at 15 kHz", seconds)
+    from .data import pendulum
+
+    s = pendulum.Settings(**d)
+    return f"{s.n_train + 1} pendulum records of {s.period} samples", 1.0
+
+
+def _load_data(args, preset):
+    from .data import boucwen, f16, pendulum
+
+    if args.data:
+        read = {"inputs": _names(args.inputs), "outputs": _names(args.outputs), "record_column": args.record_column,
+                "time_column": args.time_column, "fs_column": args.fs_column}
+        parts = [files.load_records(paths, flag=flag, **read) if paths else None
+                 for paths, flag in ((args.data, "--data"), (args.val, "--val"), (args.test, "--test"))]
+        data, notes = files.dataset(_safe_name(os.path.splitext(os.path.basename(args.data[0]))[0]), *parts,
+                                    fs=args.fs)
+        for note in notes:
+            say(f"  {note}")
+        return data
+    if args.dataset == "f16":
+        if args.data_dir:
+            say(f"data: reading the seven F-16 records from {args.data_dir} (about a second)")
+        return f16.load(args.data_dir)
+    cache = args.cache_dir
+    what, seconds = _expected_seconds(args.dataset, preset)
+    say(f"data: {what}; generating takes about {max(1, round(seconds))} s of CPU the first time (more on a busy "
+        f"machine), then it is read from the cache ({cache or _sim_cache_dir()})")
+    if args.dataset == "boucwen":
+        return boucwen.load(boucwen.Settings(**preset.data), cache_dir=cache)
+    return pendulum.load(pendulum.Settings(**preset.data), cache_dir=cache)
+
+
+def _sim_cache_dir():
+    from .data import _sim
+
+    return _sim.default_cache_dir()
+
+
+def _names(text):
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+CONVENTIONS = {
+    "test": "free run from the model's zero state over the whole test record; the first {washout} samples "
+            "(washout) are not scored",
+    "official_test": "steady state: the periodic test input is run twice from the zero state and the second "
+                     "period scored, all 8192 samples (the benchmark's figure of merit)",
+}
 
 
 def _sysid(args):
-    preset = PRESETS[args.preset][args.dataset].for_model(args.model)
+    files_mode = bool(args.data)
+    preset = PRESETS[args.preset]["files" if files_mode else args.dataset].for_model(args.model)
     xp = namespace(args.backend)  # BackendError before any work
     module = train.get_model(args.model)
-    outputs = ("model.npz", "results.json", "prediction.png", "checkpoint.npz")
-    _refuse_overwrite([("--out", os.path.join(args.out, name)) for name in outputs], _data_files([args.dataset], args.data_dir, args.cache_dir))
-    os.makedirs(args.out, exist_ok=True)
+    what = f"your records ({', '.join(args.data)})" if files_mode else f"data set {args.dataset}"
+    kind = args.kind + (f", gamma={args.gamma:g}" if args.kind == "lipschitz" else "")
+    say(f"r2dn sysid: {args.model} ({kind}) on {what}, preset {args.preset}; results in {args.out}")
+    _refuse_overwrite(_sysid_writes(args.out), _sysid_reads(args))  # even with --overwrite
+    _check_out_folder(args)
+    os.makedirs(args.out, exist_ok=True)  # an unwritable folder fails here, before any work
+    checkpoint = os.path.join(args.out, "checkpoint.npz")
     start = time.perf_counter()
 
+    fields = dict(nx=preset.nx, nv=preset.nv, hidden=preset.hidden, kind=args.kind,
+                  gamma=args.gamma if args.kind == "lipschitz" else None, **preset.model)
+    if not files_mode:
+        opts = dataclasses.replace(preset.options, seed=args.seed, dtype=args.dtype,
+                                   **({"epochs": args.epochs} if args.epochs else {}))
+        if args.resume and not args.overwrite:
+            _check_resumable(checkpoint, args.model, opts, fields)
     data = _load_data(args, preset)
-    say(f"data: {data.name}, {len(data.train)} training records of {data.train[0].u.shape[0]} samples, "
-        f"nu={data.nu}, ny={data.ny}, fs={data.fs:g} Hz  ({time.perf_counter() - start:.1f} s)")
+    if files_mode:
+        preset, opts, notes = sysid.settings(args.preset, data, args.model, args.epochs, args.seed, args.dtype)
+        for note in notes:
+            say(f"  {note}")
+        if args.resume and not args.overwrite:
+            _check_resumable(checkpoint, args.model, opts, fields)
+    rate = f"fs={data.fs:g} Hz" if data.info.get("fs_given", True) else "fs unknown (times in samples)"
+    say(f"data: {data.name}, {len(data.train)} training record(s) of {data.train[0].u.shape[0]} samples, "
+        f"{len(data.val)} validation, {len(data.test)} test; inputs {', '.join(data.input_names)}; outputs "
+        f"{', '.join(data.output_names)}; {rate}  ({time.perf_counter() - start:.1f} s)")
 
-    opts = dataclasses.replace(preset.options, seed=args.seed, dtype=args.dtype,
-                               **({"epochs": args.epochs} if args.epochs else {}))
-    cfg = _make_config(module, nu=data.nu, nx=preset.nx, nv=preset.nv, ny=data.ny, hidden=preset.hidden,
-                       kind=args.kind, gamma=args.gamma if args.kind == "lipschitz" else None, **preset.model)
+    cfg = _make_config(module, nu=data.nu, ny=data.ny, **fields)
 
     t0 = time.perf_counter()
+    say(f"linear baseline: fitting output-error models of orders 1 to {preset.linear_order} ...")
     baseline = linear.fit(data.train, data.val, max_order=preset.linear_order, washout=opts.washout)
-    say(f"linear baseline: output-error model of order {baseline.order} per output "
-        f"({time.perf_counter() - t0:.1f} s)")
+    say(f"linear baseline: order {baseline.order} per output (best on validation; {time.perf_counter() - t0:.1f} s)")
 
-    say(f"training {args.model} ({cfg.kind}{', gamma=%g' % cfg.gamma if cfg.kind == 'lipschitz' else ''}), "
-        f"preset {args.preset}: {opts.epochs} epochs")
+    say(f"training {args.model} ({kind}), preset {args.preset}: {opts.epochs} epochs"
+        f"{' (resuming from ' + checkpoint + ' if it is there)' if args.resume else ''}")
     t0 = time.perf_counter()
-    result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=os.path.join(args.out, "checkpoint.npz"),
-                       resume=args.resume, log=None if args.quiet else say, workers=args.workers)
+    result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=checkpoint,
+                       resume=args.resume and not args.overwrite, log=None if args.quiet else say,
+                       workers=args.workers)
     train_seconds = time.perf_counter() - t0
 
     names = list(data.test)
@@ -284,21 +409,27 @@ def _sysid(args):
     model_path = os.path.join(args.out, "model.npz")
     io.save(model_path, cfg, result.params, metadata={"scaler": result.scaler.to_dict(), "dataset": data.name,
                                                        "input_names": list(data.input_names),
-                                                       "output_names": list(data.output_names)})
+                                                       "output_names": list(data.output_names),
+                                                       "fs": data.fs, "washout": opts.washout})
 
     seconds = result.history["seconds"]
+    done = result.epochs_run - result.resumed_from
+    here = seconds[result.resumed_from:]
     results = {
         "r2dn_np_version": __version__,
         "arguments": vars(args),
         "dataset": data.name, "data_info": data.info, "fs": data.fs,
         "model": args.model, "config": cfg.to_dict(), "preset": args.preset,
         "options": dataclasses.asdict(opts), "backend": args.backend or "numpy", "dtype": args.dtype,
-        "seed": args.seed, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "seed": args.seed, "epochs_run": result.epochs_run, "epochs_this_run": done,
+        "resumed_from": result.resumed_from, "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early, "best_val_nrmse": result.best_val_nrmse,
         "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
         "train_seconds": train_seconds, "total_seconds": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "blas_threads": _thread_pools()},
+        "conventions": {"test": CONVENTIONS["test"].format(washout=opts.washout),
+                        **({"official_test": CONVENTIONS["official_test"]} if benchmark else {})},
         "test": tests, "washout": opts.washout, "output_names": list(data.output_names),
         "published": {n: {m: dict(zip(data.output_names, v)) for m, v in p.items()} for n, p in published.items()},
         "official_test": None if benchmark is None else {
@@ -309,35 +440,47 @@ def _sysid(args):
                         "checks": [c._asdict() for c in report.checks]},
         "history": result.history, "files": {"model": "model.npz", "checkpoint": "checkpoint.npz"},
     }
-    plot_path = os.path.join(args.out, "prediction.png")
-    plotted = _plot(plot_path, data, preds, lin_preds, opts.washout, f"{args.model.upper()} ({cfg.kind})")
+    plotted = _plot(args.out, data, preds, lin_preds, opts.washout, label)
     if plotted:
-        results["files"]["plot"] = "prediction.png"
+        results["files"]["plots"] = plotted
+        from . import plots
+
+        plots.loss_curve(os.path.join(args.out, "loss.png"), result.history,
+                         f"{data.name}: {label}, preset {args.preset}, seed {args.seed}", result.best_epoch)
+        results["files"]["loss_plot"] = "loss.png"
     with io.atomic_write(os.path.join(args.out, "results.json")) as fh:
         fh.write(json.dumps(results, indent=2, default=float).encode("utf-8"))
 
     say("")
     units = data.output_names[0] if data.ny == 1 else "the outputs' units"
-    say(f"{'test set':<12} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
+    say(f"test: {results['conventions']['test']}")
+    w = max(12, *(len(n) for n in tests))
+    say(f"{'test set':<{w}} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
         f"the true output; RMSE in {units})")
     for n, r in tests.items():
-        say(f"{n:<12} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
+        say(f"{n:<{w}} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
     if data.ny > 1:
         say("")
         for line in _per_output_table(tests, data.output_names, args.model.upper(), published):
             say(line)
     if benchmark is not None:
-        say("\nBouc-Wen benchmark, official multisine test: simulation RMSE over all 8192 samples [m]")
+        say("\nBouc-Wen benchmark, official multisine test: simulation RMSE over all 8192 samples [m], in steady "
+            "state\n(the input run twice from the zero state, the second period scored; so it differs from the "
+            "multisine row above)")
         for method, rmse, source in benchmark:
             say(f"  {method:<22} {rmse:.2e}   {source}")
     say(f"\ncertificate ({cfg.kind}): {'holds' if report.holds else 'FAILS'}")
     say(report.table())
-    say(f"\n{result.epochs_run} epochs in {train_seconds:.0f} s ({results['seconds_per_epoch']:.2f} s/epoch), "
-        f"best validation NRMSE {result.best_val_nrmse:.4f} at epoch {result.best_epoch}")
-    say(f"wrote {os.path.join(args.out, 'results.json')}, {model_path}"
-        + (f", {plot_path}" if plotted else ""))
+    mean_here = f"{float(np.mean(here)):.2f} s/epoch" if here else "no epoch left to run"
+    say(f"\n{done} epoch{'' if done == 1 else 's'} in {train_seconds:.0f} s ({mean_here})"
+        + (f", resumed after epoch {result.resumed_from} ({result.epochs_run} in all)" if result.resumed_from else "")
+        + f"; best validation NRMSE {result.best_val_nrmse:.4f} at epoch {result.best_epoch}")
+    written = [os.path.join(args.out, "results.json"), model_path]
+    if plotted:
+        written += [os.path.join(args.out, f) for f in plotted.values()] + [os.path.join(args.out, "loss.png")]
+    say(f"wrote {', '.join(written)}")
     if not plotted:
-        say("no plot: matplotlib is not installed (pip install 'r2dn_np[plots]')")
+        say("no plots: matplotlib is not installed (pip install 'r2dn_np[plots]')")
     return 0 if report.holds else 1
 
 
@@ -353,7 +496,7 @@ def _verify(args):
         if cfg.model not in train.RECURRENT_MODELS:
             raise UserError(f"{args.params}: holds a {cfg.model!r} model; r2dn verify checks r2dn and ren models")
         module = train.get_model(cfg.model)
-        label = f"{cfg.model} {cfg.kind} (file)"
+        label = f"{cfg.model} {cfg.kind}, nu={cfg.nu} nx={cfg.nx} nv={cfg.nv} ny={cfg.ny} (file)"
         rows += [(label, c) for c in verify.check_model(module, cfg, loaded.params, seed=args.seed)]
     else:
         module = train.get_model(args.model)
@@ -365,7 +508,7 @@ def _verify(args):
                 cfg = _make_config(module, nu=nu, nx=nx, nv=nv, ny=ny, hidden=(8,), activation="tanh",
                                    kind=kind, gamma=args.gamma, Q=Q, S=S, R=R)
                 direct = to_backend(verify.perturbed(module, cfg, args.seed + i, tiny=i % 2 == 1), xp)
-                label = f"{args.model} {kind[:5]} {nu},{nx},{nv},{ny}"
+                label = f"{args.model} {kind}, nu={nu} nx={nx} nv={nv} ny={ny}"
                 rows += [(label, c) for c in verify.check_model(module, cfg, direct, seed=args.seed + i)]
     print(verify.table(rows))
     failed = [r for r in rows if r[1].verdict == "fails"]
@@ -376,41 +519,12 @@ def _verify(args):
     return 1 if failed else 0
 
 
-def _number(text):
-    """The finite float in ``text``, or None."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if np.isfinite(value) else None
-
-
 def _read_csv(path):
-    """Comma-separated numbers, one row per sample; a first line without any number is a header."""
-    rows, width = [], None
+    """Delimited numbers, one row per sample, an optional header line (``files.read_csv``)."""
     try:
-        lines = list(csv.reader(_validate.text_lines(path, UserError)))
+        return files.read_csv(path).numbers()
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    for number, fields in enumerate(lines, start=1):
-        if not any(f.strip() for f in fields):
-            continue  # blank lines, often one at the end
-        values = [_number(f) for f in fields]
-        if width is None:
-            width = len(fields)
-            if all(v is None for v in values):
-                continue  # the header: column names
-        if len(fields) != width:
-            raise UserError(f"{path}: line {number} has {len(fields)} column(s); the first line has {width}")
-        bad = values.index(None) if None in values else None
-        if bad is not None:
-            raise UserError(f"{path}: line {number}, column {bad + 1}: {fields[bad].strip()!r} is not a finite "
-                            "number (values are separated by commas)")
-        rows.append(values)
-    if not rows:
-        raise UserError(f"{path}: no rows of numbers; expected one row per sample, one column per input, "
-                        "separated by commas")
-    return np.array(rows, dtype=np.float64)
 
 
 def _read_npz(path):
@@ -440,7 +554,8 @@ def _write_output(path, y, names):
 def _simulate(args):
     if not args.out.lower().endswith((".csv", ".npz")):
         raise UserError(f"--out {args.out}: must end in .csv or .npz (the format to write)")
-    _refuse_overwrite([("--out", args.out)], [("--params", args.params), ("--input", args.input)])
+    _refuse_overwrite([("--out", args.out)], [("--params", args.params), ("--input", args.input)]
+                      + ([("--warmup", args.warmup)] if args.warmup else []))
     if os.path.isdir(args.input):
         raise UserError(f"--input {args.input}: is a folder; expected a file of input records (.csv or .npz)")
     model = train.load_model(args.params, backend=args.backend)
@@ -448,7 +563,13 @@ def _simulate(args):
         raise FileNotFoundError(f"--input {args.input}: no such file")
     u = _read_npz(args.input) if args.input.lower().endswith(".npz") else _read_csv(args.input)
     u = train.check_input(f"--input {args.input}", u, model.config.nu)
-    y = model.simulate(u)
+    warmup = None
+    if args.warmup:
+        if not os.path.isfile(args.warmup):
+            raise FileNotFoundError(f"--warmup {args.warmup}: no such file")
+        warmup = _read_npz(args.warmup) if args.warmup.lower().endswith(".npz") else _read_csv(args.warmup)
+        warmup = train.check_input(f"--warmup {args.warmup}", warmup, model.config.nu)
+    y = model.simulate(u, warmup=warmup, periodic=args.periodic)
     ny = model.config.ny
     names = [str(n) for n in model.metadata.get("output_names", ())]
     if len(names) != ny:  # files without output names: number the columns
@@ -524,54 +645,138 @@ def _sweep(args):
     return 1 if missing else 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Help with every option's default (where its text does not already say it) and the
+    description and epilog as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+                and "default" not in text and action.option_strings and action.nargs != 0):
+            text += " (default: %(default)s)"
+        return text
+
+
+# how long each preset takes, for `r2dn sysid --help` (measured: docs/sysid.md)
+_PRESET_TIME = {
+    "tiny": "seconds; for tests and a first look at the outputs",
+    "quick": "the default; Bouc-Wen about 3 minutes of CPU (official-test RMSE 2.4e-5 m), pendulum and F-16 "
+             "a few minutes",
+    "paper": "Bouc-Wen about 40 minutes, F-16 the R2DN paper's protocol (about 30 minutes); pendulum and your "
+             "own data: a larger model trained longer, with early stopping",
+}
+
+
+def _presets_help():
+    lines = ["presets (--preset; model sizes nx, nv, LBDN hidden widths; epochs; chunk/window/batch):"]
+    for name, per in PRESETS.items():
+        lines.append(textwrap.fill(f"{name}: {_PRESET_TIME[name]}", 100, initial_indent="  ", subsequent_indent="    "))
+        for dataset, p in per.items():
+            o = p.options
+            where = "--data" if dataset == "files" else dataset
+            lines.append(f"    {where:<9} nx {p.nx}, nv {p.nv}, hidden {p.hidden}, {o.epochs} epochs, "
+                         f"{o.chunk}/{o.window}/{o.batch}, lr {o.lr:g}")
+    lines += ["", "your own records (docs/sysid.md, \"Your own data\"):",
+              "  r2dn sysid --data train.csv [more.csv ...] [--val val.csv] [--test test.csv] \\",
+              "             --inputs force --outputs position --fs 750"]
+    return "\n".join(lines)
+
+
+_BACKEND_HELP = "array backend: numpy (CPU) or cupy (GPU) (default: numpy, or R2DN_BACKEND)"
+_THREADS_HELP = "BLAS threads (default 1, or what OMP_NUM_THREADS says)"
+
+
 def _parser():
-    ap = _Parser(prog="r2dn", description="Robust recurrent networks: system identification and checks.")
+    ap = _Parser(prog="r2dn", description="Robust recurrent networks: system identification and checks.",
+                 formatter_class=_Help)
     ap.add_argument("--version", action="version", version=f"r2dn_np {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sysid", help="train a model on an identification benchmark, compare with a linear model, certify it")
-    s.add_argument("--dataset", choices=("boucwen", "pendulum", "f16"), default="boucwen")
+    s = sub.add_parser("sysid", help="train a model on an identification benchmark or your own records, compare "
+                                     "with a linear model, certify it", formatter_class=_Help,
+                       description="Train a robust recurrent model, compare it with the best linear model and "
+                                   "certify it.", epilog=_presets_help())
+    s.add_argument("--dataset", choices=("boucwen", "pendulum", "f16"), default=None,
+                   help="built-in data set: boucwen (simulated as the benchmark makes it), pendulum (simulated), "
+                        "f16 (the benchmark's files, --data-dir) (default: boucwen, unless --data is given)")
+    s.add_argument("--data", nargs="+", metavar="FILE",
+                   help="your training records instead of a data set: CSV files with a header naming the columns, "
+                        "or .npz files (arrays as columns); one record per file, or per value of --record-column")
+    s.add_argument("--val", nargs="+", metavar="FILE",
+                   help="validation records (choose the epoch kept) (default: the last --data record, or the last "
+                        "fifth of the only one)")
+    s.add_argument("--test", nargs="+", metavar="FILE",
+                   help="test records, scored and plotted (default: the validation records)")
+    s.add_argument("--inputs", metavar="NAMES",
+                   help="comma-separated input columns of --data (default: every column but the outputs, the time "
+                        "and the record column; .npz: array u)")
+    s.add_argument("--outputs", metavar="NAMES",
+                   help="comma-separated output columns of --data (default: the last column; .npz: array y)")
+    s.add_argument("--record-column", metavar="NAME",
+                   help="column whose value numbers the record each row belongs to (default: one record per file)")
+    s.add_argument("--time-column", metavar="NAME",
+                   help="column of time stamps in seconds, uniformly spaced: gives the sampling rate")
+    s.add_argument("--fs", metavar="HZ|COLUMN",
+                   help="sampling rate of --data: a number of Hz, or the name of a column that states it (F-16's Fs) "
+                        "(default: from --time-column or an .npz array fs; otherwise unknown, and times are in samples)")
     s.add_argument("--data-dir", help="folder with F16Data_FullMSine_Level*.csv (for --dataset f16)")
-    s.add_argument("--cache-dir", help="where simulated data sets are cached (default: ~/.cache/r2dn_np)")
-    s.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn")
-    s.add_argument("--kind", choices=("contracting", "lipschitz"), default="contracting")
+    s.add_argument("--cache-dir", help="where simulated data sets are cached (default: ~/.cache/r2dn_np, "
+                                       "or R2DN_CACHE_DIR)")
+    s.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn",
+                   help="r2dn (LTI system in feedback with an LBDN) or ren (recurrent equilibrium network)")
+    s.add_argument("--kind", choices=("contracting", "lipschitz"), default="contracting",
+                   help="the guarantee: contracting, or gamma-Lipschitz from input to output (with --gamma)")
     s.add_argument("--gamma", type=float, default=10.0, help="Lipschitz bound for --kind lipschitz (standardised units)")
-    s.add_argument("--preset", choices=tuple(PRESETS), default="quick")
+    s.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+                   help="model sizes and training schedule: tiny, quick or paper (listed below)")
     s.add_argument("--epochs", type=int, help="override the preset's number of epochs")
-    s.add_argument("--backend", choices=("numpy", "cupy"), default=None)
-    s.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=os.path.join("runs", "sysid"), help="output folder (default runs/sysid)")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz if it is there")
+    s.add_argument("--backend", choices=("numpy", "cupy"), default=None, help=_BACKEND_HELP)
+    s.add_argument("--dtype", choices=("float32", "float64"), default="float64",
+                   help="floating-point precision of training")
+    s.add_argument("--seed", type=int, default=0, help="seed of the initial weights and of the minibatch order")
+    s.add_argument("--out", default=None,
+                   help="output folder (default: runs/sysid-<data set>-<model>[-<kind>], e.g. "
+                        "runs/sysid-boucwen-r2dn; a folder holding another run's results is refused)")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint.npz (the same command, interrupted)")
+    s.add_argument("--overwrite", action="store_true", help="replace the results of another run in --out")
     s.add_argument("--quiet", action="store_true", help="no progress line per epoch")
 
-    s.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1, or what OMP_NUM_THREADS says)")
+    s.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     s.add_argument("--workers", type=int, default=None,
                    help="processes sharing each gradient pass (default: one per core for large passes, "
                         "or R2DN_WORKERS; r2dn_np.parallel)")
 
-    v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds")
-    v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn")
+    v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds",
+                       formatter_class=_Help)
+    v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn",
+                   help="model of the fresh random models checked without --params")
     v.add_argument("--kind", choices=("contracting", "lipschitz", "qsr"), default=None,
                    help="default: contracting and lipschitz; qsr draws a random valid (Q, S, R) per size")
-    v.add_argument("--gamma", type=float, default=1.0)
+    v.add_argument("--gamma", type=float, default=1.0, help="Lipschitz bound of the fresh lipschitz models")
     v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.io.save) to check instead")
-    v.add_argument("--backend", choices=("numpy", "cupy"), default=None)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1, or what OMP_NUM_THREADS says)")
+    v.add_argument("--backend", choices=("numpy", "cupy"), default=None, help=_BACKEND_HELP)
+    v.add_argument("--seed", type=int, default=0, help="seed of the random models, inputs and searches")
+    v.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
 
-    m = sub.add_parser("simulate", help="run a trained model (model.npz of r2dn sysid) on an input record")
+    m = sub.add_parser("simulate", help="run a trained model (model.npz of r2dn sysid) on an input record",
+                       formatter_class=_Help)
     m.add_argument("--params", required=True, help="the model: model.npz written by r2dn sysid")
     m.add_argument("--input", required=True,
                    help="input record: .csv (one row per sample, one column per input, optional header line) "
                         "or .npz (array 'u' of shape (T, nu), or its only array)")
     m.add_argument("--out", required=True,
                    help="where to write the output: .csv (header of output names) or .npz (array 'y')")
-    m.add_argument("--backend", choices=("numpy", "cupy"), default=None)
-    m.add_argument("--threads", type=int, default=None, help="BLAS threads (default 1, or what OMP_NUM_THREADS says)")
+    m.add_argument("--warmup", metavar="FILE",
+                   help="an input record (.csv or .npz) run first to bring the model to a state like the system's; "
+                        "its outputs are not written (default: start from the model's zero state)")
+    m.add_argument("--periodic", action="store_true",
+                   help="run the input twice and write the second pass: the steady state for a periodic input")
+    m.add_argument("--backend", choices=("numpy", "cupy"), default=None, help=_BACKEND_HELP)
+    m.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
 
     w = sub.add_parser("sweep", help="run tasks x models x kinds x seeds on Dask and print the table of results "
-                                     "(docs/sweep.md)")
+                                     "(docs/sweep.md)", formatter_class=_Help)
     w.add_argument("--tasks", default="sysid-boucwen",
                    help="comma-separated: sysid-boucwen, sysid-f16, expressivity (default sysid-boucwen)")
     w.add_argument("--models", default="r2dn,ren", help="comma-separated: r2dn, ren (default both)")
@@ -613,7 +818,7 @@ def _thread_pools():
     return {f"{p['user_api']}:{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
 
 
-_PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input", "root")
+_PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input", "root", "warmup")
 
 
 def _check_arguments(args):
@@ -631,12 +836,55 @@ def _check_arguments(args):
     gamma = getattr(args, "gamma", None)
     if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
         raise UserError(f"--gamma must be a positive finite number; got {gamma}")
+    if args.command == "sysid":
+        _resolve_sysid_arguments(args)
     if args.command == "sysid" and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: exists and is not a folder (--out names the output folder)")
     for name in ("data_dir", "cache_dir", "root"):  # folders
         value = getattr(args, name, None)
         if value and os.path.exists(value) and not os.path.isdir(value):
             raise UserError(f"--{name.replace('_', '-')} {value}: exists and is not a folder")
+
+
+def _resolve_sysid_arguments(args):
+    """``--dataset`` or ``--data`` (and the options that need ``--data``); the default ``--out``."""
+    if args.data and args.dataset:
+        raise UserError(f"--data and --dataset {args.dataset}: give one of them (your records or a built-in data set)")
+    if not args.data:
+        for flag in ("val", "test", "inputs", "outputs", "record_column", "time_column", "fs"):
+            if getattr(args, flag) is not None:
+                raise UserError(f"--{flag.replace('_', '-')} describes your records and needs --data")
+        args.dataset = args.dataset or "boucwen"
+    args.fs_column = None
+    if args.fs is not None:
+        try:
+            value = float(args.fs)
+        except ValueError:  # a column's name
+            args.fs_column, value = args.fs, None
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise UserError(f"--fs must be a positive number of Hz or a column's name; got {args.fs}")
+        args.fs = value
+    if (args.fs is not None or args.fs_column) and args.time_column:
+        raise UserError("--fs and --time-column both give the sampling rate; give one of them")
+    if args.out is None:
+        args.out = _default_out(args)
+
+
+def _interrupted(args, argv):
+    """The interrupt message: for ``r2dn sysid``, the checkpoint and the command that resumes."""
+    path = os.path.join(args.out, "checkpoint.npz") if args.command == "sysid" and args.out else None
+    if path is None or not os.path.exists(path):
+        return f"r2dn {args.command}: interrupted"
+    try:
+        epoch = f" (epoch {int(io.read_arrays(path)[1]['epoch'])} done)"
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch = ""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--out" not in argv:
+        argv += ["--out", args.out]
+    if "--resume" not in argv:
+        argv.append("--resume")
+    return f"r2dn sysid: interrupted; the checkpoint {path}{epoch} keeps the run: continue it with\n  r2dn {shlex.join(argv)}"
 
 
 def _os_error_line(args, exc):
@@ -683,5 +931,5 @@ def main(argv=None):
         print(f"r2dn {args.command}: error: {_name_the_flag(args, message)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"r2dn {args.command}: interrupted", file=sys.stderr)
+        print(_interrupted(args, argv), file=sys.stderr)
         return 130

@@ -240,6 +240,8 @@ def load(path, backend=None):
     path = os.fspath(path)
     arrays, meta = read_arrays(path)
     model = meta.get("model")
+    if model is None and "checkpoint" in str(meta.get("kind", "")):
+        raise FormatError(f"{path}: is a training checkpoint, not a model; use the model.npz beside it")
     if model not in MODELS:
         raise FormatError(f"{path}: unknown model kind {model!r}; expected one of {sorted(MODELS)}")
     module = importlib.import_module(MODELS[model])

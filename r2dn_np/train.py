@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, graph, io, optim, tree
+from . import _validate, certificates, graph, io, optim, tree
 from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
@@ -147,6 +147,7 @@ class Result(NamedTuple):
     best_val_nrmse: float
     epochs_run: int
     stopped_early: bool
+    resumed_from: int = 0  # epochs a resumed run found done in its checkpoint
 
 
 class _State(NamedTuple):
@@ -281,13 +282,20 @@ class Model(NamedTuple):
     scaler: sequences.Scaler
     metadata: dict
 
-    def simulate(self, inputs):
+    def simulate(self, inputs, warmup=None, periodic=False):
         """Free-run simulation from the zero state, inputs and outputs in physical units.
+
+        The zero state is the model's, not the system's rest: the first samples carry a
+        start-up transient (docs/sysid.md, "The zero state"). ``warmup`` runs an input record
+        first and starts from the state it leaves; ``periodic`` runs the input twice and returns
+        the second pass (the steady state of a periodic input, for a contracting model).
 
         Parameters
         ----------
         inputs : (T, nu) array, or a list of them (records of any length). A 1-D ``(T,)``
             array is read as ``(T, 1)`` when the model has one input.
+        warmup : (T0, nu) array run before each input; its outputs are dropped.
+        periodic : run each input twice and return the second pass.
 
         Returns
         -------
@@ -301,10 +309,24 @@ class Model(NamedTuple):
         single = hasattr(inputs, "shape")
         inputs = [inputs] if single else list(inputs)
         names = ["inputs"] if single else [f"inputs[{i}]" for i in range(len(inputs))]
+        inputs = [check_input(n, u, self.config.nu) for n, u in zip(names, inputs)]
+        periodic = _validate.flag("periodic", periodic)
+        head = np.zeros((0, self.config.nu)) if warmup is None else check_input("warmup", warmup, self.config.nu)
         # train.simulate reads only the inputs of its records
-        records = [sequences.Record(check_input(n, u, self.config.nu), None) for n, u in zip(names, inputs)]
+        records = [sequences.Record(np.concatenate([head] + [u] * (2 if periodic else 1)), None) for u in inputs]
         out = simulate(self.module, self.config, self.params, records, self.scaler)
+        out = [y[y.shape[0] - u.shape[0]:] for y, u in zip(out, inputs)]
         return out[0] if single else out
+
+    def save(self, path):
+        """Write the model and its standardisation (``metadata["scaler"]``) to ``path`` (``.npz``),
+        readable by :func:`load_model` and ``r2dn simulate`` / ``r2dn verify``."""
+        io.save(path, self.config, self.params, metadata=dict(self.metadata, scaler=self.scaler.to_dict()))
+
+    def certify(self):
+        """The :class:`~r2dn_np.certificates.Report` of the model's certificate (``.holds``, ``.table()``)."""
+        explicit, cache = self.module.direct_to_explicit(self.config, self.params)
+        return certificates.certify(self.config, explicit, cache)
 
 
 def check_input(name, u, nu):
@@ -474,6 +496,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
         state = load_checkpoint(checkpoint, module, cfg, fingerprint, xp)
+    resumed_from = 0 if state is None else state.epoch
     if state is None:
         if params is None:
             params = module.init(cfg, seed=opts.seed, backend=xp, dtype=opts.dtype)
@@ -517,7 +540,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
             log(f"epoch {state.epoch:4d}/{opts.epochs}  loss {loss:.4e}  val NRMSE {val:.4f}"
                 f"{' *' if better else '  '}  lr {lr:.2e}  {seconds:.2f} s/epoch  ~{_duration(left)} left")
     return Result(state.best_params, scaler, state.history, state.best_epoch, state.best_val, state.epoch,
-                  stopped_early)
+                  stopped_early, resumed_from)
 
 
 def _duration(seconds):

@@ -56,7 +56,7 @@ for s in $sections; do
     sysid)
         for g in 1 0; do
             R2DN_CUDA_GRAPHS=$g timeout "${SYSID_S:-120}" python3 -m r2dn_np sysid --dataset boucwen --preset quick \
-                --epochs "${EPOCHS:-3}" --backend cupy --out "/tmp/sysid_g$g" 2>&1 | tee "$out/sysid_graphs$g.log" | grep -E "epoch|RMSE|error" | head -8
+                --epochs "${EPOCHS:-3}" --backend cupy --out "/tmp/sysid_g$g" --overwrite 2>&1 | tee "$out/sysid_graphs$g.log" | grep -E "epoch|RMSE|error" | head -8
         done
         ;;
     esac

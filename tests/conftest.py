@@ -34,3 +34,17 @@ def xp(request):
     return cupy_or_skip()
 
 
+
+
+# The cupy cases of every test skip for the same reason on a machine without a GPU; pytest would
+# list each test's location on its own line (over a hundred). Fold them into one summary line:
+# each case still skips, and says why, in the verbose output and in the count.
+_CUPY_REASONS = ("CuPy is not installed", "no CUDA device on this machine")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Runs before pytest's short summary (which is printed after the plugins' summaries)."""
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3 and any(r in str(longrepr[2]) for r in _CUPY_REASONS):
+            report.longrepr = (__file__, None, f"{longrepr[2]} (every CuPy case)")

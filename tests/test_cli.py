@@ -1,5 +1,6 @@
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -44,11 +45,17 @@ def test_sysid_tiny_end_to_end(tiny_run):
     loaded = io.load(out / "model.npz")
     assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == cli.PRESETS["tiny"]["boucwen"].nx
     assert loaded.metadata["dataset"] == "boucwen"
-    assert (out / "prediction.png").stat().st_size > 1000  # matplotlib is in the test extra
+    for png in ("prediction_multisine.png", "prediction_sweep.png", "loss.png"):  # matplotlib: in the test extra
+        assert (out / png).stat().st_size > 1000, png
     # the benchmark's figure of merit, recomputed from the saved model, beside the published table
     rows = res["official_test"]["rows"]
     model = train.load_model(out / "model.npz")
     assert rows[0]["rmse"] == boucwen.official_rmse(model.simulate)
+    # the steady-state convention is r2dn simulate --periodic's: the second pass of the input
+    official = boucwen.official_test()
+    e = model.simulate(official.u, periodic=True) - official.y
+    assert rows[0]["rmse"] == float(np.sqrt(np.mean(e * e)))
+    assert "steady state" in res["conventions"]["official_test"] and "washout" in res["conventions"]["test"]
     assert [r["method"] for r in rows[2:]] == [m for m, _, _ in boucwen.PUBLISHED]
     assert "official multisine test" in proc.stdout and "dynoNet" in proc.stdout
 
@@ -77,6 +84,7 @@ def test_verify_fresh_models(capsys):
     assert cli.main(["verify", "--kind", "lipschitz", "--gamma", "2"]) == 0
     text = capsys.readouterr().out
     assert text.count("Lipschitz: searched gain / gamma") == len(cli.SIZES)
+    assert "r2dn lipschitz, nu=1 nx=2 nv=3 ny=1 " in text  # the model line says what each number is
 
 
 def test_verify_reports_a_failing_check(monkeypatch, capsys):
@@ -133,9 +141,9 @@ def test_without_matplotlib_says_how_to_get_the_plot(monkeypatch, tmp_path, caps
                    "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0
     assert "pip install 'r2dn_np[plots]'" in capsys.readouterr().out
-    assert not (tmp_path / "prediction.png").exists()
+    assert not list(tmp_path.glob("*.png"))
     res = json.loads((tmp_path / "results.json").read_text())
-    assert res["dataset"] == "pendulum" and "plot" not in res["files"]
+    assert res["dataset"] == "pendulum" and "plots" not in res["files"]
 
 
 def test_lipschitz_sysid_and_resume(tmp_path, capsys):
@@ -151,7 +159,7 @@ def test_lipschitz_sysid_and_resume(tmp_path, capsys):
 
 def test_presets_cover_every_dataset_and_model():
     for name, per_dataset in cli.PRESETS.items():
-        assert sorted(per_dataset) == ["boucwen", "f16", "pendulum"], name
+        assert sorted(per_dataset) == ["boucwen", "f16", "files", "pendulum"], name
         for dataset, preset in per_dataset.items():
             for model in ("r2dn", "ren"):
                 p = preset.for_model(model)
@@ -206,6 +214,10 @@ def test_f16_sysid_reports_every_output(tmp_path, capsys):
     assert list(t["nrmse_per_output"]) == names and list(t["linear_nrmse_per_output"]) == names
     assert np.isclose(np.mean(list(t["nrmse_per_output"].values())), t["nrmse"])
     assert np.isclose(np.mean(list(t["linear_nrmse_per_output"].values())), t["linear_nrmse"])
+    # one figure for the test set, with a row pair per output: three outputs make it taller than wide
+    assert res["files"]["plots"] == {"Level6": "prediction_Level6.png"}
+    width, height = struct.unpack(">II", (out / "prediction_Level6.png").read_bytes()[16:24])
+    assert height > 1.1 * width
     lru = res["published"]["Level6"]["deep LRU [Forgione et al. 2024]"]
     assert lru == {"Acceleration1": 0.134, "Acceleration2": 0.099, "Acceleration3": 0.237}
     assert "NRMSE per output" in text and "Level6  deep LRU [Forgione et al. 2024]" in text
