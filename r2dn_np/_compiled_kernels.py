@@ -173,12 +173,14 @@ def eq_backward(code, D11, w, dw, dz, acc):
 
 
 @_jit()
-def lbdn_rollout(X, V, W, AC, B1T, code, dims, Wt, b, out_bias, S, g, sx):
+def lbdn_rollout(X, V, W, AC, B1T, code, dims, Wt, b, out_bias, S, keep, g, sx):
+    """``keep``: ``S`` holds every step's caches; else one step's, overwritten (a forward-only
+    stretch)."""
     T, nx = V.shape[0], X.shape[2]
     for t in range(T):
         np.dot(X[t], AC, g)
         add_cols(V[t], g, nx)
-        lbdn_forward(code, dims, Wt, b, out_bias, V[t], S, T, t, W[t])
+        lbdn_forward(code, dims, Wt, b, out_bias, V[t], S, T if keep else 1, t if keep else 0, W[t])
         add_cols(X[t + 1], g, 0)
         np.dot(W[t], B1T, sx)
         X[t + 1] += sx

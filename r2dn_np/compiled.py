@@ -107,10 +107,11 @@ def _hidden_stack(dims, T, B, dtype):
     return flat, tuple(views)
 
 
-def rollout(layer, activation, e, X, V, W):
+def rollout(layer, activation, e, X, V, W, keep_cache=True):
     """The recurrence of ``feedback._rollout`` over prefilled buffers: ``X[0]`` the initial state
     and ``X[1:]``, ``V`` the input parts of ``x_{t+1}`` and ``v_t``; fills ``X``, ``V`` and ``W``
-    and returns phi's stacked step caches (the structure the array-API loop builds)."""
+    and returns phi's stacked step caches (the structure the array-API loop builds), or None
+    without ``keep_cache``."""
     from . import equilibrium, lbdn
 
     k = _build()
@@ -120,11 +121,11 @@ def rollout(layer, activation, e, X, V, W):
     g, sx = np.empty((B, nx + nv), X.dtype), np.empty((B, nx), X.dtype)
     if layer == "equilibrium":
         k.eq_rollout(X, V, W, AC, B1T, _code(activation), _c(e.phi.D11), g, sx)
-        return equilibrium.Cache(W)
+        return equilibrium.Cache(W) if keep_cache else None
     dims, Wt, _, bias, out_bias = _lbdn_weights(e.phi.W, e.phi.b)
-    flat, S = _hidden_stack(dims, T, B, X.dtype)
-    k.lbdn_rollout(X, V, W, AC, B1T, _code(activation), dims, Wt, bias, out_bias, flat, g, sx)
-    return lbdn.Cache(V, S)
+    flat, S = _hidden_stack(dims, T if keep_cache else 1, B, X.dtype)
+    k.lbdn_rollout(X, V, W, AC, B1T, _code(activation), dims, Wt, bias, out_bias, flat, keep_cache, g, sx)
+    return lbdn.Cache(V, S) if keep_cache else None
 
 
 def bptt(layer, activation, e, phi_cache, dX, dW, dV):

@@ -104,7 +104,7 @@ def _fast(phi, jit, *arrays):
 
 def _rollout(e, phi, x0, U, keep_cache, jit=None):
     """The recurrence over one stretch of inputs: ``X`` (len+1 states), ``W`` and phi's
-    stacked caches (None unless ``keep_cache``; the compiled loop always returns them)."""
+    stacked caches (None unless ``keep_cache``)."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
     nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
@@ -120,7 +120,8 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     with kernels.loop_blas(U):
         fast = _fast(phi, jit, U, e.A)
         if fast is not None:
-            return X, W, _Stack(compiled.rollout(*fast, e, X, V, W))
+            phi_cache = compiled.rollout(*fast, e, X, V, W, keep_cache)
+            return X, W, None if phi_cache is None else _Stack(phi_cache)
         return X, W, _forward_loop(e, phi, X, V, W, keep_cache)
 
 
