@@ -19,7 +19,7 @@ folder is writable (a read-only install) the kernels compile in memory, with one
 The kernels themselves are in ``_compiled_kernels.py``, the only module that imports Numba. Every
 product inside a step goes to BLAS (``np.dot`` into a buffer): measured against compiled loops it
 won at every training size, 4 rows included. The loops run with BLAS on one thread
-(``kernels.loop_blas``, around the call in ``feedback.py``).
+(``kernels.single_blas``, around every pass in ``feedback.py``).
 """
 
 from __future__ import annotations

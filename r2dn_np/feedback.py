@@ -117,12 +117,11 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     V = xp.reshape(mm(U2, e.D12.mT), (T, B, nv))  # becomes v_t in the loop
     V += e.bv
     W = allocator.empty(xp, (T, B, nv), U.dtype)
-    with kernels.loop_blas(U):
-        fast = _fast(phi, jit, U, e.A)
-        if fast is not None:
-            phi_cache = compiled.rollout(*fast, e, X, V, W, keep_cache)
-            return X, W, None if phi_cache is None else _Stack(phi_cache)
-        return X, W, _forward_loop(e, phi, X, V, W, keep_cache)
+    fast = _fast(phi, jit, U, e.A)
+    if fast is not None:
+        phi_cache = compiled.rollout(*fast, e, X, V, W, keep_cache)
+        return X, W, None if phi_cache is None else _Stack(phi_cache)
+    return X, W, _forward_loop(e, phi, X, V, W, keep_cache)
 
 
 def _forward_loop(e, phi, X, V, W, keep_cache):
@@ -185,7 +184,15 @@ def forward(explicit, phi, x0, U, checkpoint_every=None, jit=None):
     xT : (B, nx) final state.
     Y : (T, B, ny) outputs.
     cache : Cache
+
+    On NumPy, BLAS runs on one thread during the call (``kernels.single_blas``).
     """
+    with kernels.single_blas(U):
+        return _forward(explicit, phi, x0, U, checkpoint_every, jit)
+
+
+def _forward(explicit, phi, x0, U, checkpoint_every, jit):
+    """The work of :func:`forward`, which holds BLAS to one thread around it."""
     e = explicit
     xp = array_namespace(U)
     if checkpoint_every is None:
@@ -243,12 +250,11 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
     dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
     dV = allocator.empty(xp, (T, B, nv), dY.dtype)
-    with kernels.loop_blas(dY):
-        fast = _fast(phi, jit, dY, e.A, X, W)
-        if fast is not None:
-            grad_stack = _Stack(compiled.bptt(*fast, e, stack.tree, dXs, dWs, dV))
-        else:
-            grad_stack = _reverse_loop(e, phi, stack, dXs, dWs, dV)
+    fast = _fast(phi, jit, dY, e.A, X, W)
+    if fast is not None:
+        grad_stack = _Stack(compiled.bptt(*fast, e, stack.tree, dXs, dWs, dV))
+    else:
+        grad_stack = _reverse_loop(e, phi, stack, dXs, dWs, dV)
 
     # weight gradients: one product over all rows each
     X2, W2, dXn2, dV2 = _rows(X[:T, ...]), _rows(W), _rows(dXs[1:, ...]), _rows(dV)
@@ -289,6 +295,12 @@ def backward(explicit, phi, cache, dY, dxT=None, jit=None):
     dx0 : (B, nx)
     dU : (T, B, nu)
     """
+    with kernels.single_blas(dY):
+        return _backward(explicit, phi, cache, dY, dxT, jit)
+
+
+def _backward(explicit, phi, cache, dY, dxT, jit):
+    """The work of :func:`backward`, which holds BLAS to one thread around it."""
     e = explicit
     xp = array_namespace(dY)
     U = cache.U

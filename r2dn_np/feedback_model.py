@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from . import _validate, compiled, feedback, parallel
+from . import _validate, compiled, feedback, kernels, parallel, tree
 
 __all__ = ["Spec", "Functions", "functions"]
 
@@ -106,7 +106,8 @@ def functions(spec):
         """
         check_config(cfg)
         _validate.container("direct", direct, templates(cfg)[0])
-        return spec.map(cfg, direct)
+        with kernels.single_blas(tree.leaves(direct)[0]):  # small factorisations: threads only cost
+            return spec.map(cfg, direct)
 
     def direct_to_explicit_vjp(cfg, cache, d_explicit):
         """Cotangent of the free parameters given that of the explicit model.
@@ -115,7 +116,8 @@ def functions(spec):
         """
         check_config(cfg)
         _validate.container("d_explicit", d_explicit, templates(cfg)[1], optional=True)
-        return spec.map_vjp(cfg, cache, d_explicit)
+        with kernels.single_blas(next(a for a in tree.leaves(d_explicit) if a is not None)):
+            return spec.map_vjp(cfg, cache, d_explicit)
 
     def rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers, jit):
         n = parallel.resolve(workers, U, explicit)
@@ -238,7 +240,9 @@ def functions(spec):
         _, Y, cache = rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers, jit)
         value, dY = _validate.loss_output(loss(Y), Y)
         d_explicit, dx0, dU = bptt(explicit, phi, cache, dY, None, jit)
-        return value, spec.Grads(spec.map_vjp(cfg, map_cache, d_explicit), dx0, dU)
+        with kernels.single_blas(dY):
+            d_direct = spec.map_vjp(cfg, map_cache, d_explicit)
+        return value, spec.Grads(d_direct, dx0, dU)
 
     fns = Functions(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,
                     templates)

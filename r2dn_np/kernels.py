@@ -12,11 +12,13 @@ once by the caller (the lookup costs more than a small kernel).
   overwritten.
 - ``times_slope(m, activation, d, s, out)``: ``out = d * sigma'`` with the slope recovered from
   the output ``s = sigma(z)`` (``activations.slope_from_output``); ``out`` may be ``d``.
-- ``loop_blas(a)``: a context for a time loop over arrays like ``a``: on NumPy, BLAS on one thread
-  (NumPy's and SciPy's, which the compiled loops call). A step's products are too small to gain
-  from threads, and waking them costs more than the product, many times over when other processes
-  load the cores (``docs/benchmarks.md``, "Defaults"); the large products outside the loop keep
-  the threads the user has.
+- ``single_blas(a)``: a context for a pass over arrays like ``a`` (a parameter map, a rollout, a
+  BPTT): on NumPy, BLAS on one thread (NumPy's and SciPy's, which the compiled loops call). A
+  step's products are too small to gain from threads, and at the sizes people train with even the
+  map's factorisations and the weight gradients over all T*B rows gained less from a second
+  thread than they lost whenever another process held the other core (4-5x slower under load;
+  ``docs/benchmarks.md``, "Defaults"). A second core is used by sharding the batch over processes
+  instead (``parallel.py``).
 - ``matmul(a, b)``: ``a @ b``. The time loops (``feedback``, ``lbdn``, ``equilibrium``) write their
   products this way so that, while ``graph.captured`` records a pass on CuPy (inside
   :func:`direct_blas`), they go to cuBLAS directly (``_cublas``), which CuPy's own product refuses
@@ -33,7 +35,7 @@ from array_api_compat import array_namespace, is_cupy_array, is_numpy_array
 
 from . import activations
 
-__all__ = ["native", "bias_act", "times_slope", "loop_blas", "matmul", "direct_blas"]
+__all__ = ["native", "bias_act", "times_slope", "single_blas", "matmul", "direct_blas"]
 
 _LOCAL = threading.local()
 _BLAS = {}  # "controller": threadpoolctl's view of the BLAS libraries, made once
@@ -82,7 +84,7 @@ def times_slope(m, activation, d, s, out):
     return out
 
 
-def loop_blas(a):
+def single_blas(a):
     if not is_numpy_array(a):
         return contextlib.nullcontext()
     controller = _BLAS.get("controller")

@@ -57,3 +57,27 @@ def test_writing_into_the_stacks_is_bitwise_the_plain_step(xp, activation, k):
         out.append([xT, Y, dx0, dU] + list(d.phi.W) + [d.A, d.C1])
     for a, b in zip(*out):
         assert np.array_equal(host(a), host(b))
+
+
+def test_a_pass_runs_blas_on_one_thread_and_restores_the_user_setting(monkeypatch):
+    """``kernels.single_blas``: inside a rollout BLAS has one thread (the map and BPTT likewise);
+    afterwards the user's setting is back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    real = feedback._forward_loop
+
+    def spy(*args):
+        seen.append({lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"})
+        return real(*args)
+
+    monkeypatch.setattr(feedback, "_forward_loop", spy)
+    cfg = r2dn.Config(1, 2, 3, 1, hidden=(3,))
+    direct = r2dn.init(cfg, seed=0)
+    with threadpool_limits(2, user_api="blas"):
+        before = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+        r2dn.value_and_grad(cfg, direct, None, np.ones((3, 2, 1)), lambda Y: (float(np.sum(Y)), np.ones_like(Y)),
+                            jit=False, workers=1)
+        after = {lib["filepath"]: lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+    assert seen and all(n == 1 for n in seen[0].values())
+    assert all(after[k] == n for k, n in before.items()) and any(n == 2 for n in before.values())
