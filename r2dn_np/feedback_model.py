@@ -231,6 +231,10 @@ def functions(spec):
         """
         if not callable(loss):
             raise TypeError(f"loss must be a callable Y -> (value, dY); got {type(loss).__name__}")
+        with kernels.single_blas(U):
+            return _value_and_grad(cfg, direct, x0, U, loss, checkpoint_every, workers, jit)
+
+    def _value_and_grad(cfg, direct, x0, U, loss, checkpoint_every, workers, jit):
         explicit, map_cache = direct_to_explicit(cfg, direct)
         x0 = _check_sequence(cfg, explicit.A, x0, U)
         _check_checkpoint(checkpoint_every)
@@ -240,9 +244,7 @@ def functions(spec):
         _, Y, cache = rollout(cfg, explicit, phi, x0, U, checkpoint_every, workers, jit)
         value, dY = _validate.loss_output(loss(Y), Y)
         d_explicit, dx0, dU = bptt(explicit, phi, cache, dY, None, jit)
-        with kernels.single_blas(dY):
-            d_direct = spec.map_vjp(cfg, map_cache, d_explicit)
-        return value, spec.Grads(d_direct, dx0, dU)
+        return value, spec.Grads(spec.map_vjp(cfg, map_cache, d_explicit), dx0, dU)
 
     fns = Functions(direct_to_explicit, direct_to_explicit_vjp, forward, backward, step, value_and_grad,
                     templates)

@@ -84,9 +84,17 @@ def times_slope(m, activation, d, s, out):
     return out
 
 
-def single_blas(a):
-    if not is_numpy_array(a):
-        return contextlib.nullcontext()
+@contextlib.contextmanager
+def _one_thread():
+    # nested passes (value_and_grad runs the map, the rollout, BPTT and the VJP) set it once
+    depth = getattr(_LOCAL, "single_blas", 0)
+    if depth:
+        _LOCAL.single_blas = depth + 1
+        try:
+            yield
+        finally:
+            _LOCAL.single_blas = depth
+        return
     controller = _BLAS.get("controller")
     if controller is None:
         # load the BLAS that SciPy (and Numba through it) calls first, or it would escape the limit
@@ -94,7 +102,16 @@ def single_blas(a):
         from threadpoolctl import ThreadpoolController
 
         controller = _BLAS["controller"] = ThreadpoolController()
-    return controller.limit(limits=1, user_api="blas")
+    with controller.limit(limits=1, user_api="blas"):
+        _LOCAL.single_blas = 1
+        try:
+            yield
+        finally:
+            _LOCAL.single_blas = 0
+
+
+def single_blas(a):
+    return _one_thread() if is_numpy_array(a) else contextlib.nullcontext()
 
 
 def matmul(a, b):
