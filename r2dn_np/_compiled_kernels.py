@@ -1,4 +1,4 @@
-"""The Numba kernels of ``compiled.py`` (imported only where Numba is installed).
+"""The Numba kernels of ``compiled.py`` (used only where Numba is installed).
 
 Each kernel runs a whole stretch of time steps of ``feedback.py``'s loops. Sizes travel as arrays,
 not as Python tuples, so one compiled kernel serves every network depth and width: the LBDN's
@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import warnings
 
-import numba
 import numpy as np
+
+try:
+    import numba
+except ImportError:  # importable anyway (doctest collection); compiled.available() is False then
+    numba = None
 
 _warned = []
 
@@ -22,6 +26,8 @@ def _jit(**options):
     writable, as in a read-only install."""
 
     def wrap(fn):
+        if numba is None:
+            return fn
         try:
             return numba.njit(cache=True, nogil=True, **options)(fn)
         except RuntimeError as err:

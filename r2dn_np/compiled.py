@@ -43,10 +43,12 @@ def _build():
     global _kernels
     if _kernels is None:
         try:
-            from . import _compiled_kernels
+            import numba  # noqa: F401
         except ImportError:
             _kernels = False
         else:
+            from . import _compiled_kernels
+
             _kernels = _compiled_kernels
     return _kernels or None
 
