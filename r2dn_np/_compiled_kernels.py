@@ -229,43 +229,58 @@ def eq_bptt(dX, dW, dV, AB1, C1, code, D11, W, g, sx, acc):
 
 
 # --- one step, for control loops (feedback.step) -------------------------------------------------
-# [x u] meets [[A^T C1^T C2^T], [B2^T D12^T D22^T]] in one product and w meets [B1^T D21^T] in one;
-# ``c`` holds the biases [bx bv by].
+# x meets [A^T C1^T C2^T] (Mx), u meets [B2^T D12^T D22^T] (Mu) and w meets
+# [B1^T D21^T] (N); ``c`` holds the biases [bx bv by]. Buffers are made here: a control step is
+# a few microseconds of arithmetic, and every array made in Python costs as much.
 
 
 @_jit()
-def lbdn_step(xu, M, N, c, code, dims, Wt, b, out_bias, S, g, w, h, x_next, y):
-    nx, nv = x_next.shape[1], w.shape[1]
-    np.dot(xu, M, g)
-    B = g.shape[0]
-    v = g[:, nx:nx + nv].copy()
+def _step_inputs(x, u, Mx, Mu, c, nv):
+    B, nx = x.shape
+    g = np.empty((B, Mx.shape[1]), x.dtype)
+    np.dot(x, Mx, g)
+    gu = np.empty_like(g)
+    np.dot(u, Mu, gu)
+    g += gu
+    v = np.empty((B, nv), x.dtype)
     for i in range(B):
         for q in range(nv):
-            v[i, q] += c[nx + q]
-    lbdn_forward(code, dims, Wt, b, out_bias, v, S, 1, 0, w)
-    np.dot(w, N, h)
-    _step_outputs(g, h, c, nx, nv, x_next, y)
+            v[i, q] = g[i, nx + q] + c[nx + q]
+    return g, v
 
 
 @_jit()
-def eq_step(xu, M, N, c, code, D11, g, w, h, x_next, y):
-    nx, nv = x_next.shape[1], w.shape[1]
-    np.dot(xu, M, g)
-    B = g.shape[0]
-    v = g[:, nx:nx + nv].copy()
-    for i in range(B):
-        for q in range(nv):
-            v[i, q] += c[nx + q]
-    eq_forward(code, D11, v, w)
+def _step_outputs(x, g, w, N, c):
+    B, nx = x.shape
+    nv = w.shape[1]
+    h = np.empty((B, N.shape[1]), x.dtype)
     np.dot(w, N, h)
-    _step_outputs(g, h, c, nx, nv, x_next, y)
-
-
-@_jit()
-def _step_outputs(g, h, c, nx, nv, x_next, y):
-    B, ny = y.shape
+    ny = N.shape[1] - nx
+    x_next = np.empty((B, nx), x.dtype)
+    y = np.empty((B, ny), x.dtype)
     for i in range(B):
         for q in range(nx):
             x_next[i, q] = g[i, q] + h[i, q] + c[q]
         for q in range(ny):
             y[i, q] = g[i, nx + nv + q] + h[i, nx + q] + c[nx + nv + q]
+    return x_next, y
+
+
+@_jit()
+def lbdn_step(x, u, Mx, Mu, N, c, code, dims, Wt, b, out_bias):
+    nv = N.shape[0]
+    g, v = _step_inputs(x, u, Mx, Mu, c, nv)
+    B = x.shape[0]
+    S = np.empty(B * np.sum(dims[1:-1]), x.dtype)
+    w = np.empty((B, nv), x.dtype)
+    lbdn_forward(code, dims, Wt, b, out_bias, v, S, 1, 0, w)
+    return _step_outputs(x, g, w, N, c)
+
+
+@_jit()
+def eq_step(x, u, Mx, Mu, N, c, code, D11):
+    nv = N.shape[0]
+    g, v = _step_inputs(x, u, Mx, Mu, c, nv)
+    w = np.empty((x.shape[0], nv), x.dtype)
+    eq_forward(code, D11, v, w)
+    return _step_outputs(x, g, w, N, c)

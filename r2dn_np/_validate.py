@@ -126,6 +126,18 @@ def array(name, x, shape, *, like=None, finite=True, like_name="the model parame
     ``shape`` entries may be ``(label, size)`` pairs so the message reads ``(T, B, nu=3)``.
     ``like`` is an array whose namespace and dtype ``x`` must share; ``like_name`` names it.
     """
+    if type(x) is np.ndarray and (like is None or (type(like) is np.ndarray and x.dtype == like.dtype)) \
+            and _float32_or_64(np, x.dtype) and x.ndim == len(shape):
+        # NumPy's own checks, first: a controller checks a small x at every step, and looking the
+        # namespace up costs more than the check
+        for d, s in zip(x.shape, shape):
+            n = s[1] if type(s) is tuple else s
+            if n is not None and d != n:
+                break
+        else:
+            if finite and _values_checked() and not np.isfinite(x).all():
+                raise ValueError(f"{name} contains NaN or Inf")
+            return x
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise TypeError(f"{name} must be an array; got {type(x).__name__}")
     expect = [s if isinstance(s, tuple) else (None, s) for s in shape]
@@ -137,12 +149,6 @@ def array(name, x, shape, *, like=None, finite=True, like_name="the model parame
             for lab, n in expect
         )
         raise ValueError(f"{name} must have shape ({text}); got {tuple(x.shape)}")
-    if type(x) is np.ndarray and (like is None or type(like) is np.ndarray) and _float32_or_64(np, x.dtype):
-        # NumPy's own checks: looking the namespace up costs more than checking a control step's x
-        if like is None or x.dtype == like.dtype:
-            if finite and _values_checked() and not np.isfinite(x).all():
-                raise ValueError(f"{name} contains NaN or Inf")
-            return x
     xp = array_namespace(x)
     if not _float32_or_64(xp, x.dtype):
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {x.dtype}")

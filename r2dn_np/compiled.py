@@ -179,29 +179,20 @@ def _step_weights(layer, e):
         return hit[2]
     ny = int(e.C2.shape[0])
     D22T = np.zeros((int(e.B2.shape[1]), ny), e.A.dtype) if e.D22 is None else e.D22.T
-    M = np.concatenate([np.concatenate([e.A.T, e.C1.T, e.C2.T], axis=1),
-                        np.concatenate([e.B2.T, e.D12.T, D22T], axis=1)], axis=0)
+    Mx = np.concatenate([e.A.T, e.C1.T, e.C2.T], axis=1)
+    Mu = np.concatenate([e.B2.T, e.D12.T, D22T], axis=1)
     N = np.concatenate([e.B1.T, e.D21.T], axis=1)
     c = np.concatenate([e.bx, e.bv, e.by])
     phi = (_c(e.phi.D11),) if layer == "equilibrium" else _lbdn_weights(e.phi.W, e.phi.b)
-    _STEP["last"] = (e, layer, (M, N, c, phi))
-    return M, N, c, phi
+    _STEP["last"] = (e, layer, (Mx, Mu, N, c, phi))
+    return Mx, Mu, N, c, phi
 
 
 def step(layer, activation, e, x, u):
     """``feedback.step`` in one compiled call: ``(x_next, y)``. The packed weights of the last
     ``explicit`` stepped are kept, so a control loop that steps one model pays for them once."""
-    k = _build()
-    M, N, c, phi = _step_weights(layer, e)
-    B, nx, nv, ny = x.shape[0], x.shape[1], int(e.C1.shape[0]), int(e.C2.shape[0])
-    dt = x.dtype
-    xu = np.concatenate([x, u], axis=1)
-    g, w, h = np.empty((B, nx + nv + ny), dt), np.empty((B, nv), dt), np.empty((B, nx + ny), dt)
-    x_next, y = np.empty((B, nx), dt), np.empty((B, ny), dt)
+    Mx, Mu, N, c, phi = _step_weights(layer, e)
     if layer == "equilibrium":
-        k.eq_step(xu, M, N, c, _code(activation), phi[0], g, w, h, x_next, y)
-    else:
-        dims, Wt, _, bias, out_bias = phi
-        S = np.empty(B * int(sum(dims[1:-1])), dt)
-        k.lbdn_step(xu, M, N, c, _code(activation), dims, Wt, bias, out_bias, S, g, w, h, x_next, y)
-    return x_next, y
+        return _kernels.eq_step(x, u, Mx, Mu, N, c, _ACTIVATIONS[activation], phi[0])
+    dims, Wt, _, bias, out_bias = phi
+    return _kernels.lbdn_step(x, u, Mx, Mu, N, c, _ACTIVATIONS[activation], dims, Wt, bias, out_bias)
