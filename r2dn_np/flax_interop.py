@@ -40,6 +40,9 @@ def _module(cfg):
         _check_r2dn_config(cfg)
         return r2dn
     if isinstance(cfg, ren.Config):
+        if cfg.layer != "acyclic":
+            raise ValueError(f"the authors' Flax RENs have the acyclic layer: cfg.layer must be 'acyclic'; "
+                             f"got {cfg.layer!r}")
         return ren
     raise TypeError(f"cfg must be an r2dn.Config or a ren.Config; got {type(cfg).__name__}")
 
