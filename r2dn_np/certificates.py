@@ -44,6 +44,7 @@ __all__ = [
     "qsr_lmi",
     "ren_qsr_lmi",
     "balanced_max_eig",
+    "structured_certificate",
     "certify",
 ]
 
@@ -126,7 +127,10 @@ def _zeros(xp, m, n):
 
 
 def metric(cache):
-    """The contraction metric ``M = E^T P^-1 E`` from a map cache (fields ``E`` and ``P``)."""
+    """The contraction metric ``M = E^T P^-1 E`` from a map cache (fields ``E`` and ``P``); the
+    identity for a structured LTI part (no ``E``), (T0) of ``docs/derivations/r2dn.md``."""
+    if getattr(cache, "E", None) is None:
+        return linalg.eye_like(int(cache.a.shape[0]), _f64(cache.a))
     E, P = _f64(cache.E), _f64(cache.P)
     M = E.mT @ linalg.solve(P, E)
     return linalg.sym(M)
@@ -335,6 +339,78 @@ def _check_certify_inputs(cfg, explicit, cache, tol):
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
 
 
+# --- structured LTI part of the R2DN ((T0)-(T6) of docs/derivations/r2dn.md) -----------------------
+
+STRUCTURED_DENSE_LIMIT = 512  # nx up to which certify also evaluates the dense (C1)/(C2) with M = I
+
+
+def _structured_signals(cfg, cache, z, w, u):
+    """``(x+, v, y)`` of (T3) for probe rows ``z, w, u``, through the factors: O(nx width) per row."""
+    xp = array_namespace(z)
+    Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
+    a, rho, kappa = _f64(cache.a), _f64(cache.rho), _f64(cache.kappa)
+    nx, nv, r = cfg.nx, cfg.nv, cfg.rank
+    lip = cfg.kind == "lipschitz"
+    c = math.sqrt(0.5)
+    ut = math.sqrt(cfg.gamma) * u
+    ina = xp.concat([z * kappa, c * ut], axis=1) if lip else z * kappa
+    outa = ina @ Oa.mT  # rows (v, y1, m)
+    ny = cfg.ny if lip else 0
+    v, y1, m = outa[:, :nv], outa[:, nv:nv + ny], outa[:, nv + ny:nv + ny + r]
+    inb = xp.concat([m, w, c * ut] if lip else [m, w], axis=1)
+    outb = inb @ Ob.mT  # rows (p, y2)
+    x_next = a * z + rho * outb[:, :nx]
+    y = math.sqrt(cfg.gamma) * c * (y1 + outb[:, nx:]) if lip else None
+    return x_next, v, y
+
+
+def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
+    """The checks of (T6) in ``docs/derivations/r2dn.md`` for an R2DN with a structured LTI part:
+    the two contractions' norms (from their small Gram matrices), the per-state budgets, and the
+    explicit model against the factors on random probes; for ``nx <= 512`` also the dense
+    (C1)/(C2) with ``M = I``. Returns a :class:`Report`; no nx x nx matrix is formed beyond the
+    explicit ``A`` that the probes multiply."""
+    import numpy as np
+
+    xp = array_namespace(cache.Oa)
+    checks = []
+
+    def add(name, value, bound, sense, why_not=None):
+        checks.append(judge(f"R2DN structured {name}", value, bound, sense, why_not))
+
+    Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
+    norm_a = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Oa @ Oa.mT))))))
+    norm_b = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Ob.mT @ Ob))))))
+    add("||Omega_a||_2 (T2)", norm_a, 1.0, "<=")
+    add("||Omega_b||_2 (T2)", norm_b, 1.0, "<=")
+    s, a, rho, kappa = (_f64(getattr(cache, k)) for k in ("s", "a", "rho", "kappa"))
+    add("max_i a_i^2/s_i + rho_i^2 (T1)", float(xp.max(a * a / s + rho * rho)), 1.0 + 1e-12, "<=")
+    add("max_i s_i + kappa_i^2 (T1)", float(xp.max(s + kappa * kappa)), 1.0 + 1e-12, "<=")
+    rng = np.random.default_rng(seed)
+    draw = lambda n: xp.asarray(rng.standard_normal((probes, n)))  # noqa: E731
+    z, w, u = draw(cfg.nx), draw(cfg.nv), draw(cfg.nu)
+    e = {k: _f64(getattr(explicit, k)) for k in ("A", "B1", "B2", "C1", "C2", "D12", "D21", "D22")}
+    lip = cfg.kind == "lipschitz"
+    x_next, v, y = _structured_signals(cfg, cache, z, w, u)
+    got = [z @ e["A"].mT + w @ e["B1"].mT + (u @ e["B2"].mT if lip else 0.0),
+           z @ e["C1"].mT + (u @ e["D12"].mT if lip else 0.0)]
+    want = [x_next, v]
+    if lip:
+        got.append(z @ e["C2"].mT + w @ e["D21"].mT + u @ e["D22"].mT)
+        want.append(y)
+    scale = sum(float(xp.sqrt(xp.sum(t * t))) for t in (z, w, u))
+    err = max(float(xp.max(xp.abs(g - h))) for g, h in zip(got, want)) / scale
+    add("explicit model vs factors on probes, rel. error (T6)", err, 1e-10, "<=")
+    if cfg.nx <= STRUCTURED_DENSE_LIMIT:
+        I = linalg.eye_like(cfg.nx, Oa)
+        add("contraction LMI (C1) with M = I, max eigenvalue",
+            balanced_max_eig(contracting_lmi(explicit, I), I), tol, "<=")
+        if lip:
+            add("gamma-Lipschitz LMI (C2) with M = I, max eigenvalue",
+                balanced_max_eig(lipschitz_lmi(explicit, I, cfg.gamma), I), tol, "<=")
+    return report(checks)
+
+
 def certify(cfg, explicit, cache, tol=1e-10):
     """Check a model's certificates and report by what margin they hold.
 
@@ -357,6 +433,13 @@ def certify(cfg, explicit, cache, tol=1e-10):
         ``cfg`` is not an R2DN's or a REN's, ``explicit`` does not fit it, or ``explicit`` or the
         matrices of ``cache`` hold NaN or Inf (no certificate can be read from those).
     """
+    if getattr(cfg, "model", None) == "r2dn" and getattr(cfg, "structured", False):
+        from . import r2dn
+
+        _validate.container("explicit", explicit, r2dn._templates(cfg)[1])
+        if not isinstance(cache, r2dn.StructuredCache):
+            raise TypeError("cache must be the map cache of r2dn.direct_to_explicit for a structured LTI part")
+        return structured_certificate(cfg, explicit, cache, tol)
     _check_certify_inputs(cfg, explicit, cache, tol)
     xp = array_namespace(cache.E)
     H = _f64(cache.H)
