@@ -103,6 +103,8 @@ def _r2dn_names(cfg):
 
 
 def _check_r2dn_config(cfg):
+    if cfg.lti != "dense":
+        raise ValueError(f"cfg.lti must be 'dense': the authors' R2DN has a dense LTI part; got {cfg.lti!r}")
     if cfg.kind != "contracting":
         raise ValueError("cfg.kind must be 'contracting': the authors' code has only the contracting R2DN")
     if cfg.output_layer != "sandwich":

@@ -11,6 +11,10 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
 - ``kind="qsr"``: incrementally (Q, S, R)-dissipative for a user's ``Q < 0`` and
   ``R - S Q^-1 S^T > 0`` (beyond the paper; ``r2dn_np.supply``).
 
+``lti="diagonal"`` / ``"diagonal_plus_lowrank"`` (contracting and fixed-gamma Lipschitz kinds)
+replaces the dense LTI part by ``A = diag(a) + U V^T`` from a map with no ``nx x nx``
+factorisation, guaranteed in the Euclidean metric (section 7 of ``docs/derivations/r2dn.md``).
+
 This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
 weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
 ``forward``, ``backward``, ``step``, ``value_and_grad``, the input checks) is shared with the REN
