@@ -128,9 +128,11 @@ def _zeros(xp, m, n):
 
 def metric(cache):
     """The contraction metric ``M = E^T P^-1 E`` from a map cache (fields ``E`` and ``P``); the
-    identity for a structured LTI part (no ``E``), (T0) of ``docs/derivations/r2dn.md``."""
+    diagonal ``T^2 = diag(tau^2)`` for a structured LTI part (no ``E``), (T7) of
+    ``docs/derivations/r2dn.md``."""
     if getattr(cache, "E", None) is None:
-        return linalg.eye_like(int(cache.a.shape[0]), _f64(cache.a))
+        tau = _f64(cache.tau)
+        return linalg.eye_like(int(tau.shape[0]), tau) * (tau * tau)
     E, P = _f64(cache.E), _f64(cache.P)
     M = E.mT @ linalg.solve(P, E)
     return linalg.sym(M)
@@ -345,7 +347,8 @@ STRUCTURED_DENSE_LIMIT = 512  # nx up to which certify also evaluates the dense 
 
 
 def _structured_signals(cfg, cache, z, w, u):
-    """``(x+, v, y)`` of (T3) for probe rows ``z, w, u``, through the factors: O(nx width) per row."""
+    """``(x0+, v, y)`` of (T3) for probe rows ``z, w, u`` in the base coordinates ``x0 = T x`` of
+    (T7), through the factors: O(nx width) per row."""
     xp = array_namespace(z)
     Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
     a, rho, kappa = _f64(cache.a), _f64(cache.rho), _f64(cache.kappa)
@@ -364,11 +367,26 @@ def _structured_signals(cfg, cache, z, w, u):
     return x_next, v, y
 
 
+def _to_base(cfg, explicit, tau):
+    """The explicit model in the base coordinates ``x0 = T x`` (T = diag(tau)), where (T0) reads
+    with ``M = I``: ``A0 = T A T^-1``, ``B0 = T B``, ``C0 = C T^-1``."""
+    xp = array_namespace(tau)
+    nx = int(tau.shape[0])
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    e = explicit._replace(**{k: _f64(getattr(explicit, k))
+                             for k in ("A", "B1", "B2", "C1", "C2", "D12", "D21", "D22")})
+    out = dict(A=col * e.A / row, B1=col * e.B1, C1=e.C1 / row)
+    if cfg.kind == "lipschitz":
+        out.update(B2=col * e.B2, C2=e.C2 / row)
+    return e._replace(**out)
+
+
 def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
     """The checks of (T6) in ``docs/derivations/r2dn.md`` for an R2DN with a structured LTI part:
     the two contractions' norms (from their small Gram matrices), the per-state budgets, and the
-    explicit model against the factors on random probes; for ``nx <= 512`` also the dense
-    (C1)/(C2) with ``M = I``. Returns a :class:`Report`; no nx x nx matrix is formed beyond the
+    explicit model against the factors on random probes, all in the base coordinates ``T x`` of
+    (T7) where the metric is the identity; for ``nx <= 512`` also the dense (C1)/(C2) there (that
+    is, with ``M = diag(tau^2)``). Returns a :class:`Report`; no nx x nx matrix is formed beyond the
     explicit ``A`` that the probes multiply."""
     import numpy as np
 
@@ -389,25 +407,25 @@ def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
     rng = np.random.default_rng(seed)
     draw = lambda n: xp.asarray(rng.standard_normal((probes, n)))  # noqa: E731
     z, w, u = draw(cfg.nx), draw(cfg.nv), draw(cfg.nu)
-    e = {k: _f64(getattr(explicit, k)) for k in ("A", "B1", "B2", "C1", "C2", "D12", "D21", "D22")}
+    base = _to_base(cfg, explicit, _f64(cache.tau))
     lip = cfg.kind == "lipschitz"
     x_next, v, y = _structured_signals(cfg, cache, z, w, u)
-    got = [z @ e["A"].mT + w @ e["B1"].mT + (u @ e["B2"].mT if lip else 0.0),
-           z @ e["C1"].mT + (u @ e["D12"].mT if lip else 0.0)]
+    got = [z @ base.A.mT + w @ base.B1.mT + (u @ base.B2.mT if lip else 0.0),
+           z @ base.C1.mT + (u @ base.D12.mT if lip else 0.0)]
     want = [x_next, v]
     if lip:
-        got.append(z @ e["C2"].mT + w @ e["D21"].mT + u @ e["D22"].mT)
+        got.append(z @ base.C2.mT + w @ base.D21.mT + u @ base.D22.mT)
         want.append(y)
     scale = sum(float(xp.sqrt(xp.sum(t * t))) for t in (z, w, u))
     err = max(float(xp.max(xp.abs(g - h))) for g, h in zip(got, want)) / scale
     add("explicit model vs factors on probes, rel. error (T6)", err, 1e-10, "<=")
     if cfg.nx <= STRUCTURED_DENSE_LIMIT:
         I = linalg.eye_like(cfg.nx, Oa)
-        add("contraction LMI (C1) with M = I, max eigenvalue",
-            balanced_max_eig(contracting_lmi(explicit, I), I), tol, "<=")
+        add("contraction LMI (C1) with M = diag(tau^2), max eigenvalue",
+            balanced_max_eig(contracting_lmi(base, I), I), tol, "<=")
         if lip:
-            add("gamma-Lipschitz LMI (C2) with M = I, max eigenvalue",
-                balanced_max_eig(lipschitz_lmi(explicit, I, cfg.gamma), I), tol, "<=")
+            add("gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue",
+                balanced_max_eig(lipschitz_lmi(base, I, cfg.gamma), I), tol, "<=")
     return report(checks)
 
 

@@ -13,7 +13,7 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
 
 ``lti="diagonal"`` / ``"diagonal_plus_lowrank"`` (contracting and fixed-gamma Lipschitz kinds)
 replaces the dense LTI part by ``A = diag(a) + U V^T`` from a map with no ``nx x nx``
-factorisation, guaranteed in the Euclidean metric (section 7 of ``docs/derivations/r2dn.md``).
+factorisation, guaranteed in a learned diagonal metric (section 7 of ``docs/derivations/r2dn.md``).
 
 This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
 weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
@@ -218,6 +218,7 @@ class Direct(NamedTuple):
     a_atanh: Optional[object] = None  # (nx,) a = sqrt(s) tanh(a_atanh): the diagonal of A
     Wa: Optional[object] = None  # (width, nx [+ nu]): the first contraction, from (x, u)
     Wb: Optional[object] = None  # (nx [+ ny], rank + nv [+ nu]): the second, to (x+, y)
+    log_t: Optional[object] = None  # (nx,) the diagonal metric M = diag(exp(2 log_t)), (T7)
 
 
 class Explicit(NamedTuple):
@@ -335,7 +336,8 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
 
 def _init_structured(cfg, rng, put, phi_direct):
     """The structured LTI part's free parameters: ``s = 1/2``, ``a_atanh ~ N(0, 1)``, lecun-normal
-    ``Wa, Wb``; the contracting kind's ``B2, C2, D12, D21`` as for the dense one, ``D22 = 0``."""
+    ``Wa, Wb``, ``log_t = 0`` (M = I); the contracting kind's ``B2, C2, D12, D21`` as for the dense
+    one, ``D22 = 0``."""
     nu, nx, nv, ny, r = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.rank
     lip = cfg.kind == "lipschitz"
     s_logit, a_atanh = np.zeros(nx), rng.standard_normal(nx)
@@ -352,7 +354,7 @@ def _init_structured(cfg, rng, put, phi_direct):
         none.update(C2=None, D21=None, D22=None)
         by = None
     return Direct(**none, bx=put(np.zeros(nx)), bv=put(np.zeros(nv)), by=by, phi=phi_direct,
-                  s_logit=put(s_logit), a_atanh=put(a_atanh), Wa=put(Wa), Wb=put(Wb))
+                  s_logit=put(s_logit), a_atanh=put(a_atanh), Wa=put(Wa), Wb=put(Wb), log_t=put(np.zeros(nx)))
 
 
 # --- stage 1: free parameters -> explicit model -------------------------------------------------
@@ -629,8 +631,10 @@ class StructuredCache(NamedTuple):
     La: object
     Ob: object  # (nx [+ ny], rank + nv [+ nu])
     Lb: object
-    U: object  # (nx, rank) = diag(rho) Ob[:nx, :rank]: A = diag(a) + U V^T
+    U: object  # (nx, rank) = diag(rho) Ob[:nx, :rank]: A0 = diag(a) + U V^T
     V: object  # (nx, rank) = (Oa[m rows, :nx] diag(kappa))^T
+    tau: object  # (nx,) exp(log_t): A = T^-1 A0 T, M = T^2, (T7)
+    base: object  # the Explicit before the change of coordinates (T7)
     phi_cache: object = None
     lip: Optional[object] = None
 
@@ -686,12 +690,59 @@ def _structured_map(cfg, d):
     else:
         B2, D12 = d.B2, d.D12
         C2, D21, D22, by = _output_map(cfg, d) if cfg.identity_output else (d.C2, d.D21, d.D22, d.by)
-    explicit = Explicit(A, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)
-    return explicit, StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V)
+    base = Explicit(A, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)
+    xp = array_namespace(d.log_t)
+    tau = xp.exp(d.log_t)
+    return _in_metric(cfg, base, tau), StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base)
+
+
+def _in_metric(cfg, base, tau):
+    """(T7): the model in the coordinates ``x = T^-1 x0``, ``T = diag(tau)``: ``A = T^-1 A0 T``,
+    ``B = T^-1 B0``, ``C = C0 T`` (the contracting kind's free B2 and C2 are left as they are)."""
+    xp = array_namespace(tau)
+    nx = int(tau.shape[0])
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    out = dict(A=base.A * row / col, B1=base.B1 / col, C1=base.C1 * row)
+    if cfg.kind == "lipschitz":
+        out.update(B2=base.B2 / col, C2=base.C2 * row)
+    return base._replace(**out)
+
+
+def _in_metric_vjp(cfg, cache, de):
+    """Cotangents of the base model and of ``log_t`` given those of the model, (T7)."""
+    xp = array_namespace(cache.tau)
+    nx = cfg.nx
+    tau, base = cache.tau, cache.base
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    dlog = xp.zeros_like(tau)
+    out = {}
+    for name, side in (("A", "both"), ("B1", "rows"), ("C1", "cols")) + (
+            (("B2", "rows"), ("C2", "cols")) if cfg.kind == "lipschitz" else ()):
+        g = getattr(de, name)
+        if g is None:
+            continue
+        if side == "both":
+            g0 = g * row / col
+        elif side == "rows":
+            g0 = g / col
+        else:
+            g0 = g * row
+        prod = g0 * getattr(base, name)  # the tau's cancel: equals g * (the model's matrix)
+        if side in ("both", "cols"):
+            dlog = dlog + xp.sum(prod, axis=0)
+        if side in ("both", "rows"):
+            dlog = dlog - xp.sum(prod, axis=1)
+        out[name] = g0
+    return de._replace(**out), dlog
 
 
 def _structured_map_vjp(cfg, cache, de):
-    """The VJP of (T1)-(T4), (T5) of ``docs/derivations/r2dn.md``."""
+    """The VJP of (T1)-(T4) and (T7), (T5) of ``docs/derivations/r2dn.md``."""
+    de, dlog_t = _in_metric_vjp(cfg, cache, de)
+    return _structured_base_vjp(cfg, cache, de)._replace(log_t=dlog_t)
+
+
+def _structured_base_vjp(cfg, cache, de):
     d = cache.direct
     xp = array_namespace(d.Wa)
     z = _zero_if_none

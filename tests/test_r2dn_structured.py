@@ -28,13 +28,16 @@ def _perturbed(cfg, seed, scale):
     return tree.map(lambda a: a + scale * rng.standard_normal(a.shape), r2dn.init(cfg, seed=seed))
 
 
-def _N(cfg, e):
-    """The matrix of (T0): ||N|| < 1 is (C1) (contracting) or (C2) (Lipschitz) with M = I."""
+def _N(cfg, e, tau):
+    """The matrix of (T0) in the coordinates T x (T = diag(tau), (T7)): ||N|| < 1 is (C1)
+    (contracting) or (C2) (Lipschitz) with M = T^2."""
     z = np.zeros((cfg.nv, cfg.nv))
+    A, B1, C1 = tau[:, None] * e.A / tau[None, :], tau[:, None] * e.B1, e.C1 / tau[None, :]
     if cfg.kind == "contracting":
-        return np.block([[e.A, e.B1], [e.C1, z]])
+        return np.block([[A, B1], [C1, z]])
     g, sg = cfg.gamma, np.sqrt(cfg.gamma)
-    return np.block([[e.A, e.B1, e.B2 / sg], [e.C1, z, e.D12 / sg], [e.C2 / sg, e.D21 / sg, e.D22 / g]])
+    B2, C2 = tau[:, None] * e.B2, e.C2 / tau[None, :]
+    return np.block([[A, B1, B2 / sg], [C1, z, e.D12 / sg], [C2 / sg, e.D21 / sg, e.D22 / g]])
 
 
 sizes = dict(nx=st.integers(1, 7), nv=st.integers(1, 4), nu=st.integers(1, 3), ny=st.integers(1, 3),
@@ -55,11 +58,11 @@ def _cfg_from(nx, nv, nu, ny, rank, kind, gamma=1.3):
 @settings(max_examples=40, deadline=None)
 @given(**sizes, scale=st.sampled_from([0.1, 1.0, 3.0, 10.0]))
 def test_every_parameter_value_satisfies_the_certificate(nx, nv, nu, ny, rank, kind, seed, scale):
-    """||N|| < 1 (the dense (C1)/(C2) with M = I) for parameters far from init, and the structured
-    certificate holds; A is diagonal plus rank <= r."""
+    """||N|| < 1 (the dense (C1)/(C2) with M = diag(tau^2)) for parameters far from init, and the
+    structured certificate holds; A is diagonal plus rank <= r."""
     cfg = _cfg_from(nx, nv, nu, ny, rank, kind)
     e, cache = r2dn.direct_to_explicit(cfg, _perturbed(cfg, seed, scale))
-    assert np.linalg.norm(_N(cfg, e), 2) < 1.0 + 1e-12
+    assert np.linalg.norm(_N(cfg, e, cache.tau), 2) < 1.0 + 1e-12
     assert certificates.certify(cfg, e, cache).holds
     offdiag = e.A - np.diag(np.diag(e.A))
     if rank == 0:
@@ -72,24 +75,25 @@ def test_every_parameter_value_satisfies_the_certificate(nx, nv, nu, ny, rank, k
 @settings(max_examples=20, deadline=None)
 @given(**sizes)
 def test_sampled_contraction_and_gain_are_never_violated(nx, nv, nu, ny, rank, kind, seed):
-    """Pairs of trajectories: the Euclidean state distance shrinks at every step under equal inputs,
-    and for the Lipschitz kind sum |dy|^2 <= gamma^2 sum |du|^2 + gamma |dx0|^2 ((T0), M = I)."""
+    """Pairs of trajectories: the state distance in M = diag(tau^2) shrinks at every step under equal
+    inputs, and for the Lipschitz kind sum |dy|^2 <= gamma^2 sum |du|^2 + gamma |dx0|_M^2 ((T0), (T7))."""
     cfg = _cfg_from(nx, nv, nu, ny, rank, kind)
-    e, _ = r2dn.direct_to_explicit(cfg, _perturbed(cfg, seed, 2.0))
+    e, cache = r2dn.direct_to_explicit(cfg, _perturbed(cfg, seed, 2.0))
+    tau = cache.tau
     rng = np.random.default_rng(seed)
     T, B = 12, 4
     U = 3.0 * rng.standard_normal((T, B, nu))
     xa, xb = 5.0 * rng.standard_normal((2, B, nx))
     Xa = r2dn.forward(cfg, e, xa, U, workers=1)[2].X
     Xb = r2dn.forward(cfg, e, xb, U, workers=1)[2].X
-    d = np.sum((Xa - Xb) ** 2, axis=2)
+    d = np.sum((tau * (Xa - Xb)) ** 2, axis=2)  # |dx|_M^2, M = T^2
     assert np.all(d[1:] <= d[:-1] * (1 + 1e-12) + 1e-24)
     if kind == "lipschitz":
         U2 = U + rng.standard_normal(U.shape) * rng.choice([1e-3, 1.0, 10.0])
         x0b = xa + 0.1 * rng.standard_normal(xa.shape)
         Ya, Yb = r2dn.forward(cfg, e, xa, U, workers=1)[1], r2dn.forward(cfg, e, x0b, U2, workers=1)[1]
         lhs = np.sum((Ya - Yb) ** 2, axis=(0, 2))
-        rhs = cfg.gamma**2 * np.sum((U - U2) ** 2, axis=(0, 2)) + cfg.gamma * np.sum((xa - x0b) ** 2, axis=1)
+        rhs = cfg.gamma**2 * np.sum((U - U2) ** 2, axis=(0, 2)) + cfg.gamma * np.sum((tau * (xa - x0b)) ** 2, axis=1)
         assert np.all(lhs <= rhs * (1 + 1e-10))
 
 
@@ -119,18 +123,18 @@ def _near_boundary(kind):
 @pytest.mark.parametrize("kind", ["contracting", "lipschitz"])
 def test_near_boundary_control_must_fail(kind):
     cfg, e, cache = _near_boundary(kind)
-    norm = np.linalg.norm(_N(cfg, e), 2)
+    norm = np.linalg.norm(_N(cfg, e, cache.tau), 2)
     assert 0.9 < norm < 1.0  # it is near the boundary, and inside
     assert certificates.certify(cfg, e, cache).holds
     # scale the explicit model just past the boundary: ||N'|| > 1
     f = 1.0 + 2.0 * (1.0 - norm)
     past = e._replace(A=f * e.A, B1=f * e.B1, C1=f * e.C1, B2=f * e.B2, C2=f * e.C2, D12=f * e.D12,
                       D21=f * e.D21, D22=f * e.D22)
-    assert np.linalg.norm(_N(cfg, past), 2) > 1.0
+    assert np.linalg.norm(_N(cfg, past, cache.tau), 2) > 1.0
     rep = certificates.certify(cfg, past, cache)
     assert not rep.holds
     failed = {c.name for c in rep.checks if c.verdict == "fails"}
-    assert any("probes" in n for n in failed) and any("M = I" in n for n in failed), rep.table()
+    assert any("probes" in n for n in failed) and any("M = diag" in n for n in failed), rep.table()
     # factors tampered past norm 1: the norm check itself fails
     Oa = cache.Oa * (1.001 / np.linalg.norm(cache.Oa, 2))
     rep = certificates.certify(cfg, e, cache._replace(Oa=Oa))
