@@ -15,13 +15,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
+import os
+import sys
 import dataclasses
 import time
 
 from r2dn_np import certificates, r2dn, train, tree
 from r2dn_np.cli import PRESETS
 from r2dn_np.data import boucwen, sequences
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _rows import write_rows  # noqa: E402
 
 MODELS = (("dense", dict(nx=16)), ("diagonal_plus_lowrank", dict(nx=32, rank=4)), ("diagonal", dict(nx=32)))
 
@@ -58,11 +62,7 @@ def main(argv=None):
                    certificate=certificates.certify(cfg, explicit, cache).holds)
         rows.append(row)
         print(row, flush=True)
-    with open(args.out + ".csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    return write_rows(args.out + ".csv", rows)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
+import os
+import sys
 import statistics
 import time
 
 import numpy as np
 
 from r2dn_np import equilibrium_full, losses, ren
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _rows import write_rows  # noqa: E402
 
 # name: (Config kwargs, batch, T)
 SIZES = {
@@ -89,11 +93,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['size']:<10} {r['layer']:<14} {r['median_ms']:>10.1f} {r['min_ms']:>10.1f} "
               f"{r['iterations_per_step']:>10.1f}")
-    with open(args.out + ".csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    return write_rows(args.out + ".csv", rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
+import os
+import sys
 import statistics
 import time
 import tracemalloc
@@ -29,6 +30,9 @@ import tracemalloc
 import numpy as np
 
 from r2dn_np import losses, r2dn, tree
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _rows import write_rows  # noqa: E402
 
 LTIS = (("dense", 0), ("diagonal", 0), ("diagonal_plus_lowrank", 8))
 
@@ -90,11 +94,7 @@ def main(argv=None):
             rows.append(r)
             print(f"{nx:>5} {lti + (f' r={rank}' if rank else ''):<22} {r['params']:>9} {r['map_s']:>9.4f} "
                   f"{r['grad_median_s']:>10.4f} {r['grad_min_s']:>10.4f} {r['peak_mib']:>9.2f}", flush=True)
-    with open(args.out + ".csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
+    return write_rows(args.out + ".csv", rows)
 
 
 if __name__ == "__main__":
