@@ -15,9 +15,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
-import dataclasses
 import time
 
 from r2dn_np import certificates, r2dn, train, tree

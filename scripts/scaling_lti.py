@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import statistics
+import sys
 import time
 import tracemalloc
 
