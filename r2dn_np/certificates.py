@@ -354,16 +354,16 @@ def _structured_signals(cfg, cache, z, w, u):
     a, rho, kappa = _f64(cache.a), _f64(cache.rho), _f64(cache.kappa)
     nx, nv, r = cfg.nx, cfg.nv, cfg.rank
     lip = cfg.kind == "lipschitz"
-    c = math.sqrt(0.5)
+    cu, su, cy, sy = (_f64(t) for t in cache.splits) if lip else (None,) * 4
     ut = math.sqrt(cfg.gamma) * u
-    ina = xp.concat([z * kappa, c * ut], axis=1) if lip else z * kappa
+    ina = xp.concat([z * kappa, cu * ut], axis=1) if lip else z * kappa
     outa = ina @ Oa.mT  # rows (v, y1, m)
     ny = cfg.ny if lip else 0
     v, y1, m = outa[:, :nv], outa[:, nv:nv + ny], outa[:, nv + ny:nv + ny + r]
-    inb = xp.concat([m, w, c * ut] if lip else [m, w], axis=1)
+    inb = xp.concat([m, w, su * ut] if lip else [m, w], axis=1)
     outb = inb @ Ob.mT  # rows (p, y2)
     x_next = a * z + rho * outb[:, :nx]
-    y = math.sqrt(cfg.gamma) * c * (y1 + outb[:, nx:]) if lip else None
+    y = math.sqrt(cfg.gamma) * (cy * y1 + sy * outb[:, nx:]) if lip else None
     return x_next, v, y
 
 
@@ -404,6 +404,9 @@ def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
     s, a, rho, kappa = (_f64(getattr(cache, k)) for k in ("s", "a", "rho", "kappa"))
     add("max_i a_i^2/s_i + rho_i^2 (T1)", float(xp.max(a * a / s + rho * rho)), 1.0 + 1e-12, "<=")
     add("max_i s_i + kappa_i^2 (T1)", float(xp.max(s + kappa * kappa)), 1.0 + 1e-12, "<=")
+    if cfg.kind == "lipschitz":
+        cu, su, cy, sy = (float(_f64(t)) for t in cache.splits)
+        add("max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", max(cu * cu + su * su, cy * cy + sy * sy), 1.0 + 1e-12, "<=")
     rng = np.random.default_rng(seed)
     draw = lambda n: xp.asarray(rng.standard_normal((probes, n)))  # noqa: E731
     z, w, u = draw(cfg.nx), draw(cfg.nv), draw(cfg.nu)

@@ -219,6 +219,7 @@ class Direct(NamedTuple):
     Wa: Optional[object] = None  # (width, nx [+ nu]): the first contraction, from (x, u)
     Wb: Optional[object] = None  # (nx [+ ny], rank + nv [+ nu]): the second, to (x+, y)
     log_t: Optional[object] = None  # (nx,) the diagonal metric M = diag(exp(2 log_t)), (T7)
+    split_logit: Optional[object] = None  # (2,) Lipschitz kind: how u and y are shared by the stages (T3)
 
 
 class Explicit(NamedTuple):
@@ -354,7 +355,8 @@ def _init_structured(cfg, rng, put, phi_direct):
         none.update(C2=None, D21=None, D22=None)
         by = None
     return Direct(**none, bx=put(np.zeros(nx)), bv=put(np.zeros(nv)), by=by, phi=phi_direct,
-                  s_logit=put(s_logit), a_atanh=put(a_atanh), Wa=put(Wa), Wb=put(Wb), log_t=put(np.zeros(nx)))
+                  s_logit=put(s_logit), a_atanh=put(a_atanh), Wa=put(Wa), Wb=put(Wb), log_t=put(np.zeros(nx)),
+                  split_logit=put(np.zeros(2)) if lip else None)
 
 
 # --- stage 1: free parameters -> explicit model -------------------------------------------------
@@ -614,7 +616,13 @@ def _lipschitz_map_vjp(cfg, cache, de):
 # The structured LTI part (lti="diagonal" / "diagonal_plus_lowrank"), (T1)-(T6) of
 # docs/derivations/r2dn.md: two strict contractions and a per-state split of the unit budget.
 
-SPLIT = math.sqrt(0.5)  # c = s = c_y = s_y of (T3): u and y each shared equally by the two stages
+def _splits(d):
+    """``(c_u, s_u, c_y, s_y)`` of (T3): ``c^2 = sigmoid(split_logit)``, ``s^2 = 1 - c^2``; 1/sqrt(2)
+    each at ``split_logit = 0``."""
+    xp = array_namespace(d.split_logit)
+    t = xp.tanh(0.5 * d.split_logit)
+    c, s = xp.sqrt(0.5 + 0.5 * t), xp.sqrt(0.5 - 0.5 * t)
+    return c[0], s[0], c[1], s[1]
 
 
 class StructuredCache(NamedTuple):
@@ -635,6 +643,7 @@ class StructuredCache(NamedTuple):
     V: object  # (nx, rank) = (Oa[m rows, :nx] diag(kappa))^T
     tau: object  # (nx,) exp(log_t): A = T^-1 A0 T, M = T^2, (T7)
     base: object  # the Explicit before the change of coordinates (T7)
+    splits: Optional[tuple] = None  # (c_u, s_u, c_y, s_y) of (T3), Lipschitz kind
     phi_cache: object = None
     lip: Optional[object] = None
 
@@ -679,13 +688,15 @@ def _structured_map(cfg, d):
     U, V = b["b_pm"], b["a_mx"].mT
     A = linalg.eye_like(nx, d.Wa) * a + U @ V.mT  # diag(a) + U V^T: O(nx^2 rank), no solve (T4)
     B1, C1 = b["b_pw"], b["a_vx"]
+    splits = None
     if cfg.kind == "lipschitz":  # (T4)
-        g, sg, c2 = cfg.gamma, math.sqrt(cfg.gamma), SPLIT * SPLIT
-        B2 = (sg * SPLIT) * (U @ b["a_mu"] + b["b_pu"])
-        C2 = (sg * SPLIT) * (b["a_yx"] + b["b_ym"] @ b["a_mx"])
-        D12 = (sg * SPLIT) * b["a_vu"]
-        D21 = (sg * SPLIT) * b["b_yw"]
-        D22 = (g * c2) * (b["a_yu"] + b["b_ym"] @ b["a_mu"] + b["b_yu"])
+        g, sg = cfg.gamma, math.sqrt(cfg.gamma)
+        splits = cu, su, cy, sy = _splits(d)
+        B2 = sg * (cu * (U @ b["a_mu"]) + su * b["b_pu"])
+        C2 = sg * (cy * b["a_yx"] + sy * (b["b_ym"] @ b["a_mx"]))
+        D12 = (sg * cu) * b["a_vu"]
+        D21 = (sg * sy) * b["b_yw"]
+        D22 = g * (cy * cu * b["a_yu"] + sy * cu * (b["b_ym"] @ b["a_mu"]) + sy * su * b["b_yu"])
         by = d.by
     else:
         B2, D12 = d.B2, d.D12
@@ -693,7 +704,8 @@ def _structured_map(cfg, d):
     base = Explicit(A, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)
     xp = array_namespace(d.log_t)
     tau = xp.exp(d.log_t)
-    return _in_metric(cfg, base, tau), StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base)
+    cache = StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base, splits)
+    return _in_metric(cfg, base, tau), cache
 
 
 def _in_metric(cfg, base, tau):
@@ -758,22 +770,28 @@ def _structured_base_vjp(cfg, cache, de):
     da = xp.linalg.diagonal(dA)
     out = dict(bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
     if lip:
-        g, sg, c2 = cfg.gamma, math.sqrt(cfg.gamma), SPLIT * SPLIT
-        dB2 = (sg * SPLIT) * z(de.B2, b["b_pu"])
-        dC2 = (sg * SPLIT) * z(de.C2, b["a_yx"])
-        dD12 = (sg * SPLIT) * z(de.D12, b["a_vu"])
-        dD21 = (sg * SPLIT) * z(de.D21, b["b_yw"])
-        dD22 = (g * c2) * z(de.D22, b["a_yu"])
-        g_["b_pm"] = g_["b_pm"] + dB2 @ b["a_mu"].mT
-        g_["a_mu"] = b["b_pm"].mT @ dB2 + b["b_ym"].mT @ dD22
-        g_["b_pu"] = dB2
-        g_["a_yx"] = dC2
-        g_["b_ym"] = dC2 @ b["a_mx"].mT + dD22 @ b["a_mu"].mT
-        g_["a_mx"] = g_["a_mx"] + b["b_ym"].mT @ dC2
-        g_["a_vu"] = dD12
-        g_["b_yw"] = dD21
-        g_["a_yu"] = dD22
-        g_["b_yu"] = dD22
+        g, sg = cfg.gamma, math.sqrt(cfg.gamma)
+        cu, su, cy, sy = cache.splits
+        GB2, GC2 = z(de.B2, b["b_pu"]), z(de.C2, b["a_yx"])
+        GD12, GD21, GD22 = z(de.D12, b["a_vu"]), z(de.D21, b["b_yw"]), z(de.D22, b["a_yu"])
+        Umu, ymx, ymu = cache.U @ b["a_mu"], b["b_ym"] @ b["a_mx"], b["b_ym"] @ b["a_mu"]
+        g_["b_pm"] = g_["b_pm"] + (sg * cu) * (GB2 @ b["a_mu"].mT)
+        g_["a_mu"] = (sg * cu) * (b["b_pm"].mT @ GB2) + (g * sy * cu) * (b["b_ym"].mT @ GD22)
+        g_["b_pu"] = (sg * su) * GB2
+        g_["a_yx"] = (sg * cy) * GC2
+        g_["b_ym"] = (sg * sy) * (GC2 @ b["a_mx"].mT) + (g * sy * cu) * (GD22 @ b["a_mu"].mT)
+        g_["a_mx"] = g_["a_mx"] + (sg * sy) * (b["b_ym"].mT @ GC2)
+        g_["a_vu"] = (sg * cu) * GD12
+        g_["b_yw"] = (sg * sy) * GD21
+        g_["a_yu"] = (g * cy * cu) * GD22
+        g_["b_yu"] = (g * sy * su) * GD22
+        dot = lambda p, q: xp.sum(p * q)  # noqa: E731
+        dcu = sg * (dot(GB2, Umu) + dot(GD12, b["a_vu"])) + g * dot(GD22, cy * b["a_yu"] + sy * ymu)
+        dsu = sg * dot(GB2, b["b_pu"]) + g * sy * dot(GD22, b["b_yu"])
+        dcy = sg * dot(GC2, b["a_yx"]) + g * cu * dot(GD22, b["a_yu"])
+        dsy = sg * (dot(GC2, ymx) + dot(GD21, b["b_yw"])) + g * dot(GD22, cu * ymu + su * b["b_yu"])
+        out["split_logit"] = xp.stack([0.5 * cu * su * (dcu * su - dsu * cu),
+                                       0.5 * cy * sy * (dcy * sy - dsy * cy)])
         out["by"] = z(de.by, d.by)
     else:
         out.update(B2=z(de.B2, d.B2), D12=z(de.D12, d.D12))
