@@ -262,6 +262,13 @@ def test_config_errors_name_the_field():
         flax_interop.to_flax(cfg, r2dn.init(cfg, seed=0))
 
 
+def test_flops_refuses_a_structured_model():
+    from r2dn_np import flops
+
+    with pytest.raises(ValueError, match="lti"):
+        flops.r2dn_counts(_config(), T=2, B=2)
+
+
 def test_verify_perturbed_draws_a_structured_model():
     cfg = _config("lipschitz", rank=1)
     d = verify.perturbed(r2dn, cfg, seed=0)
