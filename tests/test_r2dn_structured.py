@@ -97,6 +97,28 @@ def test_sampled_contraction_and_gain_are_never_violated(nx, nv, nu, ny, rank, k
         assert np.all(lhs <= rhs * (1 + 1e-10))
 
 
+@settings(max_examples=15, deadline=None)
+@given(**sizes)
+def test_differential_contraction_at_searched_points(nx, nv, nu, ny, rank, kind, seed):
+    """At points v spread over scales 0.01..100 (where phi's slope changes most), the step's Jacobian
+    J = A + B1 J_phi(v) C1 contracts in M = diag(tau^2): ||T J T^-1|| < 1."""
+    cfg = _cfg_from(nx, nv, nu, ny, rank, kind)
+    e, cache = r2dn.direct_to_explicit(cfg, _perturbed(cfg, seed, 2.0))
+    phi = r2dn.phi(cfg)
+    tau = cache.tau
+    rng = np.random.default_rng(seed)
+    h = 1e-6
+    worst = 0.0
+    for scale in (0.01, 0.3, 1.0, 3.0, 100.0):
+        v = scale * rng.standard_normal((1, nv))
+        P = np.concatenate([v + h * np.eye(nv), v - h * np.eye(nv)])
+        w = phi.forward(e.phi, P)[0]
+        Jphi = ((w[:nv] - w[nv:]) / (2 * h)).T  # column j: d phi / d v_j
+        J = e.A + e.B1 @ Jphi @ e.C1
+        worst = max(worst, np.linalg.norm(tau[:, None] * J / tau[None, :], 2))
+    assert worst < 1.0 + 1e-6
+
+
 @pytest.mark.parametrize("rank", [0, 2])
 def test_searched_gain_stays_below_gamma(rank):
     """Random pairs, Jacobian power iteration and gradient ascent on the pair ratio (verify's search)
