@@ -642,7 +642,7 @@ class StructuredCache(NamedTuple):
     U: object  # (nx, rank) = diag(rho) Ob[:nx, :rank]: A0 = diag(a) + U V^T
     V: object  # (nx, rank) = (Oa[m rows, :nx] diag(kappa))^T
     tau: object  # (nx,) exp(log_t): A = T^-1 A0 T, M = T^2, (T7)
-    base: object  # the Explicit before the change of coordinates (T7)
+    base: object  # the Explicit before the change of coordinates (T7), without A0
     splits: Optional[tuple] = None  # (c_u, s_u, c_y, s_y) of (T3), Lipschitz kind
     phi_cache: object = None
     lip: Optional[object] = None
@@ -680,13 +680,13 @@ def _structured_blocks(cfg, Oa, Ob, rho, kappa):
 
 def _structured_map(cfg, d):
     nx = cfg.nx
+    xp = array_namespace(d.Wa)
     s, th, a, rho, kappa = _scalings(d)
     Oat, La = _strict_contraction(d.Wa.mT)  # Cholesky on the small side: width x width
     Oa = Oat.mT
     Ob, Lb = _strict_contraction(d.Wb)  # (rank + nv [+ nu]) square
     b = _structured_blocks(cfg, Oa, Ob, rho, kappa)
     U, V = b["b_pm"], b["a_mx"].mT
-    A = linalg.eye_like(nx, d.Wa) * a + U @ V.mT  # diag(a) + U V^T: O(nx^2 rank), no solve (T4)
     B1, C1 = b["b_pw"], b["a_vx"]
     splits = None
     if cfg.kind == "lipschitz":  # (T4)
@@ -701,73 +701,65 @@ def _structured_map(cfg, d):
     else:
         B2, D12 = d.B2, d.D12
         C2, D21, D22, by = _output_map(cfg, d) if cfg.identity_output else (d.C2, d.D21, d.D22, d.by)
-    base = Explicit(A, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)
-    xp = array_namespace(d.log_t)
+    base = Explicit(None, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)  # A0 is never formed
     tau = xp.exp(d.log_t)
-    cache = StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base, splits)
-    return _in_metric(cfg, base, tau), cache
-
-
-def _in_metric(cfg, base, tau):
-    """(T7): the model in the coordinates ``x = T^-1 x0``, ``T = diag(tau)``: ``A = T^-1 A0 T``,
-    ``B = T^-1 B0``, ``C = C0 T`` (the contracting kind's free B2 and C2 are left as they are)."""
-    xp = array_namespace(tau)
-    nx = int(tau.shape[0])
     col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
-    out = dict(A=base.A * row / col, B1=base.B1 / col, C1=base.C1 * row)
+    # (T7): A = T^-1 (diag(a) + U V^T) T = diag(a) + (T^-1 U)(T V)^T, O(nx^2 rank), no solve
+    A = (U / col) @ (V * col).mT + linalg.eye_like(nx, d.Wa) * a
+    out = dict(A=A, B1=B1 / col, C1=C1 * row)
     if cfg.kind == "lipschitz":
-        out.update(B2=base.B2 / col, C2=base.C2 * row)
-    return base._replace(**out)
+        out.update(B2=B2 / col, C2=C2 * row)
+    cache = StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base, splits)
+    return base._replace(**out), cache
 
 
 def _in_metric_vjp(cfg, cache, de):
-    """Cotangents of the base model and of ``log_t`` given those of the model, (T7)."""
+    """Back through (T7): the base model's cotangents, with ``A`` given as ``(da, dU, dV)`` (the
+    cotangents of ``diag(a) + U V^T``'s factors, from products with the dense ``dA`` only), and
+    that of ``log_t``."""
     xp = array_namespace(cache.tau)
     nx = cfg.nx
-    tau, base = cache.tau, cache.base
+    tau, base, U, V = cache.tau, cache.base, cache.U, cache.V
     col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
-    dlog = xp.zeros_like(tau)
-    out = {}
-    for name, side in (("A", "both"), ("B1", "rows"), ("C1", "cols")) + (
+    dA = de.A if de.A is not None else xp.zeros((nx, nx), dtype=tau.dtype)
+    Ut, Vt = U / col, V * col
+    # A = diag(a) + Ut Vt^T, Ut = T^-1 U, Vt = T V
+    dUt, dVt = dA @ Vt, dA.mT @ Ut
+    # d log_t_k = sum_i dA_ik A_ik - sum_j dA_kj A_kj; the diagonal cancels
+    dlog = xp.sum(Vt * dVt, axis=1) - xp.sum(Ut * dUt, axis=1)
+    factors = (xp.linalg.diagonal(dA), dUt / col, dVt * col)
+    out = {"A": None}
+    for name, side in (("B1", "rows"), ("C1", "cols")) + (
             (("B2", "rows"), ("C2", "cols")) if cfg.kind == "lipschitz" else ()):
         g = getattr(de, name)
         if g is None:
             continue
-        if side == "both":
-            g0 = g * row / col
-        elif side == "rows":
-            g0 = g / col
-        else:
-            g0 = g * row
+        g0 = g / col if side == "rows" else g * row
         prod = g0 * getattr(base, name)  # the tau's cancel: equals g * (the model's matrix)
-        if side in ("both", "cols"):
-            dlog = dlog + xp.sum(prod, axis=0)
-        if side in ("both", "rows"):
-            dlog = dlog - xp.sum(prod, axis=1)
+        dlog = dlog + (xp.sum(prod, axis=0) if side == "cols" else -xp.sum(prod, axis=1))
         out[name] = g0
-    return de._replace(**out), dlog
+    return de._replace(**out), dlog, factors
 
 
 def _structured_map_vjp(cfg, cache, de):
     """The VJP of (T1)-(T4) and (T7), (T5) of ``docs/derivations/r2dn.md``."""
-    de, dlog_t = _in_metric_vjp(cfg, cache, de)
-    return _structured_base_vjp(cfg, cache, de)._replace(log_t=dlog_t)
+    de, dlog_t, factors = _in_metric_vjp(cfg, cache, de)
+    return _structured_base_vjp(cfg, cache, de, factors)._replace(log_t=dlog_t)
 
 
-def _structured_base_vjp(cfg, cache, de):
+def _structured_base_vjp(cfg, cache, de, factors):
     d = cache.direct
     xp = array_namespace(d.Wa)
     z = _zero_if_none
     nx, nv, r = cfg.nx, cfg.nv, cfg.rank
     lip = cfg.kind == "lipschitz"
     b = _structured_blocks(cfg, cache.Oa, cache.Ob, cache.rho, cache.kappa)
-    dA = de.A if de.A is not None else xp.zeros((nx, nx), dtype=d.Wa.dtype)
+    da, dU, dV = factors  # of A0 = diag(a) + U V^T, U = b_pm, V = a_mx^T
     g_ = {}  # cotangents of the blocks
-    g_["b_pm"] = dA @ b["a_mx"].mT
-    g_["a_mx"] = b["b_pm"].mT @ dA
+    g_["b_pm"] = dU
+    g_["a_mx"] = dV.mT
     g_["b_pw"] = z(de.B1, b["b_pw"])
     g_["a_vx"] = z(de.C1, b["a_vx"])
-    da = xp.linalg.diagonal(dA)
     out = dict(bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
     if lip:
         g, sg = cfg.gamma, math.sqrt(cfg.gamma)
