@@ -257,3 +257,21 @@ def test_config_fields_and_old_configs(tmp_path):
     assert loaded.config.layer == "full" and loaded.params.Y2.shape == (3, 3)
     with pytest.raises(ValueError, match="layer"):
         flax_interop.to_flax(cfg, ren.init(cfg, seed=0))
+
+
+def test_anderson_that_stalls_falls_back_to_the_guaranteed_iteration(monkeypatch):
+    """When Anderson does not reach tol, the plain splitting continues from its last iterate and
+    converges (the guarantee is kept)."""
+    rng = np.random.default_rng(8)
+    D11, _, _ = _full_D11(rng, 5, 1.0)
+    b = rng.standard_normal((2, 5))
+    inner = fixed_point.solve
+
+    def stalls(F, z0, **kw):
+        r = inner(F, z0, **{**kw, "max_iter": 2})
+        return r._replace(converged=False)
+
+    monkeypatch.setattr(fixed_point, "solve", stalls)
+    w, result = equilibrium_full.solve("tanh", D11, b, tol=1e-13, solver="anderson")
+    assert result.converged and result.method == "anderson"
+    np.testing.assert_allclose(w, equilibrium_full.solve("tanh", D11, b, tol=1e-13, solver="pr")[0], atol=1e-10)
