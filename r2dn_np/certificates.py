@@ -44,6 +44,7 @@ __all__ = [
     "qsr_lmi",
     "ren_qsr_lmi",
     "balanced_max_eig",
+    "structured_certificate",
     "certify",
 ]
 
@@ -126,7 +127,12 @@ def _zeros(xp, m, n):
 
 
 def metric(cache):
-    """The contraction metric ``M = E^T P^-1 E`` from a map cache (fields ``E`` and ``P``)."""
+    """The contraction metric ``M = E^T P^-1 E`` from a map cache (fields ``E`` and ``P``); the
+    diagonal ``T^2 = diag(tau^2)`` for a structured LTI part (no ``E``), (T7) of
+    ``docs/derivations/r2dn.md``."""
+    if getattr(cache, "E", None) is None:
+        tau = _f64(cache.tau)
+        return linalg.eye_like(int(tau.shape[0]), tau) * (tau * tau)
     E, P = _f64(cache.E), _f64(cache.P)
     M = E.mT @ linalg.solve(P, E)
     return linalg.sym(M)
@@ -335,6 +341,97 @@ def _check_certify_inputs(cfg, explicit, cache, tol):
         raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
 
 
+# --- structured LTI part of the R2DN ((T0)-(T6) of docs/derivations/r2dn.md) -----------------------
+
+STRUCTURED_DENSE_LIMIT = 512  # nx up to which certify also evaluates the dense (C1)/(C2) with M = I
+
+
+def _structured_signals(cfg, cache, z, w, u):
+    """``(x0+, v, y)`` of (T3) for probe rows ``z, w, u`` in the base coordinates ``x0 = T x`` of
+    (T7), through the factors: O(nx width) per row."""
+    xp = array_namespace(z)
+    Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
+    a, rho, kappa = _f64(cache.a), _f64(cache.rho), _f64(cache.kappa)
+    nx, nv, r = cfg.nx, cfg.nv, cfg.rank
+    lip = cfg.kind == "lipschitz"
+    cu, su, cy, sy = (_f64(t) for t in cache.splits) if lip else (None,) * 4
+    ut = math.sqrt(cfg.gamma) * u
+    ina = xp.concat([z * kappa, cu * ut], axis=1) if lip else z * kappa
+    outa = ina @ Oa.mT  # rows (v, y1, m)
+    ny = cfg.ny if lip else 0
+    v, y1, m = outa[:, :nv], outa[:, nv:nv + ny], outa[:, nv + ny:nv + ny + r]
+    inb = xp.concat([m, w, su * ut] if lip else [m, w], axis=1)
+    outb = inb @ Ob.mT  # rows (p, y2)
+    x_next = a * z + rho * outb[:, :nx]
+    y = math.sqrt(cfg.gamma) * (cy * y1 + sy * outb[:, nx:]) if lip else None
+    return x_next, v, y
+
+
+def _to_base(cfg, explicit, tau):
+    """The explicit model in the base coordinates ``x0 = T x`` (T = diag(tau)), where (T0) reads
+    with ``M = I``: ``A0 = T A T^-1``, ``B0 = T B``, ``C0 = C T^-1``."""
+    xp = array_namespace(tau)
+    nx = int(tau.shape[0])
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    e = explicit._replace(**{k: _f64(getattr(explicit, k))
+                             for k in ("A", "B1", "B2", "C1", "C2", "D12", "D21", "D22")})
+    out = dict(A=col * e.A / row, B1=col * e.B1, C1=e.C1 / row)
+    if cfg.kind == "lipschitz":
+        out.update(B2=col * e.B2, C2=e.C2 / row)
+    return e._replace(**out)
+
+
+def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
+    """The checks of (T6) in ``docs/derivations/r2dn.md`` for an R2DN with a structured LTI part:
+    the two contractions' norms (from their small Gram matrices), the per-state budgets, and the
+    explicit model against the factors on random probes, all in the base coordinates ``T x`` of
+    (T7) where the metric is the identity; for ``nx <= 512`` also the dense (C1)/(C2) there (that
+    is, with ``M = diag(tau^2)``). Returns a :class:`Report`; no nx x nx matrix is formed beyond the
+    explicit ``A`` that the probes multiply."""
+    import numpy as np
+
+    xp = array_namespace(cache.Oa)
+    checks = []
+
+    def add(name, value, bound, sense, why_not=None):
+        checks.append(judge(f"R2DN structured {name}", value, bound, sense, why_not))
+
+    Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
+    norm_a = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Oa @ Oa.mT))))))
+    norm_b = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Ob.mT @ Ob))))))
+    add("||Omega_a||_2 (T2)", norm_a, 1.0, "<=")
+    add("||Omega_b||_2 (T2)", norm_b, 1.0, "<=")
+    s, a, rho, kappa = (_f64(getattr(cache, k)) for k in ("s", "a", "rho", "kappa"))
+    add("max_i a_i^2/s_i + rho_i^2 (T1)", float(xp.max(a * a / s + rho * rho)), 1.0 + 1e-12, "<=")
+    add("max_i s_i + kappa_i^2 (T1)", float(xp.max(s + kappa * kappa)), 1.0 + 1e-12, "<=")
+    if cfg.kind == "lipschitz":
+        cu, su, cy, sy = (float(_f64(t)) for t in cache.splits)
+        add("max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", max(cu * cu + su * su, cy * cy + sy * sy), 1.0 + 1e-12, "<=")
+    rng = np.random.default_rng(seed)
+    draw = lambda n: xp.asarray(rng.standard_normal((probes, n)))  # noqa: E731
+    z, w, u = draw(cfg.nx), draw(cfg.nv), draw(cfg.nu)
+    base = _to_base(cfg, explicit, _f64(cache.tau))
+    lip = cfg.kind == "lipschitz"
+    x_next, v, y = _structured_signals(cfg, cache, z, w, u)
+    got = [z @ base.A.mT + w @ base.B1.mT + (u @ base.B2.mT if lip else 0.0),
+           z @ base.C1.mT + (u @ base.D12.mT if lip else 0.0)]
+    want = [x_next, v]
+    if lip:
+        got.append(z @ base.C2.mT + w @ base.D21.mT + u @ base.D22.mT)
+        want.append(y)
+    scale = sum(float(xp.sqrt(xp.sum(t * t))) for t in (z, w, u))
+    err = max(float(xp.max(xp.abs(g - h))) for g, h in zip(got, want)) / scale
+    add("explicit model vs factors on probes, rel. error (T6)", err, 1e-10, "<=")
+    if cfg.nx <= STRUCTURED_DENSE_LIMIT:
+        I = linalg.eye_like(cfg.nx, Oa)
+        add("contraction LMI (C1) with M = diag(tau^2), max eigenvalue",
+            balanced_max_eig(contracting_lmi(base, I), I), tol, "<=")
+        if lip:
+            add("gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue",
+                balanced_max_eig(lipschitz_lmi(base, I, cfg.gamma), I), tol, "<=")
+    return report(checks)
+
+
 def certify(cfg, explicit, cache, tol=1e-10):
     """Check a model's certificates and report by what margin they hold.
 
@@ -357,6 +454,13 @@ def certify(cfg, explicit, cache, tol=1e-10):
         ``cfg`` is not an R2DN's or a REN's, ``explicit`` does not fit it, or ``explicit`` or the
         matrices of ``cache`` hold NaN or Inf (no certificate can be read from those).
     """
+    if getattr(cfg, "model", None) == "r2dn" and getattr(cfg, "structured", False):
+        from . import r2dn
+
+        _validate.container("explicit", explicit, r2dn._templates(cfg)[1])
+        if not isinstance(cache, r2dn.StructuredCache):
+            raise TypeError("cache must be the map cache of r2dn.direct_to_explicit for a structured LTI part")
+        return structured_certificate(cfg, explicit, cache, tol)
     _check_certify_inputs(cfg, explicit, cache, tol)
     xp = array_namespace(cache.E)
     H = _f64(cache.H)

@@ -40,6 +40,9 @@ def _module(cfg):
         _check_r2dn_config(cfg)
         return r2dn
     if isinstance(cfg, ren.Config):
+        if cfg.layer != "acyclic":
+            raise ValueError(f"the authors' Flax RENs have the acyclic layer: cfg.layer must be 'acyclic'; "
+                             f"got {cfg.layer!r}")
         return ren
     raise TypeError(f"cfg must be an r2dn.Config or a ren.Config; got {type(cfg).__name__}")
 
@@ -100,6 +103,8 @@ def _r2dn_names(cfg):
 
 
 def _check_r2dn_config(cfg):
+    if cfg.lti != "dense":
+        raise ValueError(f"cfg.lti must be 'dense': the authors' R2DN has a dense LTI part; got {cfg.lti!r}")
     if cfg.kind != "contracting":
         raise ValueError("cfg.kind must be 'contracting': the authors' code has only the contracting R2DN")
     if cfg.output_layer != "sandwich":

@@ -110,6 +110,8 @@ def r2dn_counts(cfg, T, B):
     """
     _validate.positive_int("T", T)
     _validate.positive_int("B", B)
+    if getattr(cfg, "lti", "dense") != "dense":
+        raise ValueError(f"r2dn_counts counts the dense LTI part's map; got lti={cfg.lti!r}")
     nu, nx, nv, ny = cfg.nu, cfg.nx, cfg.nv, cfg.ny
     N = T * B
     phi = cfg.lbdn

@@ -11,6 +11,10 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
 - ``kind="qsr"``: incrementally (Q, S, R)-dissipative for a user's ``Q < 0`` and
   ``R - S Q^-1 S^T > 0`` (beyond the paper; ``r2dn_np.supply``).
 
+``lti="diagonal"`` / ``"diagonal_plus_lowrank"`` (contracting and fixed-gamma Lipschitz kinds)
+replaces the dense LTI part by ``A = diag(a) + U V^T`` from a map with no ``nx x nx``
+factorisation, guaranteed in a learned diagonal metric (section 7 of ``docs/derivations/r2dn.md``).
+
 This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
 weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
 ``forward``, ``backward``, ``step``, ``value_and_grad``, the input checks) is shared with the REN
@@ -100,6 +104,8 @@ class Config(JSONConfig):
     learn_multiplier: bool = False
     identity_output: bool = False
     eps_n: float = 2.0**-23
+    lti: str = "dense"
+    rank: int = 0
 
     model: ClassVar[str] = "r2dn"
 
@@ -131,7 +137,20 @@ class Config(JSONConfig):
             raise ValueError("learn_multiplier needs kind='lipschitz' or 'qsr' (the contracting map already "
                              "has a free B1 and C1)")
         _check_identity_output(self)
+        _check_lti(self)
         _ = self.lbdn  # building the LBDN config validates hidden, activation and output_layer
+
+    @property
+    def structured(self):
+        """True for the structured LTI parts (``lti`` other than ``"dense"``), section 7 of
+        ``docs/derivations/r2dn.md``."""
+        return self.lti != "dense"
+
+    @property
+    def width(self):
+        """Rows of ``Wa`` for a structured LTI part: ``nv + rank`` (contracting) or
+        ``nv + ny + rank`` (Lipschitz), (T2) of ``docs/derivations/r2dn.md``."""
+        return self.nv + self.rank + (self.ny if self.kind == "lipschitz" else 0)
 
     @property
     def lbdn(self):
@@ -145,6 +164,27 @@ def _check_identity_output(cfg):
         raise ValueError(f"identity_output needs kind='contracting'; got kind={cfg.kind!r}")
     if cfg.identity_output and cfg.ny != cfg.nx:
         raise ValueError(f"identity_output (y = x) needs ny == nx; got ny={cfg.ny}, nx={cfg.nx}")
+
+
+def _check_lti(cfg):
+    """``lti`` and ``rank``: ``rank >= 1`` exactly for ``"diagonal_plus_lowrank"``; the structured
+    LTI parts cover the contracting and the fixed-gamma Lipschitz kinds."""
+    _validate.one_of("lti", cfg.lti, LTI)
+    object.__setattr__(cfg, "rank", _validate.nonnegative_int("rank", cfg.rank))
+    if (cfg.lti == "diagonal_plus_lowrank") != (cfg.rank >= 1):
+        raise ValueError(f"rank must be >= 1 for lti='diagonal_plus_lowrank' and 0 otherwise; "
+                         f"got lti={cfg.lti!r}, rank={cfg.rank}")
+    if cfg.lti != "dense":
+        if cfg.kind == "qsr" or cfg.learn_gamma or cfg.learn_multiplier:
+            raise ValueError(f"lti={cfg.lti!r} supports kind='contracting' and kind='lipschitz' with a fixed "
+                             f"gamma and multiplier; got kind={cfg.kind!r}, learn_gamma={cfg.learn_gamma}, "
+                             f"learn_multiplier={cfg.learn_multiplier}")
+        if cfg.init != "random":
+            raise ValueError(f"lti={cfg.lti!r} needs init='random' (its own init draws A's diagonal); "
+                             f"got init={cfg.init!r}")
+
+
+LTI = ("dense", "diagonal", "diagonal_plus_lowrank")
 
 
 class Direct(NamedTuple):
@@ -172,6 +212,14 @@ class Direct(NamedTuple):
     phi: lbdn.Direct
     log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
     log_lambda: Optional[object] = None  # () with learn_multiplier: lambda = exp(log_lambda)
+    # structured LTI part (lti != "dense"; then X, p, Y, B1, C1 and the Lipschitz kind's B2, C2,
+    # U12, V21, Z22 are None), (T1)-(T4) of docs/derivations/r2dn.md
+    s_logit: Optional[object] = None  # (nx,) s = sigmoid(s_logit): each state's split of its budget
+    a_atanh: Optional[object] = None  # (nx,) a = sqrt(s) tanh(a_atanh): the diagonal of A
+    Wa: Optional[object] = None  # (width, nx [+ nu]): the first contraction, from (x, u)
+    Wb: Optional[object] = None  # (nx [+ ny], rank + nv [+ nu]): the second, to (x+, y)
+    log_t: Optional[object] = None  # (nx,) the diagonal metric M = diag(exp(2 log_t)), (T7)
+    split_logit: Optional[object] = None  # (2,) Lipschitz kind: how u and y are shared by the stages (T3)
 
 
 class Explicit(NamedTuple):
@@ -253,6 +301,8 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
         return asarray(np.asarray(a, dtype=np.float64), xp, dtype)
 
     phi_direct = lbdn._init(cfg.lbdn, rng, xp, dtype)
+    if cfg.structured:
+        return _init_structured(cfg, rng, put, phi_direct)
     B2 = lecun_normal(rng, (nx, nu))
     C2 = lecun_normal(rng, (ny, nx))
     if cfg.init == "random":
@@ -285,12 +335,39 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     )
 
 
+def _init_structured(cfg, rng, put, phi_direct):
+    """The structured LTI part's free parameters: ``s = 1/2``, ``a_atanh ~ N(0, 1)``, lecun-normal
+    ``Wa, Wb``, ``log_t = 0`` (M = I); the contracting kind's ``B2, C2, D12, D21`` as for the dense
+    one, ``D22 = 0``."""
+    nu, nx, nv, ny, r = cfg.nu, cfg.nx, cfg.nv, cfg.ny, cfg.rank
+    lip = cfg.kind == "lipschitz"
+    s_logit, a_atanh = np.zeros(nx), rng.standard_normal(nx)
+    Wa = lecun_normal(rng, (cfg.width, nx + (nu if lip else 0)))
+    Wb = lecun_normal(rng, (nx + (ny if lip else 0), r + nv + (nu if lip else 0)))
+    none = dict(X=None, p=None, Y=None, B1=None, B2=None, C1=None, C2=None, D12=None, D21=None, D22=None,
+                U12=None, V21=None, Z22=None)
+    if not lip:
+        none.update(B2=put(lecun_normal(rng, (nx, nu))), C2=put(lecun_normal(rng, (ny, nx))),
+                    D12=put(lecun_normal(rng, (nv, nu))), D21=put(lecun_normal(rng, (ny, nv))),
+                    D22=put(np.zeros((ny, nu))))
+    by = put(np.zeros(ny))
+    if cfg.identity_output:
+        none.update(C2=None, D21=None, D22=None)
+        by = None
+    return Direct(**none, bx=put(np.zeros(nx)), bv=put(np.zeros(nv)), by=by, phi=phi_direct,
+                  s_logit=put(s_logit), a_atanh=put(a_atanh), Wa=put(Wa), Wb=put(Wb), log_t=put(np.zeros(nx)),
+                  split_logit=put(np.zeros(2)) if lip else None)
+
+
 # --- stage 1: free parameters -> explicit model -------------------------------------------------
 
 
 def _direct_to_explicit(cfg, direct):
     """The map on trusted inputs; ``direct_to_explicit`` checks them first."""
     phi_explicit, phi_cache = lbdn._direct_to_explicit(cfg.lbdn, direct.phi)
+    if cfg.structured:
+        explicit, cache = _structured_map(cfg, direct)
+        return explicit._replace(phi=phi_explicit), cache._replace(phi_cache=phi_cache)
     explicit, cache = _kind(cfg)[0](cfg, direct)
     if cfg.learn_multiplier:
         explicit, cache = _with_multiplier(direct.log_lambda, explicit), cache._replace(primed=explicit)
@@ -298,6 +375,9 @@ def _direct_to_explicit(cfg, direct):
 
 
 def _direct_to_explicit_vjp(cfg, cache, d_explicit):
+    if cfg.structured:
+        d_direct = _structured_map_vjp(cfg, cache, d_explicit)
+        return d_direct._replace(phi=lbdn.direct_to_explicit_vjp(cfg.lbdn, cache.phi_cache, d_explicit.phi))
     d_log_lambda = None
     if cfg.learn_multiplier:
         d_explicit, d_log_lambda = _with_multiplier_vjp(cache.direct.log_lambda, cache.primed, d_explicit)
@@ -530,6 +610,224 @@ def _lipschitz_map_vjp(cfg, cache, de):
     dU12 = _strict_contraction_vjp(d.U12, lip.b, lip.Lu, sg * dD12, dLu)
     dV21 = dV21 + _strict_contraction_vjp(d.V21.mT, lip.c.mT, lip.Ly, sg * dD21.mT, dLy).mT
     out.update(B1=dB1t, B2=dB2t, C1=dC1, C2=dC2, U12=dU12, V21=dV21, Z22=dZ22)
+    return d._replace(**out)
+
+
+# The structured LTI part (lti="diagonal" / "diagonal_plus_lowrank"), (T1)-(T6) of
+# docs/derivations/r2dn.md: two strict contractions and a per-state split of the unit budget.
+
+def _splits(d):
+    """``(c_u, s_u, c_y, s_y)`` of (T3): ``c^2 = sigmoid(split_logit)``, ``s^2 = 1 - c^2``; 1/sqrt(2)
+    each at ``split_logit = 0``."""
+    xp = array_namespace(d.split_logit)
+    t = xp.tanh(0.5 * d.split_logit)
+    c, s = xp.sqrt(0.5 + 0.5 * t), xp.sqrt(0.5 - 0.5 * t)
+    return c[0], s[0], c[1], s[1]
+
+
+class StructuredCache(NamedTuple):
+    """What the structured map's VJP and certificate read. ``Oa, Ob`` are the two contractions
+    of (T2), ``a, rho, kappa`` the per-state scalings of (T1)."""
+
+    direct: Direct
+    s: object  # (nx,) sigmoid(s_logit)
+    th: object  # (nx,) tanh(a_atanh)
+    a: object  # (nx,) diagonal of A
+    rho: object  # (nx,)
+    kappa: object  # (nx,)
+    Oa: object  # (width, nx [+ nu])
+    La: object
+    Ob: object  # (nx [+ ny], rank + nv [+ nu])
+    Lb: object
+    U: object  # (nx, rank) = diag(rho) Ob[:nx, :rank]: A0 = diag(a) + U V^T
+    V: object  # (nx, rank) = (Oa[m rows, :nx] diag(kappa))^T
+    tau: object  # (nx,) exp(log_t): A = T^-1 A0 T, M = T^2, (T7)
+    base: object  # the Explicit before the change of coordinates (T7), without A0
+    splits: Optional[tuple] = None  # (c_u, s_u, c_y, s_y) of (T3), Lipschitz kind
+    phi_cache: object = None
+    lip: Optional[object] = None
+
+
+def _scalings(d):
+    """(T1): ``s = sigmoid(s_logit)``, ``a = sqrt(s) tanh(a_atanh)``, ``rho = sech(a_atanh)``,
+    ``kappa = sqrt(1 - s)``; every ``a_i^2 / s_i + rho_i^2 = 1`` and ``s_i + kappa_i^2 = 1``."""
+    xp = array_namespace(d.s_logit)
+    t = xp.tanh(0.5 * d.s_logit)
+    s, one_minus_s = 0.5 + 0.5 * t, 0.5 - 0.5 * t
+    th = xp.tanh(d.a_atanh)
+    return s, th, xp.sqrt(s) * th, 1.0 / xp.cosh(d.a_atanh), xp.sqrt(one_minus_s)
+
+
+def _structured_blocks(cfg, Oa, Ob, rho, kappa):
+    """The blocks of (T3), keyed ``"a_" + row + col`` for ``Oa`` (rows v, y, m; columns x scaled
+    by kappa, and u) and ``"b_" + row + col`` for ``Ob`` (rows p scaled by rho, and y; columns m,
+    w, u). Absent channels (the contracting kind's u and y) are None."""
+    nx, nv, r = cfg.nx, cfg.nv, cfg.rank
+    lip = cfg.kind == "lipschitz"
+    ny = cfg.ny if lip else 0
+    xp = array_namespace(Oa)
+    k = xp.reshape(kappa, (1, nx))
+    rc = xp.reshape(rho, (nx, 1))
+    blocks = {}
+    for name, sl in (("v", slice(0, nv)), ("y", slice(nv, nv + ny)), ("m", slice(nv + ny, nv + ny + r))):
+        blocks["a_" + name + "x"] = Oa[sl, :nx] * k
+        blocks["a_" + name + "u"] = Oa[sl, nx:] if lip else None
+    for name, sl in (("m", slice(0, r)), ("w", slice(r, r + nv)), ("u", slice(r + nv, None))):
+        blocks["b_p" + name] = rc * Ob[:nx, sl]
+        blocks["b_y" + name] = Ob[nx:, sl] if lip else None
+    return blocks
+
+
+def _structured_map(cfg, d):
+    nx = cfg.nx
+    xp = array_namespace(d.Wa)
+    s, th, a, rho, kappa = _scalings(d)
+    Oat, La = _strict_contraction(d.Wa.mT)  # Cholesky on the small side: width x width
+    Oa = Oat.mT
+    Ob, Lb = _strict_contraction(d.Wb)  # (rank + nv [+ nu]) square
+    b = _structured_blocks(cfg, Oa, Ob, rho, kappa)
+    U, V = b["b_pm"], b["a_mx"].mT
+    B1, C1 = b["b_pw"], b["a_vx"]
+    splits = None
+    if cfg.kind == "lipschitz":  # (T4)
+        g, sg = cfg.gamma, math.sqrt(cfg.gamma)
+        splits = cu, su, cy, sy = _splits(d)
+        B2 = sg * (cu * (U @ b["a_mu"]) + su * b["b_pu"])
+        C2 = sg * (cy * b["a_yx"] + sy * (b["b_ym"] @ b["a_mx"]))
+        D12 = (sg * cu) * b["a_vu"]
+        D21 = (sg * sy) * b["b_yw"]
+        D22 = g * (cy * cu * b["a_yu"] + sy * cu * (b["b_ym"] @ b["a_mu"]) + sy * su * b["b_yu"])
+        by = d.by
+    else:
+        B2, D12 = d.B2, d.D12
+        C2, D21, D22, by = _output_map(cfg, d) if cfg.identity_output else (d.C2, d.D21, d.D22, d.by)
+    base = Explicit(None, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)  # A0 is never formed
+    tau = xp.exp(d.log_t)
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    # (T7): A = T^-1 (diag(a) + U V^T) T = diag(a) + (T^-1 U)(T V)^T, O(nx^2 rank), no solve
+    A = (U / col) @ (V * col).mT + linalg.eye_like(nx, d.Wa) * a
+    out = dict(A=A, B1=B1 / col, C1=C1 * row)
+    if cfg.kind == "lipschitz":
+        out.update(B2=B2 / col, C2=C2 * row)
+    cache = StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base, splits)
+    return base._replace(**out), cache
+
+
+def _in_metric_vjp(cfg, cache, de):
+    """Back through (T7): the base model's cotangents, with ``A`` given as ``(da, dU, dV)`` (the
+    cotangents of ``diag(a) + U V^T``'s factors, from products with the dense ``dA`` only), and
+    that of ``log_t``."""
+    xp = array_namespace(cache.tau)
+    nx = cfg.nx
+    tau, base, U, V = cache.tau, cache.base, cache.U, cache.V
+    col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
+    dA = de.A if de.A is not None else xp.zeros((nx, nx), dtype=tau.dtype)
+    Ut, Vt = U / col, V * col
+    # A = diag(a) + Ut Vt^T, Ut = T^-1 U, Vt = T V
+    dUt, dVt = dA @ Vt, dA.mT @ Ut
+    # d log_t_k = sum_i dA_ik A_ik - sum_j dA_kj A_kj; the diagonal cancels
+    dlog = xp.sum(Vt * dVt, axis=1) - xp.sum(Ut * dUt, axis=1)
+    factors = (xp.linalg.diagonal(dA), dUt / col, dVt * col)
+    out = {"A": None}
+    for name, side in (("B1", "rows"), ("C1", "cols")) + (
+            (("B2", "rows"), ("C2", "cols")) if cfg.kind == "lipschitz" else ()):
+        g = getattr(de, name)
+        if g is None:
+            continue
+        g0 = g / col if side == "rows" else g * row
+        prod = g0 * getattr(base, name)  # the tau's cancel: equals g * (the model's matrix)
+        dlog = dlog + (xp.sum(prod, axis=0) if side == "cols" else -xp.sum(prod, axis=1))
+        out[name] = g0
+    return de._replace(**out), dlog, factors
+
+
+def _structured_map_vjp(cfg, cache, de):
+    """The VJP of (T1)-(T4) and (T7), (T5) of ``docs/derivations/r2dn.md``."""
+    de, dlog_t, factors = _in_metric_vjp(cfg, cache, de)
+    return _structured_base_vjp(cfg, cache, de, factors)._replace(log_t=dlog_t)
+
+
+def _structured_base_vjp(cfg, cache, de, factors):
+    d = cache.direct
+    xp = array_namespace(d.Wa)
+    z = _zero_if_none
+    nx, nv, r = cfg.nx, cfg.nv, cfg.rank
+    lip = cfg.kind == "lipschitz"
+    b = _structured_blocks(cfg, cache.Oa, cache.Ob, cache.rho, cache.kappa)
+    da, dU, dV = factors  # of A0 = diag(a) + U V^T, U = b_pm, V = a_mx^T
+    g_ = {}  # cotangents of the blocks
+    g_["b_pm"] = dU
+    g_["a_mx"] = dV.mT
+    g_["b_pw"] = z(de.B1, b["b_pw"])
+    g_["a_vx"] = z(de.C1, b["a_vx"])
+    out = dict(bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
+    if lip:
+        g, sg = cfg.gamma, math.sqrt(cfg.gamma)
+        cu, su, cy, sy = cache.splits
+        GB2, GC2 = z(de.B2, b["b_pu"]), z(de.C2, b["a_yx"])
+        GD12, GD21, GD22 = z(de.D12, b["a_vu"]), z(de.D21, b["b_yw"]), z(de.D22, b["a_yu"])
+        Umu, ymx, ymu = cache.U @ b["a_mu"], b["b_ym"] @ b["a_mx"], b["b_ym"] @ b["a_mu"]
+        g_["b_pm"] = g_["b_pm"] + (sg * cu) * (GB2 @ b["a_mu"].mT)
+        g_["a_mu"] = (sg * cu) * (b["b_pm"].mT @ GB2) + (g * sy * cu) * (b["b_ym"].mT @ GD22)
+        g_["b_pu"] = (sg * su) * GB2
+        g_["a_yx"] = (sg * cy) * GC2
+        g_["b_ym"] = (sg * sy) * (GC2 @ b["a_mx"].mT) + (g * sy * cu) * (GD22 @ b["a_mu"].mT)
+        g_["a_mx"] = g_["a_mx"] + (sg * sy) * (b["b_ym"].mT @ GC2)
+        g_["a_vu"] = (sg * cu) * GD12
+        g_["b_yw"] = (sg * sy) * GD21
+        g_["a_yu"] = (g * cy * cu) * GD22
+        g_["b_yu"] = (g * sy * su) * GD22
+        dot = lambda p, q: xp.sum(p * q)  # noqa: E731
+        dcu = sg * (dot(GB2, Umu) + dot(GD12, b["a_vu"])) + g * dot(GD22, cy * b["a_yu"] + sy * ymu)
+        dsu = sg * dot(GB2, b["b_pu"]) + g * sy * dot(GD22, b["b_yu"])
+        dcy = sg * dot(GC2, b["a_yx"]) + g * cu * dot(GD22, b["a_yu"])
+        dsy = sg * (dot(GC2, ymx) + dot(GD21, b["b_yw"])) + g * dot(GD22, cu * ymu + su * b["b_yu"])
+        out["split_logit"] = xp.stack([0.5 * cu * su * (dcu * su - dsu * cu),
+                                       0.5 * cy * sy * (dcy * sy - dsy * cy)])
+        out["by"] = z(de.by, d.by)
+    else:
+        out.update(B2=z(de.B2, d.B2), D12=z(de.D12, d.D12))
+        if not cfg.identity_output:
+            out.update(C2=z(de.C2, d.C2), D21=z(de.D21, d.D21), D22=z(de.D22, d.D22), by=z(de.by, d.by))
+    # back through the scalings of (T3): Oa's x columns by kappa, Ob's p rows by rho
+    ny = cfg.ny if lip else 0
+    zeros = lambda like: xp.zeros_like(like)  # noqa: E731
+    k = xp.reshape(cache.kappa, (1, nx))
+    rc = xp.reshape(cache.rho, (nx, 1))
+    dk = xp.zeros_like(cache.kappa)
+    drho = xp.zeros_like(cache.rho)
+    rows_a = []
+    for name, sl in (("v", slice(0, nv)), ("y", slice(nv, nv + ny)), ("m", slice(nv + ny, nv + ny + r))):
+        gx = g_.get("a_" + name + "x")
+        Ox = cache.Oa[sl, :nx]
+        gx = zeros(Ox) if gx is None else gx
+        dk = dk + xp.sum(gx * Ox, axis=0)
+        row = [gx * k]
+        if lip:
+            gu = g_.get("a_" + name + "u")
+            row.append(zeros(cache.Oa[sl, nx:]) if gu is None else gu)
+        rows_a.append(xp.concat(row, axis=1) if len(row) > 1 else row[0])
+    dOa = xp.concat(rows_a, axis=0)
+    cols_p, cols_y = [], []
+    for name, sl in (("m", slice(0, r)), ("w", slice(r, r + nv)), ("u", slice(r + nv, None))):
+        Op = cache.Ob[:nx, sl]
+        gp = g_.get("b_p" + name)
+        gp = zeros(Op) if gp is None else gp
+        drho = drho + xp.sum(gp * Op, axis=1)
+        cols_p.append(rc * gp)
+        if lip:
+            gy = g_.get("b_y" + name)
+            cols_y.append(zeros(cache.Ob[nx:, sl]) if gy is None else gy)
+    dOb = xp.concat(cols_p, axis=1)
+    if lip:
+        dOb = xp.concat([dOb, xp.concat(cols_y, axis=1)], axis=0)
+    # back through the strict contractions and (T1)
+    out["Wa"] = _strict_contraction_vjp(d.Wa.mT, cache.Oa.mT, cache.La, dOa.mT, None).mT
+    out["Wb"] = _strict_contraction_vjp(d.Wb, cache.Ob, cache.Lb, dOb, None)
+    s, th = cache.s, cache.th
+    sq = xp.sqrt(s)
+    out["s_logit"] = da * th * sq * (1.0 - s) * 0.5 - dk * s * cache.kappa * 0.5
+    out["a_atanh"] = da * sq * (1.0 - th * th) - drho * th * cache.rho
     return d._replace(**out)
 
 

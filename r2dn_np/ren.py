@@ -9,8 +9,11 @@ parameters:
 - ``kind="lipschitz"``: gamma-Lipschitz from input to output, with a free ``D22`` of norm
   below gamma (``d22="free"``, the authors' default) or ``D22 = 0`` (``d22="zero"``).
 
-The network in the loop is ``w = sigma(D11 w + C1 x + D12 u + bv)`` with ``D11`` strictly
-lower triangular, solved exactly row by row (``r2dn_np.equilibrium``). This module holds only
+The network in the loop is ``w = sigma(D11 w + C1 x + D12 u + bv)``. With ``layer="acyclic"``
+(the default) ``D11`` is strictly lower triangular, solved exactly row by row
+(``r2dn_np.equilibrium``); with ``layer="full"`` it is a full matrix (zero diagonal) made
+well-posed by the map, and the layer is solved by operator splitting with a convergence
+guarantee (``r2dn_np.equilibrium_full``, section 7 of ``docs/derivations/ren.md``). This module holds only
 the parameterisation; the rest of the model protocol (``docs/protocol.md``) is shared with the
 R2DN (``feedback_model.py``). Read with ``equilibrium.py`` and ``feedback.py``. Derivations:
 ``docs/derivations/ren.md``; the authors' Flax parameters: ``flax_interop.py``.
@@ -36,7 +39,7 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, activations, equilibrium, feedback_model, linalg, supply
+from . import _validate, activations, equilibrium, equilibrium_full, feedback_model, linalg, supply
 from ._config import JSONConfig
 from ._random import lecun_normal
 from .backend import asarray, namespace
@@ -71,6 +74,14 @@ class Config(JSONConfig):
     close to the identity. ``identity_output=True`` (contracting kind, ``ny == nx``) fixes the
     output map to ``y = x``: ``C2 = I``, ``D21 = 0``, ``D22 = 0``, ``by = 0``, not trainable (those
     fields of ``Direct`` are None), (N9) of ``docs/derivations/ren.md``.
+
+    ``layer="acyclic"`` (default) makes ``D11`` strictly lower triangular (exact row-by-row solve);
+    ``layer="full"`` adds the free skew part ``Y2`` to ``D11`` (section 7 of
+    ``docs/derivations/ren.md``), solved to the relative residual ``layer_tol`` in at most
+    ``layer_max_iter`` iterations by ``layer_solver`` (``"pr"``, the default: Peaceman-Rachford
+    splitting, linear convergence guaranteed; ``"anderson"``: Anderson acceleration of the same
+    map, finishing with the plain map if it stalls: fewer but dearer iterations, worth it for a
+    strongly cyclic layer). Configs saved without these fields load as acyclic.
     """
 
     nu: int
@@ -91,6 +102,10 @@ class Config(JSONConfig):
     learn_gamma: bool = False
     identity_output: bool = False
     eps_n: float = 2.0**-23
+    layer: str = "acyclic"
+    layer_solver: str = "pr"
+    layer_tol: float = 1e-12
+    layer_max_iter: int = 2000
 
     model: ClassVar[str] = "ren"
 
@@ -124,6 +139,13 @@ class Config(JSONConfig):
             raise ValueError(f"identity_output needs kind='contracting'; got kind={self.kind!r}")
         if self.identity_output and self.ny != self.nx:
             raise ValueError(f"identity_output (y = x) needs ny == nx; got ny={self.ny}, nx={self.nx}")
+        _validate.one_of("layer", self.layer, ("acyclic", "full"))
+        _validate.one_of("layer_solver", self.layer_solver, equilibrium_full.SOLVERS)
+        tol = _validate.positive_float("layer_tol", self.layer_tol)
+        if tol >= 1.0:
+            raise ValueError(f"layer_tol must be in (0, 1) (a relative residual); got {self.layer_tol!r}")
+        object.__setattr__(self, "layer_tol", tol)
+        object.__setattr__(self, "layer_max_iter", _validate.positive_int("layer_max_iter", self.layer_max_iter))
 
     @property
     def n(self):
@@ -162,6 +184,7 @@ class Direct(NamedTuple):
     bv: object
     by: Optional[object]
     log_gamma: Optional[object] = None  # () with learn_gamma: gamma = exp(log_gamma)
+    Y2: Optional[object] = None  # (nv, nv) with layer="full": D11~ = -strict_lower(H22) + Y2 - Y2^T
 
 
 class Explicit(NamedTuple):
@@ -201,7 +224,7 @@ class MapCache(NamedTuple):
     F: object
     B1t: object  # B1-tilde = H32
     C1t: object  # C1-tilde = -H21
-    D11t: object  # D11-tilde = -strict_lower(H22)
+    D11t: object  # D11-tilde = -strict_lower(H22) (+ Y2 - Y2^T for the full layer)
     lam_inv: object  # (nv,) 2 / diag(H22) = Lambda^-1
     AB: object  # E^-1 [F B1t B2t]
     lip: Optional[object]  # _LipCache for the Lipschitz and (Q, S, R) kinds
@@ -221,6 +244,8 @@ class _LipCache(NamedTuple):
 
 def phi(cfg):
     """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.static_map.Phi``)."""
+    if cfg.layer == "full":
+        return equilibrium_full.as_phi(cfg.activation, cfg.layer_tol, cfg.layer_max_iter, cfg.layer_solver)
     return equilibrium.as_phi(cfg.activation)
 
 
@@ -271,10 +296,11 @@ def init(cfg, seed=0, backend=None, dtype="float64"):
     by = np.zeros(ny)
     if cfg.identity_output:
         C2 = D21 = D22 = by = None  # C2 and D21 were still drawn: the rest matches the seed's model
+    Y2 = 0.1 * lecun_normal(rng, (nv, nv)) if cfg.layer == "full" else None
     return Direct(
         put(X), put(p), put(Y1), put(B2), put(D12), put(C2), put(D21), put(D22),
         put(X3), put(Y3), put(Z3), put(np.zeros(nx)), put(np.zeros(nv)), put(by),
-        put(np.log(cfg.gamma)) if cfg.learn_gamma else None,
+        put(np.log(cfg.gamma)) if cfg.learn_gamma else None, put(Y2),
     )
 
 
@@ -305,6 +331,8 @@ def _direct_to_explicit(cfg, direct):
     B1t = H[x1_, w_]
     C1t = -H[w_, :nx]
     D11t = -xp.tril(H22, k=-1)
+    if cfg.layer == "full":  # (F2) of docs/derivations/ren.md: a skew part keeps H22 = 2 Lambda - D11~ - D11~^T
+        D11t = D11t + d.Y2 - d.Y2.mT
     lam_inv = 2.0 / xp.linalg.diagonal(H22)
     E = 0.5 * (H[:nx, :nx] + P / cfg.abar**2 + d.Y1 - d.Y1.mT)
     AB = linalg.solve(E, xp.concat([F, B1t, d.B2], axis=1))
@@ -384,7 +412,8 @@ def _direct_to_explicit_vjp(cfg, cache, d_explicit):
                 + xp.sum(dD12e * d.D12, axis=1))
     dD12 = s * dD12e
     I_v = linalg.eye_like(nv, d.X)
-    dH22 = -xp.tril(s * dD11, k=-1) - I_v * (0.5 * cache.lam_inv**2 * dlam_inv)
+    dD11t = s * dD11
+    dH22 = -xp.tril(dD11t, k=-1) - I_v * (0.5 * cache.lam_inv**2 * dlam_inv)
     dH21 = -(s * dC1)
     dH11 = 0.5 * dE
     dP = (0.5 / cfg.abar**2) * dE
@@ -395,6 +424,8 @@ def _direct_to_explicit_vjp(cfg, cache, d_explicit):
         xp.concat([dF, dB1t, dP], axis=1),
     ], axis=0)
     out = dict(Y1=0.5 * (dE - dE.mT), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
+    if cfg.layer == "full":
+        out["Y2"] = dD11t - dD11t.mT
     if cfg.identity_output:
         out.update(C2=None, D21=None, D22=None, by=None)
     else:

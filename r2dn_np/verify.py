@@ -178,7 +178,7 @@ def perturbed(module, cfg, seed, tiny=False):
     parameter; ``tiny`` shrinks the polar scale ``p`` so the certificate is nearly tight."""
     rng = np.random.default_rng(_validate.seed("seed", seed))
     d = tree.map(lambda a: a + 0.5 * rng.standard_normal(a.shape), module.init(cfg, seed, backend="numpy"))
-    if hasattr(d, "p") and hasattr(d, "X"):
+    if getattr(d, "p", None) is not None and getattr(d, "X", None) is not None:
         n = math.sqrt(float(np.sum(np.asarray(d.X) ** 2)))
         d = d._replace(p=np.asarray(1e-4 * n if tiny else n * math.exp(rng.normal(0, 0.5))))
     return d

@@ -77,3 +77,30 @@ def test_bench_cores_table(tmp_path, monkeypatch, capsys):
     for r in rows:
         assert 0 < float(r["fraction"]) and np.isfinite(float(r["grad_gflops"]))
     assert "| float64 | F16 | 2 cores |" in capsys.readouterr().out
+
+
+def test_bench_ren_layer_quick(tmp_path, monkeypatch):
+    bench = _load("bench_ren_layer")
+    monkeypatch.setattr(bench, "SIZES", {"small": (dict(nu=1, nx=2, nv=3, ny=1, activation="tanh"), 2, 3)})
+    monkeypatch.setattr(bench.equilibrium_full, "_iterate", bench.equilibrium_full._iterate)  # restored after
+    out = str(tmp_path / "r")
+    bench.main(["--quick", "--repeats", "1", "--out", out])
+    rows = _read(out + ".csv")
+    assert [r["layer"] for r in rows] == ["acyclic", "full-anderson", "full-pr"]
+    assert float(rows[0]["iterations_per_step"]) == 0 and float(rows[2]["iterations_per_step"]) >= 1
+    for r in rows:
+        assert 0 < float(r["min_ms"]) <= float(r["median_ms"])
+
+
+def test_scaling_lti_quick(tmp_path):
+    bench = _load("scaling_lti")
+    out = str(tmp_path / "s")
+    bench.main(["--nx", "4", "8", "--dense-max", "4", "--repeats", "1", "--B", "2", "--T", "3", "--out", out])
+    rows = _read(out + ".csv")
+    assert [(r["nx"], r["lti"]) for r in rows] == [
+        ("4", "dense"), ("4", "diagonal"), ("4", "diagonal_plus_lowrank"),
+        ("8", "diagonal"), ("8", "diagonal_plus_lowrank")]
+    for r in rows:
+        assert 0 < float(r["grad_min_s"]) <= float(r["grad_median_s"]) and float(r["peak_mib"]) > 0
+        cfg = bench.config(int(r["nx"]), r["lti"], int(r["rank"]))
+        assert int(r["params"]) == tree.size(r2dn.init(cfg, 0))
