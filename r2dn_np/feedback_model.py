@@ -196,9 +196,12 @@ def functions(spec):
         """One time-step, for control loops that feed back one sample at a time:
         ``x : (B, nx)``, ``u : (B, nu)`` -> ``(x_next, y)``.
 
-        ``explicit`` is checked once per container object (a controller steps the same weights
-        thousands of times; arrays changed in place after the first step are not checked again);
-        ``x`` and ``u`` at every step. ``jit`` as in ``forward`` (the compiled step).
+        ``explicit`` is checked once per container object, and the compiled step packs its
+        weights once per container object: a controller steps the same weights thousands of times.
+        So give new weights as a new container (``direct_to_explicit`` again, or
+        ``explicit._replace(...)``), never by writing into its arrays, which neither the check nor
+        the compiled step would see. ``x`` and ``u`` are checked at every step. ``jit`` as in
+        ``forward`` (the compiled step).
         """
         hit = stepped.get("last")
         if hit is None or hit[0] is not cfg or hit[1] is not explicit:
