@@ -46,8 +46,8 @@ from . import _validate, certificates, graph, io, optim, tree
 from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
-__all__ = ["Options", "Result", "Model", "get_model", "fit", "simulate", "evaluate", "load_model", "check_input",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "refine", "simulate", "evaluate",
+           "load_model", "check_input", "save_checkpoint", "load_checkpoint"]
 
 RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
@@ -173,13 +173,14 @@ def _lr(opts, state):
     return opts.lr
 
 
-def _window_loss(Y, Yt, skip):
-    """MSE over samples ``t >= skip`` and its cotangent (zero on the skipped samples)."""
+def _window_loss(Y, Yt, skip, n=None):
+    """MSE over samples ``t >= skip`` and its cotangent (zero on the skipped samples); ``n``: the
+    count the squared errors are divided by (default those scored here: several groups of
+    records then share one mean)."""
     xp = array_namespace(Y)
     r = Y[skip:, ...] - Yt[skip:, ...]
-    n = 1
-    for s in r.shape:
-        n *= int(s)
+    if n is None:
+        n = math.prod(int(s) for s in r.shape)
     dY = xp.zeros_like(Y)
     dY[skip:, ...] = (2.0 / n) * r
     return xp.sum(r * r) / n, dY
@@ -548,6 +549,226 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
 def _duration(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineOptions:
+    """Options of whole-record refinement (:func:`refine`; saved in ``results.json``).
+
+    The loss is scaled by its value at the start, so ``ftol`` and ``gtol`` are relative to the
+    starting loss."""
+
+    iterations: int = 200  # L-BFGS-B iterations at most (each one to a few loss-and-gradient passes)
+    ftol: float = 1e-12  # stop when an iteration lowers the loss by less than ftol (x the starting loss)
+    gtol: float = 1e-10  # stop when no gradient entry exceeds gtol (x the starting loss)
+    memory: int = 20  # correction pairs L-BFGS keeps (scipy's maxcor)
+    checkpoint_every: object = None  # BPTT checkpoint spacing: None ceil(sqrt(T)) per record length; 0 none
+    washout: int = 100  # samples at each record's start that the loss and validation skip
+    val_samples: int = 0  # validate on the first val_samples samples of each record; 0: all
+    records: tuple = ()  # indices of the training records refined on; (): all
+    max_seconds: float = 0.0  # stop after the first iteration past this wall time; 0: no limit
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("iterations", "memory"):
+            put(name, _validate.positive_int(name, getattr(self, name)))
+        for name in ("washout", "val_samples"):
+            put(name, _validate.nonnegative_int(name, getattr(self, name)))
+        for name in ("ftol", "gtol", "max_seconds"):
+            put(name, _validate.real(name, getattr(self, name), 0))
+        if self.checkpoint_every is not None:
+            put("checkpoint_every", _validate.nonnegative_int("checkpoint_every", self.checkpoint_every))
+        if isinstance(self.records, (str, bytes)) or not isinstance(self.records, (tuple, list, range)):
+            raise TypeError(f"records must be a tuple of training-record indices (() for all); got {self.records!r}")
+        put("records", tuple(_validate.nonnegative_int(f"records[{i}]", r) for i, r in enumerate(self.records)))
+        if len(set(self.records)) != len(self.records):
+            raise ValueError(f"records must not repeat an index; got {self.records}")
+        if self.val_samples and self.val_samples <= self.washout:
+            raise ValueError(f"val_samples ({self.val_samples}) must exceed washout ({self.washout})")
+
+
+class _Diverged(Exception):
+    """A loss evaluation whose model output was not finite (a line-search trial too far out)."""
+
+
+def _record_loss(Y, Yt, skip, n):
+    value, dY = _window_loss(Y, Yt, skip, n)
+    if not math.isfinite(float(value)):
+        raise _Diverged
+    return value, dY
+
+
+def _refine_records(data, scaler, opts, xp, dtype):
+    """The chosen training records, standardised, grouped by length into time-major batches:
+    ``[(U (T, B, nu), Y (T, B, ny), checkpoint_every)]`` and the count of the scored values."""
+    picked = opts.records or tuple(range(len(data.train)))
+    for i, r in enumerate(picked):
+        if r >= len(data.train):
+            raise ValueError(f"records[{i}] is {r} but data.train holds {len(data.train)} record(s)")
+    by_length = {}
+    for r in picked:
+        by_length.setdefault(data.train[r].u.shape[0], []).append(data.train[r])
+    if min(by_length) <= opts.washout:
+        raise ValueError(f"every refined training record must be longer than washout ({opts.washout}); the "
+                         f"shortest has {min(by_length)} samples")
+    groups, n = [], 0
+    for T, recs in by_length.items():
+        U = asarray(np.stack([scaler.u(r.u) for r in recs], axis=1), xp, dtype)
+        Y = asarray(np.stack([scaler.y(r.y) for r in recs], axis=1), xp, dtype)
+        k = opts.checkpoint_every
+        k = math.ceil(math.sqrt(T)) if k is None else (k or None)
+        groups.append((U, Y, k))
+        n += (T - opts.washout) * len(recs) * int(Y.shape[2])
+    return groups, n
+
+
+def _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw):
+    """The refinement's objective over a flat float64 vector of the free parameters:
+    ``(theta0, loss_and_grad, unflatten)``, ``theta0`` the vector of ``params`` and
+    ``loss_and_grad(theta) -> (loss, gradient vector)`` exact through every whole record."""
+    dtype = str(to_numpy(tree.leaves(params)[0]).dtype)
+    groups, n_scored = _refine_records(data, scaler, options, xp, dtype)
+    named = tree.paths(params)
+    sizes = [math.prod(int(s) for s in leaf.shape) for _, leaf in named]
+
+    def flatten(container):
+        return np.concatenate([np.asarray(to_numpy(leaf), dtype=np.float64).ravel() for leaf in tree.leaves(container)])
+
+    def unflatten(theta):
+        parts = np.split(theta, np.cumsum(sizes)[:-1])
+        return tree.from_paths(params, {name: asarray(part.reshape(leaf.shape), xp, dtype)
+                                        for (name, leaf), part in zip(named, parts)})
+
+    def loss_and_grad(theta):
+        p = unflatten(theta)
+        value, grad = 0.0, None
+        for U, Y, k in groups:  # one batch per record length; the mean is over all of them (n_scored)
+            v, g = module.value_and_grad(cfg, p, None, U, lambda Yp, Y=Y: _record_loss(Yp, Y, options.washout, n_scored),
+                                         checkpoint_every=k, **kw)
+            value += float(v)
+            grad = g.direct if grad is None else tree.map(lambda a, b: a + b, grad, g.direct)
+        return value, flatten(grad)
+
+    return flatten(params), loss_and_grad, unflatten
+
+
+def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers=None):
+    """Whole-record refinement: minimise the training loss over whole records with L-BFGS-B.
+
+    The loss is the one :func:`fit` minimises, the mean-squared error of the standardised
+    output after ``washout`` samples from the zero state, but over each whole training record
+    instead of truncated windows; its gradient is exact (backpropagation through the whole
+    record, checkpointed to bound memory). Every iterate is a model of the parameterisation,
+    so every iterate keeps the certificate. After each iteration the validation NRMSE is
+    measured, and the iterate with the best one is returned (the start counts as iteration 0).
+
+    Parameters
+    ----------
+    module, cfg : the model (``get_model(name)``) and its ``Config``.
+    params : the free parameters to start from (``fit(...).params``).
+    data : the ``SysIdData`` trained on (``data.train`` refined on, ``data.val`` validates).
+    scaler : the standardisation of the training (``fit(...).scaler``).
+    options : :class:`RefineOptions` (default ``RefineOptions()``).
+    log : callable receiving one progress line per iteration (``print``, say).
+    workers : processes sharing each gradient pass, as in :func:`fit`.
+
+    Returns
+    -------
+    params : the iterate of the best validation NRMSE, of ``params``' type, dtype and backend.
+    history : dict of per-iteration lists, index 0 the start: ``loss``, ``val_nrmse``,
+        ``seconds`` (wall time of the iteration), ``evaluations`` (loss-and-gradient passes so
+        far); and ``best_iteration``, ``best_val_nrmse``, ``iterations``, ``message`` (why
+        L-BFGS-B stopped), ``seconds_total``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument malformed, named in the message.
+
+    Notes
+    -----
+    docs/sysid.md, "Whole-record refinement".
+    """
+    from scipy import optimize
+
+    _check_model(module, cfg)
+    options = RefineOptions() if options is None else options
+    if not isinstance(options, RefineOptions):
+        raise TypeError(f"options must be a train.RefineOptions; got {type(options).__name__}")
+    xp = _check_params("params", module, cfg, params)
+    if not isinstance(data, sequences.SysIdData):
+        raise TypeError(f"data must be a sequences.SysIdData; got {type(data).__name__}")
+    if not data.train or not data.val:
+        raise ValueError("data.train and data.val must each hold at least one record")
+    sequences.check_sysid_data("data", data, cfg.nu, cfg.ny)
+    sequences.check_scaler("scaler", scaler, cfg.nu, cfg.ny)
+    _validate.callable_or_none("log", log)
+    kw = {} if workers is None else {"workers": _validate.positive_int("workers", workers)}
+    if min(r.u.shape[0] for r in data.val) <= options.washout:
+        raise ValueError(f"every validation record must be longer than washout ({options.washout})")
+    theta0, loss_and_grad, unflatten = _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw)
+    val_records = data.val
+    if options.val_samples:
+        val_records = [sequences.Record(r.u[:options.val_samples], r.y[:options.val_samples]) for r in data.val]
+
+    def validate(p):
+        return evaluate(simulate(module, cfg, p, val_records, scaler), val_records, options.washout)[0]
+
+    start = time.perf_counter()
+    try:
+        loss0, grad0 = loss_and_grad(theta0)
+    except _Diverged:
+        raise FloatingPointError("the starting model's output is not finite on the training records") from None
+    scale = 1.0 / loss0 if loss0 > 0 else 1.0
+    evaluations = [1]
+    history = {"loss": [loss0], "val_nrmse": [validate(params)], "seconds": [time.perf_counter() - start],
+               "evaluations": [1]}
+    best = [0, history["val_nrmse"][0], None]  # iteration, validation NRMSE, theta (None: the start)
+    tick = [time.perf_counter()]
+
+    def objective(theta):
+        if np.array_equal(theta, theta0):  # L-BFGS-B starts where the start was measured
+            return loss0 * scale, grad0 * scale
+        evaluations[0] += 1
+        if not np.all(np.isfinite(theta)):
+            return math.inf, np.zeros_like(theta)
+        try:
+            value, grad = loss_and_grad(theta)
+        except _Diverged:
+            return math.inf, np.zeros_like(theta)
+        return value * scale, grad * scale
+
+    def callback(intermediate_result):
+        loss = float(intermediate_result.fun) / scale
+        val = validate(unflatten(intermediate_result.x))
+        now = time.perf_counter()
+        history["loss"].append(loss)
+        history["val_nrmse"].append(val)
+        history["seconds"].append(now - tick[0])
+        history["evaluations"].append(evaluations[0])
+        tick[0] = now
+        it = len(history["loss"]) - 1
+        better = val < best[1] or (not math.isfinite(best[1]) and math.isfinite(val))
+        if better:
+            best[:] = [it, val, np.array(intermediate_result.x)]
+        if log is not None:
+            left = (now - start) / it * (options.iterations - it)
+            log(f"refine {it:4d}/{options.iterations}  loss {loss:.4e}  val NRMSE {val:.4f}{' *' if better else '  '}"
+                f"  {evaluations[0]} passes  {history['seconds'][-1]:.2f} s/iteration  ~{_duration(left)} left")
+        if options.max_seconds and now - start >= options.max_seconds:
+            raise StopIteration
+
+    res = optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=callback,
+                            options={"maxiter": options.iterations, "maxcor": options.memory,
+                                     "ftol": options.ftol, "gtol": options.gtol})
+    message = str(res.message)
+    if options.max_seconds and time.perf_counter() - start >= options.max_seconds and res.nit < options.iterations:
+        message = f"stopped after max_seconds ({options.max_seconds:g} s)"
+    history.update(best_iteration=best[0], best_val_nrmse=best[1], iterations=len(history["loss"]) - 1,
+                   message=message, seconds_total=time.perf_counter() - start)
+    return (params if best[2] is None else unflatten(best[2])), history
 
 
 def save_checkpoint(path, cfg, state, fingerprint):
