@@ -794,9 +794,9 @@ observer_task = _experiment_task("observer", "losses", "val_nrmse")
 youla_task = _experiment_task("youla", "test_losses", "final_test_loss")
 
 
-register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper"),
+register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper", "best"),
          metric="test NRMSE (official multisine)", curve="validation NRMSE")
-register("sysid-f16", sysid_f16, presets=("tiny", "quick", "paper"), metric="test NRMSE (level 6)",
+register("sysid-f16", sysid_f16, presets=("tiny", "quick", "paper", "best"), metric="test NRMSE (level 6)",
          curve="validation NRMSE")
 register("expressivity", expressivity, presets=tuple(EXPRESSIVITY_PRESETS), metric="test NRMSE (u = 1)",
          curve="training loss (last batch)", sources=(_EXPRESSIVITY_SCRIPT,))

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import struct
@@ -179,6 +180,53 @@ def test_the_f16_paper_preset():
     assert o.schedule == "exponential" and o.patience == 0 and o.washout == 100
     # one chunk per 73,728-sample record, whatever random offset below one window it starts at
     assert o.chunk % o.window == 0 and o.chunk + o.window - 1 <= 73728 < o.chunk + 2 * o.window
+
+
+def test_sysid_refine_end_to_end(tmp_path, capsys):
+    """``--refine 5`` on the tiny Bouc-Wen run: Adam, then whole-record refinement; the saved
+    model is the refined one, certified, and results.json holds the history and the scores of
+    the Adam result beside the refined model's."""
+    out = tmp_path / "run"
+    assert cli.main(["sysid", "--preset", "tiny", "--refine", "5", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    assert "refine    5/5" in text and "whole-record refinement: 5 L-BFGS-B iterations" in text
+    assert "certificate (contracting): holds" in text
+    res = json.loads((out / "results.json").read_text())
+    ref = res["refine"]
+    assert ref["options"]["iterations"] == 5 and ref["options"]["washout"] == res["options"]["washout"] == 20
+    h = ref["history"]
+    assert h["iterations"] == 5 and len(h["loss"]) == len(h["val_nrmse"]) == 6 and ref["seconds"] > 0
+    assert all(b <= a for a, b in zip(h["loss"], h["loss"][1:]))
+    assert h["val_nrmse"][0] == pytest.approx(res["best_val_nrmse"], rel=1e-12)  # the start is Adam's best
+    assert h["best_val_nrmse"] == min(h["val_nrmse"]) <= h["val_nrmse"][0]
+    assert set(ref["test_before"]) == set(ref["test_after"]) == {"multisine", "sweep"}
+    assert ref["test_after"]["multisine"]["nrmse"] == res["test"]["multisine"]["nrmse"]
+    model = train.load_model(out / "model.npz")
+    assert ref["official_rmse_after"] == res["official_test"]["rows"][0]["rmse"] == boucwen.official_rmse(
+        model.simulate)
+    assert ref["official_rmse_before"] != ref["official_rmse_after"] and model.certify().holds
+    assert res["certificate"]["holds"] is True
+
+
+def test_the_best_preset_is_paper_then_refinement():
+    for dataset in ("boucwen", "f16", "pendulum", "files"):
+        best, paper = cli.PRESETS["best"][dataset], cli.PRESETS["paper"][dataset]
+        assert best.refine.iterations >= 200 and paper.refine is None
+        assert dataclasses.replace(best, refine=None) == paper, dataset
+    args = cli._parser().parse_args(["sysid", "--preset", "best"])
+    opts = cli.PRESETS["best"]["boucwen"].options
+    refine = cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts)
+    assert (refine.iterations, refine.washout, refine.val_samples) == (1000, opts.washout, opts.val_samples)
+    args.refine = 0
+    assert cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts) is None
+    args.refine = 7
+    assert cli._refine_options(args, cli.PRESETS["quick"]["boucwen"], opts).iterations == 7
+    assert "refine 1000" in cli._presets_help()
+
+
+def test_negative_refine_is_one_line_naming_the_flag(tmp_path, capsys):
+    assert "--refine" in _error(["sysid", "--preset", "tiny", "--refine", "-1", "--out", str(tmp_path)], capsys)
 
 
 def _f16_folder(folder, T=400):
