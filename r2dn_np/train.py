@@ -15,6 +15,11 @@ final state handed to the next window as its initial state (not differentiated t
 The loss ignores the first ``washout`` samples of each chunk, where the zero initial state
 has not yet been forgotten (windows wholly inside the washout only carry the state on).
 
+:func:`refine` is a second stage after :func:`fit`: the same loss over whole training records
+(no windows), minimised by L-BFGS-B with gradients exact through every record; every iterate is
+a certified model, and the one of the best validation NRMSE is kept (docs/sysid.md,
+"Whole-record refinement").
+
 Examples
 --------
 >>> import numpy as np
@@ -690,6 +695,21 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     Notes
     -----
     docs/sysid.md, "Whole-record refinement".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from r2dn_np import r2dn, train
+    >>> from r2dn_np.data import sequences
+    >>> u = np.random.default_rng(1).standard_normal((700, 1)); y = np.tanh(np.cumsum(u, axis=0) * 0.05)
+    >>> records = [sequences.Record(u[:400], y[:400]), sequences.Record(u[400:], y[400:])]  # two lengths
+    >>> data = sequences.SysIdData("toy", 1.0, records, records[:1], {}, ("u",), ("y",), {})
+    >>> cfg = r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(6,))
+    >>> result = train.fit(r2dn, cfg, data, train.Options(epochs=2, chunk=100, window=50, batch=4, washout=10))
+    >>> params, history = train.refine(r2dn, cfg, result.params, data, result.scaler,
+    ...                                train.RefineOptions(iterations=5, washout=10))
+    >>> history["iterations"], history["loss"][-1] < history["loss"][0]
+    (5, True)
     """
     from scipy import optimize
 
