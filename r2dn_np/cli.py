@@ -350,6 +350,8 @@ CONVENTIONS = {
             "(washout) are not scored",
     "official_test": "steady state: the periodic test input is run twice from the zero state and the second "
                      "period scored, all 8192 samples (the benchmark's figure of merit)",
+    "from_rest": "test rmse_from_rest: free run from the model's zero state over the whole test record, every "
+                 "sample scored (no washout)",
 }
 
 
@@ -416,7 +418,8 @@ def _sysid(args):
             key: dict(zip(data.output_names, sequences.nrmse_per_output(p, data.test[n].y, opts.washout).tolist()))
             for key, p in (("nrmse_per_output", preds[n]), ("linear_nrmse_per_output", lin_preds[n]))}
         tests[n] = {"nrmse": model_nrmse, "rmse": model_rmse, "linear_nrmse": lin_nrmse, "linear_rmse": lin_rmse,
-                    **per_output}
+                    "rmse_from_rest": sequences.rmse(preds[n], data.test[n].y),
+                    "linear_rmse_from_rest": sequences.rmse(lin_preds[n], data.test[n].y), **per_output}
     published = _published(data.name)
     label = f"{args.model.upper()} ({cfg.kind})"
     benchmark = _boucwen_benchmark(module, cfg, result, baseline, label) if data.name == "boucwen" else None
@@ -445,7 +448,7 @@ def _sysid(args):
         "train_seconds": train_seconds, "total_seconds": time.perf_counter() - start,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "blas_threads": _thread_pools()},
-        "conventions": {"test": CONVENTIONS["test"].format(washout=opts.washout),
+        "conventions": {"test": CONVENTIONS["test"].format(washout=opts.washout), "from_rest": CONVENTIONS["from_rest"],
                         **({"official_test": CONVENTIONS["official_test"]} if benchmark else {})},
         "test": tests, "washout": opts.washout, "output_names": list(data.output_names),
         "published": {n: {m: dict(zip(data.output_names, v)) for m, v in p.items()} for n, p in published.items()},
@@ -487,6 +490,9 @@ def _sysid(args):
             "multisine row above)")
         for method, rmse, source in benchmark:
             say(f"  {method:<22} {rmse:.2e}   {source}")
+        say("from rest (the input run once from the zero state, every sample scored): RMSE [m] "
+            + "; ".join(f"{n} {r['rmse_from_rest']:.2e} (linear {r['linear_rmse_from_rest']:.2e})"
+                        for n, r in tests.items()))
     if refined is not None:
         _say_refined(results["refine"], results["official_test"])
     say(f"\ncertificate ({cfg.kind}): {'holds' if report.holds else 'FAILS'}")
@@ -538,10 +544,10 @@ def _refine_summary(refined, module, cfg, data, opts, tests, benchmark):
     before = {}
     for n, p in zip(names, preds):
         nrmse, rmse = train.evaluate([p], [data.test[n]], opts.washout)
-        before[n] = {"nrmse": nrmse, "rmse": rmse}
+        before[n] = {"nrmse": nrmse, "rmse": rmse, "rmse_from_rest": sequences.rmse(p, data.test[n].y)}
     out = {"options": dataclasses.asdict(refined["options"]), "history": refined["history"],
            "seconds": refined["seconds"], "test_before": before,
-           "test_after": {n: {k: tests[n][k] for k in ("nrmse", "rmse")} for n in names}}
+           "test_after": {n: {k: tests[n][k] for k in ("nrmse", "rmse", "rmse_from_rest")} for n in names}}
     if benchmark is not None:
         from .data import boucwen
 

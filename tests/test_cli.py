@@ -207,6 +207,12 @@ def test_sysid_refine_end_to_end(tmp_path, capsys):
         model.simulate)
     assert ref["official_rmse_before"] != ref["official_rmse_after"] and model.certify().holds
     assert res["certificate"]["holds"] is True
+    # from rest, every sample: the other convention of the benchmark's test (and the sweep's)
+    official = boucwen.official_test()
+    e = model.simulate(official.u) - official.y
+    assert res["test"]["multisine"]["rmse_from_rest"] == ref["test_after"]["multisine"]["rmse_from_rest"] == float(
+        np.sqrt(np.mean(e * e)))
+    assert res["test"]["sweep"]["linear_rmse_from_rest"] > 0 and "from rest" in text
 
 
 def test_the_best_preset_is_paper_then_refinement():
