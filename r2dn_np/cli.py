@@ -848,14 +848,16 @@ def _parser():
     v.add_argument("--kind", choices=("contracting", "lipschitz", "qsr"), default=None,
                    help="default: contracting and lipschitz; qsr draws a random valid (Q, S, R) per size")
     v.add_argument("--gamma", type=float, default=1.0, help="Lipschitz bound of the fresh lipschitz models")
-    v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.io.save) to check instead")
+    v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.io.save, or pretrained:NAME) to "
+                                    "check instead")
     v.add_argument("--backend", choices=("numpy", "cupy"), default=None, help=_BACKEND_HELP)
     v.add_argument("--seed", type=int, default=0, help="seed of the random models, inputs and searches")
     v.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
 
     m = sub.add_parser("simulate", help="run a trained model (model.npz of r2dn sysid) on an input record",
                        formatter_class=_Help)
-    m.add_argument("--params", required=True, help="the model: model.npz written by r2dn sysid")
+    m.add_argument("--params", required=True, help="the model: model.npz written by r2dn sysid, or pretrained:NAME, "
+                                                   "a model shipped with the package (r2dn_np/data/pretrained)")
     m.add_argument("--input", required=True,
                    help="input record: .csv (one row per sample, one column per input, optional header line) "
                         "or .npz (array 'u' of shape (T, nu), or its only array)")
@@ -934,6 +936,12 @@ def _check_arguments(args):
         raise UserError(f"--gamma must be a positive finite number; got {gamma}")
     if args.command == "sysid":
         _resolve_sysid_arguments(args)
+    params = getattr(args, "params", None)
+    if params and params.startswith(train.PRETRAINED_PREFIX):  # a model shipped with the package
+        try:
+            args.params = train.pretrained(params[len(train.PRETRAINED_PREFIX):])
+        except (ValueError, FileNotFoundError) as exc:
+            raise UserError(f"--params {params}: {exc}") from None
     if args.command == "sysid" and os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out {args.out}: exists and is not a folder (--out names the output folder)")
     for name in ("data_dir", "cache_dir", "root"):  # folders

@@ -52,11 +52,13 @@ from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
 __all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "refine", "simulate", "evaluate",
-           "load_model", "check_input", "save_checkpoint", "load_checkpoint"]
+           "load_model", "pretrained", "check_input", "save_checkpoint", "load_checkpoint"]
 
 RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.train checkpoint"
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pretrained")
+PRETRAINED_PREFIX = "pretrained:"
 
 
 def get_model(name):
@@ -363,8 +365,32 @@ def check_input(name, u, nu):
     return u
 
 
+def pretrained(name=None):
+    """The trained models shipped with the package (``r2dn_np/data/pretrained/``; its README says
+    the command, seed, code version and scores of each): without ``name``, their names; with one,
+    the path of its file. ``load_model("pretrained:NAME")`` and ``r2dn simulate --params
+    pretrained:NAME`` read them.
+
+    Raises
+    ------
+    FileNotFoundError
+        No shipped model of that name (the message lists those there are).
+    """
+    names = sorted(f[:-4] for f in os.listdir(PRETRAINED_DIR) if f.endswith(".npz")) \
+        if os.path.isdir(PRETRAINED_DIR) else []
+    if name is None:
+        return names
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name) or name[0] == ".":
+        raise ValueError(f"name must be the name of a shipped model (letters, digits, _ - .); got {name!r}")
+    if name not in names:
+        have = ", ".join(names) if names else "none in this version"
+        raise FileNotFoundError(f"{PRETRAINED_PREFIX}{name}: no such pretrained model (shipped: {have})")
+    return os.path.join(PRETRAINED_DIR, name + ".npz")
+
+
 def load_model(path, backend=None):
-    """Load a model saved by ``r2dn sysid`` (its ``model.npz``) with its standardisation.
+    """Load a model saved by ``r2dn sysid`` (its ``model.npz``) with its standardisation;
+    ``"pretrained:NAME"`` loads a model shipped with the package (:func:`pretrained`).
 
     ``load_model(path).simulate(u)`` predicts the output for an input record ``u : (T, nu)``,
     both in physical units. A model trained elsewhere can be used the same way when it is
@@ -393,6 +419,8 @@ def load_model(path, backend=None):
     (50, 1)
     """
     path = _validate.path("path", path)
+    if path.startswith(PRETRAINED_PREFIX):
+        path = pretrained(path[len(PRETRAINED_PREFIX):])
     loaded = io.load(path, backend=backend)
     cfg = loaded.config
     if cfg.model not in RECURRENT_MODELS:

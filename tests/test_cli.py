@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import cli, io, r2dn, train
-from r2dn_np.data import boucwen, f16
+from r2dn_np.data import boucwen, f16, sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,6 +233,48 @@ def test_the_best_preset_is_paper_then_refinement():
 
 def test_negative_refine_is_one_line_naming_the_flag(tmp_path, capsys):
     assert "--refine" in _error(["sysid", "--preset", "tiny", "--refine", "-1", "--out", str(tmp_path)], capsys)
+
+
+def test_pretrained_models_by_name(tmp_path, monkeypatch, capsys):
+    """``pretrained:NAME`` finds a model shipped in r2dn_np/data/pretrained (here a folder of the
+    test's) for train.load_model, r2dn simulate and r2dn verify; a missing name lists those there."""
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    monkeypatch.setattr(train, "PRETRAINED_DIR", str(shipped))
+    assert train.pretrained() == []
+    with pytest.raises(FileNotFoundError, match="none in this version"):
+        train.load_model("pretrained:boucwen_best")
+    cfg = r2dn.Config(nu=1, nx=2, nv=2, ny=1, hidden=(4,))
+    scaler = sequences.Scaler(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1))
+    io.save(shipped / "toy_best.npz", cfg, r2dn.init(cfg, seed=0), metadata={"scaler": scaler.to_dict()})
+    assert train.pretrained() == ["toy_best"] and train.pretrained("toy_best") == str(shipped / "toy_best.npz")
+    u = np.linspace(-1, 1, 30)[:, None]
+    np.testing.assert_array_equal(train.load_model("pretrained:toy_best").simulate(u),
+                                  train.load_model(shipped / "toy_best.npz").simulate(u))
+    with pytest.raises(FileNotFoundError, match="shipped: toy_best"):
+        train.load_model("pretrained:other")
+    with pytest.raises(ValueError, match="name"):
+        train.pretrained("../toy_best")
+    np.savetxt(tmp_path / "u.csv", u, delimiter=",")
+    assert cli.main(["simulate", "--params", "pretrained:toy_best", "--input", str(tmp_path / "u.csv"),
+                     "--out", str(tmp_path / "y.csv")]) == 0
+    assert (tmp_path / "y.csv").exists()
+    assert cli.main(["verify", "--params", "pretrained:toy_best"]) == 0
+    capsys.readouterr()
+    err = _error(["simulate", "--params", "pretrained:nope", "--input", str(tmp_path / "u.csv"), "--out",
+                  str(tmp_path / "z.csv")], capsys)
+    assert "--params pretrained:nope" in err and "toy_best" in err
+
+
+def test_the_pretrained_folder_is_shipped():
+    assert os.path.isfile(os.path.join(train.PRETRAINED_DIR, "README.md"))
+    with open(os.path.join(ROOT, "setup.cfg"), encoding="utf-8") as fh:
+        assert "pretrained/*.npz" in fh.read()
+    for name in train.pretrained():  # every shipped model loads, keeps its certificate and has a README row
+        model = train.load_model(f"pretrained:{name}")
+        assert model.certify().holds, name
+        with open(os.path.join(train.PRETRAINED_DIR, "README.md"), encoding="utf-8") as fh:
+            assert f"`{name}.npz`" in fh.read(), name
 
 
 def _f16_folder(folder, T=400):
