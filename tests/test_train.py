@@ -190,16 +190,18 @@ def _ragged(data):
     return data._replace(train=[data.train[0], sequences.Record(data.train[1].u[:200], data.train[1].y[:200])])
 
 
-@pytest.mark.parametrize("checkpoint_every", [None, 0, 7])
-def test_whole_record_gradient_matches_finite_differences(data, checkpoint_every):
+@pytest.mark.parametrize("model, checkpoint_every", [("r2dn", None), ("r2dn", 0), ("r2dn", 7), ("ren", None)])
+def test_whole_record_gradient_matches_finite_differences(data, model, checkpoint_every):
     """The refinement's flat gradient, mapped back onto the parameters field by field, against
     central differences of its loss: exact through whole records of two lengths, the washout
     skipped, with and without checkpointed BPTT."""
-    cfg = dataclasses.replace(CFG, activation="tanh")  # smooth: no kink within a step
+    module = train.get_model(model)
+    # tanh: smooth, no kink within a step
+    cfg = module.Config(nu=1, nx=3, nv=4, ny=1, activation="tanh", **({"hidden": (6,)} if model == "r2dn" else {}))
     data = _ragged(data)
-    params = r2dn.init(cfg, seed=2)
+    params = module.init(cfg, seed=2)
     opts = train.RefineOptions(washout=8, checkpoint_every=checkpoint_every)
-    theta0, loss_and_grad, unflatten = train._whole_record_loss(r2dn, cfg, params, data,
+    theta0, loss_and_grad, unflatten = train._whole_record_loss(module, cfg, params, data,
                                                                  sequences.fit_scaler(data.train), opts, np, {})
     np.testing.assert_array_equal(unflatten(theta0).X, params.X)
 
@@ -248,15 +250,18 @@ def test_refinement_lowers_the_training_loss_and_keeps_the_best_on_validation(da
         assert key in lines[0]
 
 
-@pytest.mark.parametrize("kind", ["contracting", "lipschitz"])
-def test_refined_model_keeps_its_certificate(data, kind):
+@pytest.mark.parametrize("model, kind", [("r2dn", "contracting"), ("r2dn", "lipschitz"), ("ren", "contracting"),
+                                         ("ren", "lipschitz")])
+def test_refined_model_keeps_its_certificate(data, model, kind):
     from r2dn_np import certificates
 
-    cfg = dataclasses.replace(CFG, kind=kind, **({"gamma": 2.0} if kind == "lipschitz" else {}))
-    start = train.fit(r2dn, cfg, data, dataclasses.replace(OPTS, epochs=1))
-    params, h = train.refine(r2dn, cfg, start.params, data, start.scaler, train.RefineOptions(iterations=8, washout=8))
-    assert h["best_iteration"] > 0  # a moved model is certified, not the start
-    explicit, cache = r2dn.direct_to_explicit(cfg, params)
+    module = train.get_model(model)
+    cfg = module.Config(nu=1, nx=3, nv=4, ny=1, kind=kind, **({"hidden": (6,)} if model == "r2dn" else {}),
+                        **({"gamma": 2.0} if kind == "lipschitz" else {}))
+    start = train.fit(module, cfg, data, dataclasses.replace(OPTS, epochs=1))
+    params, h = train.refine(module, cfg, start.params, data, start.scaler, train.RefineOptions(iterations=8, washout=8))
+    assert h["best_iteration"] > 0 and h["loss"][-1] < h["loss"][0]  # a moved model is certified, not the start
+    explicit, cache = module.direct_to_explicit(cfg, params)
     assert certificates.certify(cfg, explicit, cache).holds
 
 
