@@ -255,7 +255,7 @@ def _safe_name(text):
 
 
 # what r2dn sysid writes; a folder holding one of them holds a run's results
-_RUN_FILES = ("results.json", "model.npz", "checkpoint.npz")
+_RUN_FILES = ("results.json", "model.npz", "checkpoint.npz", "refine_checkpoint.npz")
 
 
 def _default_out(args):
@@ -531,7 +531,9 @@ def _refine(args, module, cfg, preset, opts, data, result):
         f"whole training records (the Adam result is iteration 0)")
     t0 = time.perf_counter()
     params, history = train.refine(module, cfg, result.params, data, result.scaler, options,
-                                   log=None if args.quiet else say, workers=args.workers)
+                                   log=None if args.quiet else say, workers=args.workers,
+                                   checkpoint=os.path.join(args.out, "refine_checkpoint.npz"),
+                                   resume=args.resume and not args.overwrite)
     return {"params": params, "adam_params": result.params, "scaler": result.scaler, "history": history,
             "seconds": time.perf_counter() - t0, "options": options}
 
@@ -546,6 +548,7 @@ def _refine_summary(refined, module, cfg, data, opts, tests, benchmark):
         nrmse, rmse = train.evaluate([p], [data.test[n]], opts.washout)
         before[n] = {"nrmse": nrmse, "rmse": rmse, "rmse_from_rest": sequences.rmse(p, data.test[n].y)}
     out = {"options": dataclasses.asdict(refined["options"]), "history": refined["history"],
+           "checkpoint": "refine_checkpoint.npz",
            "seconds": refined["seconds"], "test_before": before,
            "test_after": {n: {k: tests[n][k] for k in ("nrmse", "rmse", "rmse_from_rest")} for n in names}}
     if benchmark is not None:
@@ -983,6 +986,13 @@ def _interrupted(args, argv):
         epoch = f" (epoch {int(io.read_arrays(path)[1]['epoch'])} done)"
     except (OSError, ValueError, KeyError, TypeError):
         epoch = ""
+    refining = os.path.join(args.out, "refine_checkpoint.npz")
+    if os.path.exists(refining):
+        try:
+            done = len(io.read_arrays(refining)[1]["history"]["loss"]) - 1
+            epoch += f" and {refining} (refinement iteration {done} done)"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--out" not in argv:
         argv += ["--out", args.out]

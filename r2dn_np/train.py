@@ -38,7 +38,9 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import json
 import math
 import os
 import time
@@ -57,6 +59,7 @@ __all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "r
 RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.train checkpoint"
+_REFINE_KIND = "r2dn_np.train refinement checkpoint"
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pretrained")
 PRETRAINED_PREFIX = "pretrained:"
 
@@ -687,7 +690,8 @@ def _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw):
     return flatten(params), loss_and_grad, unflatten
 
 
-def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers=None):
+def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers=None, checkpoint=None,
+           resume=False):
     """Whole-record refinement: minimise the training loss over whole records with L-BFGS-B.
 
     The loss is the one :func:`fit` minimises, the mean-squared error of the standardised
@@ -706,6 +710,11 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     options : :class:`RefineOptions` (default ``RefineOptions()``).
     log : callable receiving one progress line per iteration (``print``, say).
     workers : processes sharing each gradient pass, as in :func:`fit`.
+    checkpoint : path of a file written after every iteration (the iterate, the best one, the
+        history).
+    resume : continue from ``checkpoint`` if it exists (the same model, data, start and options,
+        ``iterations`` and ``max_seconds`` aside): from its last iterate, with L-BFGS's memory
+        rebuilt from there, so the path differs from an uninterrupted run's after the restart.
 
     Returns
     -------
@@ -713,7 +722,8 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     history : dict of per-iteration lists, index 0 the start: ``loss``, ``val_nrmse``,
         ``seconds`` (wall time of the iteration), ``evaluations`` (loss-and-gradient passes so
         far); and ``best_iteration``, ``best_val_nrmse``, ``iterations``, ``message`` (why
-        L-BFGS-B stopped), ``seconds_total``.
+        L-BFGS-B stopped), ``seconds_total`` (this call), ``resumed_from`` (iterations a
+        checkpoint held).
 
     Raises
     ------
@@ -754,6 +764,9 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     sequences.check_scaler("scaler", scaler, cfg.nu, cfg.ny)
     _validate.callable_or_none("log", log)
     kw = {} if workers is None else {"workers": _validate.positive_int("workers", workers)}
+    if checkpoint is not None:
+        checkpoint = _validate.path("checkpoint", checkpoint)
+    resume = _validate.flag("resume", resume)
     if min(r.u.shape[0] for r in data.val) <= options.washout:
         raise ValueError(f"every validation record must be longer than washout ({options.washout})")
     theta0, loss_and_grad, unflatten = _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw)
@@ -764,20 +777,34 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     def validate(p):
         return evaluate(simulate(module, cfg, p, val_records, scaler), val_records, options.washout)[0]
 
+    # what a checkpoint must match to be continued; not the iterations (a run may be extended)
+    fingerprint = json.loads(json.dumps({
+        "kind": _REFINE_KIND, "config": cfg.to_dict(), "model": cfg.model, "scaler": scaler.to_dict(),
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("iterations", "max_seconds")},
+        "start": hashlib.sha256(theta0.tobytes()).hexdigest()}))
     start = time.perf_counter()
-    try:
-        loss0, grad0 = loss_and_grad(theta0)
-    except _Diverged:
-        raise FloatingPointError("the starting model's output is not finite on the training records") from None
-    scale = 1.0 / loss0 if loss0 > 0 else 1.0
-    evaluations = [1]
-    history = {"loss": [loss0], "val_nrmse": [validate(params)], "seconds": [time.perf_counter() - start],
-               "evaluations": [1]}
-    best = [0, history["val_nrmse"][0], None]  # iteration, validation NRMSE, theta (None: the start)
+    state = None
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        state = _load_refine_checkpoint(checkpoint, fingerprint, theta0.size)
+    if state is None:
+        try:
+            loss0, grad0 = loss_and_grad(theta0)
+        except _Diverged:
+            raise FloatingPointError("the starting model's output is not finite on the training records") from None
+        history = {"loss": [loss0], "val_nrmse": [validate(params)], "seconds": [time.perf_counter() - start],
+                   "evaluations": [1]}
+        best = [0, history["val_nrmse"][0], None]  # iteration, validation NRMSE, theta (None: the start)
+        theta_start = theta0
+    else:
+        history, best, theta_start = state
+        loss0, grad0 = history["loss"][0], None
+    scale = 1.0 / loss0 if loss0 > 0 else 1.0  # tolerances relative to the loss at the start
+    evaluations = [history["evaluations"][-1]]
+    done_before = len(history["loss"]) - 1
     tick = [time.perf_counter()]
 
     def objective(theta):
-        if np.array_equal(theta, theta0):  # L-BFGS-B starts where the start was measured
+        if grad0 is not None and np.array_equal(theta, theta0):  # L-BFGS-B starts where the start was measured
             return loss0 * scale, grad0 * scale
         evaluations[0] += 1
         if not np.all(np.isfinite(theta)):
@@ -801,22 +828,67 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
         better = val < best[1] or (not math.isfinite(best[1]) and math.isfinite(val))
         if better:
             best[:] = [it, val, np.array(intermediate_result.x)]
+        if checkpoint is not None:
+            _save_refine_checkpoint(checkpoint, fingerprint, intermediate_result.x, best, history)
         if log is not None:
-            left = (now - start) / it * (options.iterations - it)
+            left = (now - start) / (it - done_before) * (options.iterations - it)
             log(f"refine {it:4d}/{options.iterations}  loss {loss:.4e}  val NRMSE {val:.4f}{' *' if better else '  '}"
                 f"  {evaluations[0]} passes  {history['seconds'][-1]:.2f} s/iteration  ~{_duration(left)} left")
         if options.max_seconds and now - start >= options.max_seconds:
             raise StopIteration
 
-    res = optimize.minimize(objective, theta0, jac=True, method="L-BFGS-B", callback=callback,
-                            options={"maxiter": options.iterations, "maxcor": options.memory,
-                                     "ftol": options.ftol, "gtol": options.gtol})
-    message = str(res.message)
-    if options.max_seconds and time.perf_counter() - start >= options.max_seconds and res.nit < options.iterations:
-        message = f"stopped after max_seconds ({options.max_seconds:g} s)"
+    message = f"resumed with {done_before} of {options.iterations} iterations done"
+    if done_before < options.iterations:
+        res = optimize.minimize(objective, theta_start, jac=True, method="L-BFGS-B", callback=callback,
+                                options={"maxiter": options.iterations - done_before, "maxcor": options.memory,
+                                         "ftol": options.ftol, "gtol": options.gtol})
+        message = str(res.message)
+        if options.max_seconds and time.perf_counter() - start >= options.max_seconds and \
+                len(history["loss"]) - 1 < options.iterations:
+            message = f"stopped after max_seconds ({options.max_seconds:g} s)"
     history.update(best_iteration=best[0], best_val_nrmse=best[1], iterations=len(history["loss"]) - 1,
-                   message=message, seconds_total=time.perf_counter() - start)
+                   message=message, seconds_total=time.perf_counter() - start, resumed_from=done_before)
     return (params if best[2] is None else unflatten(best[2])), history
+
+
+def _save_refine_checkpoint(path, fingerprint, theta, best, history):
+    """The refinement's state after an iteration: the iterate, the best one and the history."""
+    arrays = {"theta": np.asarray(theta, dtype=np.float64)}
+    if best[2] is not None:
+        arrays["best_theta"] = np.asarray(best[2], dtype=np.float64)
+    io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "kind": _REFINE_KIND,
+                                   "fingerprint": fingerprint, "best_iteration": best[0], "best_val": best[1],
+                                   "history": history})
+
+
+def _load_refine_checkpoint(path, fingerprint, size):
+    """``(history, best, theta)`` of a refinement checkpoint of the same refinement.
+
+    Raises
+    ------
+    io.FormatError
+        Not a refinement checkpoint, one of another refinement (model, options, data or start),
+        or a field missing or malformed."""
+    arrays, meta = io.read_arrays(path)
+    if meta.get("kind") != _REFINE_KIND:
+        raise io.FormatError(f"{path}: not a refinement checkpoint")
+    if meta.get("fingerprint") != fingerprint:
+        raise io.FormatError(f"{path}: checkpoint of a different refinement (model, options, data or starting "
+                             "parameters differ); delete it or choose another output folder")
+    history = meta.get("history")
+    keys = ("loss", "val_nrmse", "seconds", "evaluations")
+    if not (isinstance(history, dict) and all(isinstance(history.get(k), list) for k in keys)
+            and len({len(history[k]) for k in keys}) == 1 and history["loss"]):
+        raise io.FormatError(f"{path}: refinement checkpoint field 'history' is missing or malformed")
+    best_it = meta.get("best_iteration")
+    if not (isinstance(best_it, int) and 0 <= best_it < len(history["loss"])):
+        raise io.FormatError(f"{path}: refinement checkpoint field 'best_iteration' is missing or malformed")
+    for key in ("theta",) + (("best_theta",) if best_it else ()):
+        a = arrays.get(key)
+        if a is None or a.shape != (size,) or a.dtype != np.float64 or not np.all(np.isfinite(a)):
+            raise io.FormatError(f"{path}: refinement checkpoint field {key!r} is missing or malformed")
+    history = {k: list(history[k]) for k in keys}
+    return history, [best_it, history["val_nrmse"][best_it], arrays["best_theta"] if best_it else None], arrays["theta"]
 
 
 def save_checkpoint(path, cfg, state, fingerprint):

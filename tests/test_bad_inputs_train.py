@@ -122,6 +122,9 @@ CASES = [
      ValueError, "washout"),
     ("refine-log-str", lambda: train.refine(r2dn, CFG, P, DATA, SCALER, log="print"), TypeError, "log"),
     ("refine-workers-zero", lambda: train.refine(r2dn, CFG, P, DATA, SCALER, workers=0), ValueError, "workers"),
+    ("refine-checkpoint-int", lambda: train.refine(r2dn, CFG, P, DATA, SCALER, checkpoint=3), TypeError,
+     "checkpoint"),
+    ("refine-resume-str", lambda: train.refine(r2dn, CFG, P, DATA, SCALER, resume="yes"), TypeError, "resume"),
     # --- train.simulate, evaluate, check_input, load_model, checkpoints --------------------------
     ("simulate-params-nan", lambda: train.simulate(r2dn, CFG, P._replace(X=nan_at(P.X)), [REC], SCALER),
      ValueError, "params.X"),

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -213,6 +214,43 @@ def test_sysid_refine_end_to_end(tmp_path, capsys):
     assert res["test"]["multisine"]["rmse_from_rest"] == ref["test_after"]["multisine"]["rmse_from_rest"] == float(
         np.sqrt(np.mean(e * e)))
     assert res["test"]["sweep"]["linear_rmse_from_rest"] > 0 and "from rest" in text
+
+
+def test_refine_a_finished_run_with_resume(tmp_path, capsys):
+    """``--resume --refine N`` on a finished run: no epoch trained again, the Adam result refined."""
+    argv = ["sysid", "--preset", "tiny", "--dataset", "pendulum", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert cli.main(argv) == 0
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert first["refine"] is None
+    assert cli.main(argv + ["--resume", "--refine", "3"]) == 0
+    second = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert second["epochs_this_run"] == 0 and second["history"] == first["history"]
+    assert second["refine"]["history"]["iterations"] == 3
+    assert second["refine"]["test_before"]["multisine"]["nrmse"] == first["test"]["multisine"]["nrmse"]
+    capsys.readouterr()
+
+
+def test_an_interrupted_refinement_resumes(tmp_path, monkeypatch, capsys):
+    real_refine = train.refine
+
+    def interrupted(*a, **k):
+        options = dataclasses.replace(a[5], max_seconds=1e-9)  # one iteration, then Ctrl-C
+        real_refine(*a[:5], options, **k)
+        raise KeyboardInterrupt
+
+    argv = ["sysid", "--preset", "tiny", "--dataset", "pendulum", "--refine", "4", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    monkeypatch.setattr(train, "refine", interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "(refinement iteration 1 done)" in err
+    command = err.strip().splitlines()[-1].strip()
+    monkeypatch.setattr(train, "refine", real_refine)
+    assert cli.main(shlex.split(command)[1:]) == 0
+    h = json.loads((tmp_path / "run" / "results.json").read_text())["refine"]["history"]
+    assert (h["resumed_from"], h["iterations"], len(h["loss"])) == (1, 4, 5)
+    capsys.readouterr()
 
 
 def test_the_best_preset_is_paper_then_refinement():

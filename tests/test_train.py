@@ -284,3 +284,34 @@ def test_refinement_options_records_dtype_and_time_limit(data):
     assert all(leaf.dtype == np.float32 for leaf in tree.leaves(params))
     opts = train.RefineOptions(records=[1, 0], checkpoint_every=np.int64(4))
     assert opts.records == (1, 0) and type(opts.checkpoint_every) is int
+
+
+def test_refinement_resumes_from_its_checkpoint(data, tmp_path):
+    start = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2))
+    ck = tmp_path / "refine.npz"
+    opts = train.RefineOptions(iterations=6, washout=8)
+    # interrupted after one iteration (the time limit), then continued to six
+    _, cut = train.refine(r2dn, CFG, start.params, data, start.scaler,
+                          dataclasses.replace(opts, max_seconds=1e-9), checkpoint=ck)
+    assert cut["iterations"] == 1 and ck.exists()
+    params, h = train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=ck, resume=True)
+    assert h["resumed_from"] == 1 and h["iterations"] == 6 and len(h["val_nrmse"]) == 7
+    assert h["loss"][:2] == cut["loss"] and h["val_nrmse"][:2] == cut["val_nrmse"]
+    assert all(b <= a for a, b in zip(h["loss"], h["loss"][1:]))  # the restart starts where it stopped
+    # nothing left: the same best iterate, no pass run; more iterations extend the run
+    again, h2 = train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=ck, resume=True)
+    assert h2["iterations"] == 6 and h2["evaluations"] == h["evaluations"] and "resumed" in h2["message"]
+    _same(again, params)
+    _, h3 = train.refine(r2dn, CFG, start.params, data, start.scaler, dataclasses.replace(opts, iterations=8),
+                         checkpoint=ck, resume=True)
+    assert h3["iterations"] == 8 and h3["loss"][:7] == h["loss"]
+    # a checkpoint of another refinement is refused: other options, another start
+    with pytest.raises(io.FormatError, match="different refinement"):
+        train.refine(r2dn, CFG, start.params, data, start.scaler, dataclasses.replace(opts, memory=3),
+                     checkpoint=ck, resume=True)
+    with pytest.raises(io.FormatError, match="different refinement"):
+        train.refine(r2dn, CFG, r2dn.init(CFG, seed=9), data, start.scaler, opts, checkpoint=ck, resume=True)
+    with pytest.raises(io.FormatError, match="not a refinement checkpoint"):
+        train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=1), checkpoint=tmp_path / "fit.npz")
+        train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=tmp_path / "fit.npz",
+                     resume=True)
