@@ -54,7 +54,7 @@ class Preset:
     linear_order: int = 6
     model: dict = dataclasses.field(default_factory=dict)  # other Config fields: activation, init, polar
     per_model: dict = dataclasses.field(default_factory=dict)  # {"ren": {"nv": 150}}: one model's overrides
-    refine: object = None  # train.RefineOptions: whole-record refinement after Adam (washout from options)
+    refine: train.RefineOptions | None = None  # whole-record refinement after Adam (washout from options)
 
     def for_model(self, name):
         return dataclasses.replace(self, **self.per_model.get(name, {}))

@@ -598,7 +598,7 @@ class RefineOptions:
     ftol: float = 1e-12  # stop when an iteration lowers the loss by less than ftol (x the starting loss)
     gtol: float = 1e-10  # stop when no gradient entry exceeds gtol (x the starting loss)
     memory: int = 100  # correction pairs L-BFGS keeps (scipy's maxcor; more converged faster on Bouc-Wen)
-    checkpoint_every: object = None  # BPTT checkpoint spacing: None ceil(sqrt(T)) per record length; 0 none
+    checkpoint_every: int | None = None  # BPTT checkpoint spacing: None ceil(sqrt(T)) per record length; 0 none
     washout: int = 100  # samples at each record's start that the loss and validation skip
     val_samples: int = 0  # validate on the first val_samples samples of each record; 0: all
     records: tuple = ()  # indices of the training records refined on; (): all
