@@ -261,12 +261,12 @@ def test_the_best_preset_is_paper_then_refinement():
     args = cli._parser().parse_args(["sysid", "--preset", "best"])
     opts = cli.PRESETS["best"]["boucwen"].options
     refine = cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts)
-    assert (refine.iterations, refine.washout, refine.val_samples) == (1000, opts.washout, opts.val_samples)
+    assert (refine.iterations, refine.washout, refine.val_samples) == (2000, opts.washout, opts.val_samples)
     args.refine = 0
     assert cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts) is None
     args.refine = 7
     assert cli._refine_options(args, cli.PRESETS["quick"]["boucwen"], opts).iterations == 7
-    assert "refine 1000" in cli._presets_help()
+    assert "refine 2000" in cli._presets_help()
 
 
 def test_negative_refine_is_one_line_naming_the_flag(tmp_path, capsys):
