@@ -667,10 +667,14 @@ def _sysid_task(dataset):
                 last = (fh.read().strip().splitlines() or [""])[-1]
             raise RuntimeError(f"r2dn sysid exited with status {proc.returncode}: {last}")
         test = next(iter(results["test"]))  # boucwen: multisine (the official test), f16: Level6
+        refined = results.get("refine")  # preset best: the Adam result's score beside the refined one's
         return {"seconds_per_epoch": results["seconds_per_epoch"], "curve": results["history"]["val_nrmse"],
                 "test_metric": results["test"][test]["nrmse"], "test_set": test, "epochs": results["epochs_run"],
                 "resumed_from": resumed, "certificate_holds": results["certificate"]["holds"],
-                "exit_status": proc.returncode}
+                "exit_status": proc.returncode,
+                "refine": None if refined is None else {
+                    "seconds": refined["seconds"], "iterations": refined["history"]["iterations"],
+                    "test_metric_before": refined["test_before"][test]["nrmse"]}}
 
     task.__name__ = task.__qualname__ = f"sysid_{dataset}"
     return task
@@ -794,9 +798,9 @@ observer_task = _experiment_task("observer", "losses", "val_nrmse")
 youla_task = _experiment_task("youla", "test_losses", "final_test_loss")
 
 
-register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper"),
+register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper", "best"),
          metric="test NRMSE (official multisine)", curve="validation NRMSE")
-register("sysid-f16", sysid_f16, presets=("tiny", "quick", "paper"), metric="test NRMSE (level 6)",
+register("sysid-f16", sysid_f16, presets=("tiny", "quick", "paper", "best"), metric="test NRMSE (level 6)",
          curve="validation NRMSE")
 register("expressivity", expressivity, presets=tuple(EXPRESSIVITY_PRESETS), metric="test NRMSE (u = 1)",
          curve="training loss (last batch)", sources=(_EXPRESSIVITY_SCRIPT,))

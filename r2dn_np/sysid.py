@@ -77,7 +77,8 @@ def fit(u, y, *, u_val=None, y_val=None, fs=None, model="r2dn", kind="contractin
     fs : sampling rate in Hz (metadata only).
     model, kind, gamma : ``"r2dn"`` or ``"ren"``; ``"contracting"`` or ``"lipschitz"`` (with bound
         ``gamma`` in standardised units).
-    preset : ``"tiny"`` (seconds), ``"quick"`` or ``"paper"`` (``r2dn sysid --help``).
+    preset : ``"tiny"`` (seconds), ``"quick"``, ``"paper"`` or ``"best"`` (paper, then whole-record
+        refinement; ``r2dn sysid --help``).
     log : callable receiving one progress line per epoch (``print``, say).
 
     Returns
@@ -105,4 +106,8 @@ def fit(u, y, *, u_val=None, y_val=None, fs=None, model="r2dn", kind="contractin
     meta = {"dataset": "user", "input_names": list(inputs), "output_names": list(outputs), "fs": fs,
             "preset": preset, "best_epoch": result.best_epoch, "best_val_nrmse": result.best_val_nrmse,
             "history": result.history}
-    return train.Model(module, cfg, result.params, result.scaler, meta)
+    params = result.params
+    if p.refine is not None:  # preset best: whole-record refinement, scored as the Adam stage scored
+        refine = dataclasses.replace(p.refine, washout=opts.washout, val_samples=opts.val_samples)
+        params, meta["refine"] = train.refine(module, cfg, params, data, result.scaler, refine, log=log)
+    return train.Model(module, cfg, params, result.scaler, meta)

@@ -15,6 +15,11 @@ final state handed to the next window as its initial state (not differentiated t
 The loss ignores the first ``washout`` samples of each chunk, where the zero initial state
 has not yet been forgotten (windows wholly inside the washout only carry the state on).
 
+:func:`refine` is a second stage after :func:`fit`: the same loss over whole training records
+(no windows), minimised by L-BFGS-B with gradients exact through every record; every iterate is
+a certified model, and the one of the best validation NRMSE is kept (docs/sysid.md,
+"Whole-record refinement").
+
 Examples
 --------
 >>> import numpy as np
@@ -33,7 +38,9 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
+import json
 import math
 import os
 import time
@@ -46,12 +53,15 @@ from . import _validate, certificates, graph, io, optim, tree
 from .backend import asarray, namespace, to_numpy
 from .data import sequences
 
-__all__ = ["Options", "Result", "Model", "get_model", "fit", "simulate", "evaluate", "load_model", "check_input",
-           "save_checkpoint", "load_checkpoint"]
+__all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "refine", "simulate", "evaluate",
+           "load_model", "pretrained", "check_input", "save_checkpoint", "load_checkpoint"]
 
 RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.train checkpoint"
+_REFINE_KIND = "r2dn_np.train refinement checkpoint"
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pretrained")
+PRETRAINED_PREFIX = "pretrained:"
 
 
 def get_model(name):
@@ -173,13 +183,14 @@ def _lr(opts, state):
     return opts.lr
 
 
-def _window_loss(Y, Yt, skip):
-    """MSE over samples ``t >= skip`` and its cotangent (zero on the skipped samples)."""
+def _window_loss(Y, Yt, skip, n=None):
+    """MSE over samples ``t >= skip`` and its cotangent (zero on the skipped samples); ``n``: the
+    count the squared errors are divided by (default those scored here: several groups of
+    records then share one mean)."""
     xp = array_namespace(Y)
     r = Y[skip:, ...] - Yt[skip:, ...]
-    n = 1
-    for s in r.shape:
-        n *= int(s)
+    if n is None:
+        n = math.prod(int(s) for s in r.shape)
     dY = xp.zeros_like(Y)
     dY[skip:, ...] = (2.0 / n) * r
     return xp.sum(r * r) / n, dY
@@ -357,8 +368,32 @@ def check_input(name, u, nu):
     return u
 
 
+def pretrained(name=None):
+    """The trained models shipped with the package (``r2dn_np/data/pretrained/``; its README says
+    the command, seed, code version and scores of each): without ``name``, their names; with one,
+    the path of its file. ``load_model("pretrained:NAME")`` and ``r2dn simulate --params
+    pretrained:NAME`` read them.
+
+    Raises
+    ------
+    FileNotFoundError
+        No shipped model of that name (the message lists those there are).
+    """
+    names = sorted(f[:-4] for f in os.listdir(PRETRAINED_DIR) if f.endswith(".npz")) \
+        if os.path.isdir(PRETRAINED_DIR) else []
+    if name is None:
+        return names
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name) or name[0] == ".":
+        raise ValueError(f"name must be the name of a shipped model (letters, digits, _ - .); got {name!r}")
+    if name not in names:
+        have = ", ".join(names) if names else "none in this version"
+        raise FileNotFoundError(f"{PRETRAINED_PREFIX}{name}: no such pretrained model (shipped: {have})")
+    return os.path.join(PRETRAINED_DIR, name + ".npz")
+
+
 def load_model(path, backend=None):
-    """Load a model saved by ``r2dn sysid`` (its ``model.npz``) with its standardisation.
+    """Load a model saved by ``r2dn sysid`` (its ``model.npz``) with its standardisation;
+    ``"pretrained:NAME"`` loads a model shipped with the package (:func:`pretrained`).
 
     ``load_model(path).simulate(u)`` predicts the output for an input record ``u : (T, nu)``,
     both in physical units. A model trained elsewhere can be used the same way when it is
@@ -387,6 +422,8 @@ def load_model(path, backend=None):
     (50, 1)
     """
     path = _validate.path("path", path)
+    if path.startswith(PRETRAINED_PREFIX):
+        path = pretrained(path[len(PRETRAINED_PREFIX):])
     loaded = io.load(path, backend=backend)
     cfg = loaded.config
     if cfg.model not in RECURRENT_MODELS:
@@ -548,6 +585,310 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
 def _duration(seconds):
     seconds = int(round(seconds))
     return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineOptions:
+    """Options of whole-record refinement (:func:`refine`; saved in ``results.json``).
+
+    The loss is scaled by its value at the start, so ``ftol`` and ``gtol`` are relative to the
+    starting loss."""
+
+    iterations: int = 200  # L-BFGS-B iterations at most (each one to a few loss-and-gradient passes)
+    ftol: float = 1e-12  # stop when an iteration lowers the loss by less than ftol (x the starting loss)
+    gtol: float = 1e-10  # stop when no gradient entry exceeds gtol (x the starting loss)
+    memory: int = 100  # correction pairs L-BFGS keeps (scipy's maxcor; more converged faster on Bouc-Wen)
+    checkpoint_every: int | None = None  # BPTT checkpoint spacing: None ceil(sqrt(T)) per record length; 0 none
+    washout: int = 100  # samples at each record's start that the loss and validation skip
+    val_samples: int = 0  # validate on the first val_samples samples of each record; 0: all
+    records: tuple = ()  # indices of the training records refined on; (): all
+    max_seconds: float = 0.0  # stop after the first iteration past this wall time; 0: no limit
+
+    def __post_init__(self):
+        def put(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("iterations", "memory"):
+            put(name, _validate.positive_int(name, getattr(self, name)))
+        for name in ("washout", "val_samples"):
+            put(name, _validate.nonnegative_int(name, getattr(self, name)))
+        for name in ("ftol", "gtol", "max_seconds"):
+            put(name, _validate.real(name, getattr(self, name), 0))
+        if self.checkpoint_every is not None:
+            put("checkpoint_every", _validate.nonnegative_int("checkpoint_every", self.checkpoint_every))
+        if isinstance(self.records, (str, bytes)) or not isinstance(self.records, (tuple, list, range)):
+            raise TypeError(f"records must be a tuple of training-record indices (() for all); got {self.records!r}")
+        put("records", tuple(_validate.nonnegative_int(f"records[{i}]", r) for i, r in enumerate(self.records)))
+        if len(set(self.records)) != len(self.records):
+            raise ValueError(f"records must not repeat an index; got {self.records}")
+        if self.val_samples and self.val_samples <= self.washout:
+            raise ValueError(f"val_samples ({self.val_samples}) must exceed washout ({self.washout})")
+
+
+class _Diverged(Exception):
+    """A loss evaluation whose model output was not finite (a line-search trial too far out)."""
+
+
+def _record_loss(Y, Yt, skip, n):
+    value, dY = _window_loss(Y, Yt, skip, n)
+    if not math.isfinite(float(value)):
+        raise _Diverged
+    return value, dY
+
+
+def _refine_records(data, scaler, opts, xp, dtype):
+    """The chosen training records, standardised, grouped by length into time-major batches:
+    ``[(U (T, B, nu), Y (T, B, ny), checkpoint_every)]`` and the count of the scored values."""
+    picked = opts.records or tuple(range(len(data.train)))
+    for i, r in enumerate(picked):
+        if r >= len(data.train):
+            raise ValueError(f"records[{i}] is {r} but data.train holds {len(data.train)} record(s)")
+    by_length = {}
+    for r in picked:
+        by_length.setdefault(data.train[r].u.shape[0], []).append(data.train[r])
+    if min(by_length) <= opts.washout:
+        raise ValueError(f"every refined training record must be longer than washout ({opts.washout}); the "
+                         f"shortest has {min(by_length)} samples")
+    groups, n = [], 0
+    for T, recs in by_length.items():
+        U = asarray(np.stack([scaler.u(r.u) for r in recs], axis=1), xp, dtype)
+        Y = asarray(np.stack([scaler.y(r.y) for r in recs], axis=1), xp, dtype)
+        k = opts.checkpoint_every
+        k = math.ceil(math.sqrt(T)) if k is None else (k or None)
+        groups.append((U, Y, k))
+        n += (T - opts.washout) * len(recs) * int(Y.shape[2])
+    return groups, n
+
+
+def _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw):
+    """The refinement's objective over a flat float64 vector of the free parameters:
+    ``(theta0, loss_and_grad, unflatten)``, ``theta0`` the vector of ``params`` and
+    ``loss_and_grad(theta) -> (loss, gradient vector)`` exact through every whole record."""
+    dtype = str(to_numpy(tree.leaves(params)[0]).dtype)
+    groups, n_scored = _refine_records(data, scaler, options, xp, dtype)
+    named = tree.paths(params)
+    sizes = [math.prod(int(s) for s in leaf.shape) for _, leaf in named]
+
+    def flatten(container):
+        return np.concatenate([np.asarray(to_numpy(leaf), dtype=np.float64).ravel() for leaf in tree.leaves(container)])
+
+    def unflatten(theta):
+        parts = np.split(theta, np.cumsum(sizes)[:-1])
+        return tree.from_paths(params, {name: asarray(part.reshape(leaf.shape), xp, dtype)
+                                        for (name, leaf), part in zip(named, parts)})
+
+    def loss_and_grad(theta):
+        p = unflatten(theta)
+        value, grad = 0.0, None
+        for U, Y, k in groups:  # one batch per record length; the mean is over all of them (n_scored)
+            v, g = module.value_and_grad(cfg, p, None, U, lambda Yp, Y=Y: _record_loss(Yp, Y, options.washout, n_scored),
+                                         checkpoint_every=k, **kw)
+            value += float(v)
+            grad = g.direct if grad is None else tree.map(lambda a, b: a + b, grad, g.direct)
+        return value, flatten(grad)
+
+    return flatten(params), loss_and_grad, unflatten
+
+
+def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers=None, checkpoint=None,
+           resume=False):
+    """Whole-record refinement: minimise the training loss over whole records with L-BFGS-B.
+
+    The loss is the one :func:`fit` minimises, the mean-squared error of the standardised
+    output after ``washout`` samples from the zero state, but over each whole training record
+    instead of truncated windows; its gradient is exact (backpropagation through the whole
+    record, checkpointed to bound memory). Every iterate is a model of the parameterisation,
+    so every iterate keeps the certificate. After each iteration the validation NRMSE is
+    measured, and the iterate with the best one is returned (the start counts as iteration 0).
+
+    Parameters
+    ----------
+    module, cfg : the model (``get_model(name)``) and its ``Config``.
+    params : the free parameters to start from (``fit(...).params``).
+    data : the ``SysIdData`` trained on (``data.train`` refined on, ``data.val`` validates).
+    scaler : the standardisation of the training (``fit(...).scaler``).
+    options : :class:`RefineOptions` (default ``RefineOptions()``).
+    log : callable receiving one progress line per iteration (``print``, say).
+    workers : processes sharing each gradient pass, as in :func:`fit`.
+    checkpoint : path of a file written after every iteration (the iterate, the best one, the
+        history).
+    resume : continue from ``checkpoint`` if it exists (the same model, data, start and options,
+        ``iterations`` and ``max_seconds`` aside): from its last iterate, with L-BFGS's memory
+        rebuilt from there, so the path differs from an uninterrupted run's after the restart.
+
+    Returns
+    -------
+    params : the iterate of the best validation NRMSE, of ``params``' type, dtype and backend.
+    history : dict of per-iteration lists, index 0 the start: ``loss``, ``val_nrmse``,
+        ``seconds`` (wall time of the iteration), ``evaluations`` (loss-and-gradient passes so
+        far); and ``best_iteration``, ``best_val_nrmse``, ``iterations``, ``message`` (why
+        L-BFGS-B stopped), ``seconds_total`` (this call), ``resumed_from`` (iterations a
+        checkpoint held).
+
+    Raises
+    ------
+    TypeError, ValueError
+        An argument malformed, named in the message.
+
+    Notes
+    -----
+    docs/sysid.md, "Whole-record refinement".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from r2dn_np import r2dn, train
+    >>> from r2dn_np.data import sequences
+    >>> u = np.random.default_rng(1).standard_normal((700, 1)); y = np.tanh(np.cumsum(u, axis=0) * 0.05)
+    >>> records = [sequences.Record(u[:400], y[:400]), sequences.Record(u[400:], y[400:])]  # two lengths
+    >>> data = sequences.SysIdData("toy", 1.0, records, records[:1], {}, ("u",), ("y",), {})
+    >>> cfg = r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(6,))
+    >>> result = train.fit(r2dn, cfg, data, train.Options(epochs=2, chunk=100, window=50, batch=4, washout=10))
+    >>> params, history = train.refine(r2dn, cfg, result.params, data, result.scaler,
+    ...                                train.RefineOptions(iterations=5, washout=10))
+    >>> history["iterations"], history["loss"][-1] < history["loss"][0]
+    (5, True)
+    """
+    from scipy import optimize
+
+    _check_model(module, cfg)
+    options = RefineOptions() if options is None else options
+    if not isinstance(options, RefineOptions):
+        raise TypeError(f"options must be a train.RefineOptions; got {type(options).__name__}")
+    xp = _check_params("params", module, cfg, params)
+    if not isinstance(data, sequences.SysIdData):
+        raise TypeError(f"data must be a sequences.SysIdData; got {type(data).__name__}")
+    if not data.train or not data.val:
+        raise ValueError("data.train and data.val must each hold at least one record")
+    sequences.check_sysid_data("data", data, cfg.nu, cfg.ny)
+    sequences.check_scaler("scaler", scaler, cfg.nu, cfg.ny)
+    _validate.callable_or_none("log", log)
+    kw = {} if workers is None else {"workers": _validate.positive_int("workers", workers)}
+    if checkpoint is not None:
+        checkpoint = _validate.path("checkpoint", checkpoint)
+    resume = _validate.flag("resume", resume)
+    if min(r.u.shape[0] for r in data.val) <= options.washout:
+        raise ValueError(f"every validation record must be longer than washout ({options.washout})")
+    theta0, loss_and_grad, unflatten = _whole_record_loss(module, cfg, params, data, scaler, options, xp, kw)
+    val_records = data.val
+    if options.val_samples:
+        val_records = [sequences.Record(r.u[:options.val_samples], r.y[:options.val_samples]) for r in data.val]
+
+    def validate(p):
+        return evaluate(simulate(module, cfg, p, val_records, scaler), val_records, options.washout)[0]
+
+    # what a checkpoint must match to be continued; not the iterations (a run may be extended)
+    fingerprint = json.loads(json.dumps({
+        "kind": _REFINE_KIND, "config": cfg.to_dict(), "model": cfg.model, "scaler": scaler.to_dict(),
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("iterations", "max_seconds")},
+        "start": hashlib.sha256(theta0.tobytes()).hexdigest()}))
+    start = time.perf_counter()
+    state = None
+    if resume and checkpoint is not None and os.path.exists(checkpoint):
+        state = _load_refine_checkpoint(checkpoint, fingerprint, theta0.size)
+    if state is None:
+        try:
+            loss0, grad0 = loss_and_grad(theta0)
+        except _Diverged:
+            raise FloatingPointError("the starting model's output is not finite on the training records") from None
+        history = {"loss": [loss0], "val_nrmse": [validate(params)], "seconds": [time.perf_counter() - start],
+                   "evaluations": [1]}
+        best = [0, history["val_nrmse"][0], None]  # iteration, validation NRMSE, theta (None: the start)
+        theta_start = theta0
+    else:
+        history, best, theta_start = state
+        loss0, grad0 = history["loss"][0], None
+    scale = 1.0 / loss0 if loss0 > 0 else 1.0  # tolerances relative to the loss at the start
+    evaluations = [history["evaluations"][-1]]
+    done_before = len(history["loss"]) - 1
+    tick = [time.perf_counter()]
+
+    def objective(theta):
+        if grad0 is not None and np.array_equal(theta, theta0):  # L-BFGS-B starts where the start was measured
+            return loss0 * scale, grad0 * scale
+        evaluations[0] += 1
+        if not np.all(np.isfinite(theta)):
+            return math.inf, np.zeros_like(theta)
+        try:
+            value, grad = loss_and_grad(theta)
+        except _Diverged:
+            return math.inf, np.zeros_like(theta)
+        return value * scale, grad * scale
+
+    def callback(intermediate_result):
+        loss = float(intermediate_result.fun) / scale
+        val = validate(unflatten(intermediate_result.x))
+        now = time.perf_counter()
+        history["loss"].append(loss)
+        history["val_nrmse"].append(val)
+        history["seconds"].append(now - tick[0])
+        history["evaluations"].append(evaluations[0])
+        tick[0] = now
+        it = len(history["loss"]) - 1
+        better = val < best[1] or (not math.isfinite(best[1]) and math.isfinite(val))
+        if better:
+            best[:] = [it, val, np.array(intermediate_result.x)]
+        if checkpoint is not None:
+            _save_refine_checkpoint(checkpoint, fingerprint, intermediate_result.x, best, history)
+        if log is not None:
+            left = (now - start) / (it - done_before) * (options.iterations - it)
+            log(f"refine {it:4d}/{options.iterations}  loss {loss:.4e}  val NRMSE {val:.4f}{' *' if better else '  '}"
+                f"  {evaluations[0]} passes  {history['seconds'][-1]:.2f} s/iteration  ~{_duration(left)} left")
+        if options.max_seconds and now - start >= options.max_seconds:
+            raise StopIteration
+
+    message = f"resumed with {done_before} of {options.iterations} iterations done"
+    if done_before < options.iterations:
+        res = optimize.minimize(objective, theta_start, jac=True, method="L-BFGS-B", callback=callback,
+                                options={"maxiter": options.iterations - done_before, "maxcor": options.memory,
+                                         "ftol": options.ftol, "gtol": options.gtol})
+        message = str(res.message)
+        if options.max_seconds and time.perf_counter() - start >= options.max_seconds and \
+                len(history["loss"]) - 1 < options.iterations:
+            message = f"stopped after max_seconds ({options.max_seconds:g} s)"
+    history.update(best_iteration=best[0], best_val_nrmse=best[1], iterations=len(history["loss"]) - 1,
+                   message=message, seconds_total=time.perf_counter() - start, resumed_from=done_before)
+    return (params if best[2] is None else unflatten(best[2])), history
+
+
+def _save_refine_checkpoint(path, fingerprint, theta, best, history):
+    """The refinement's state after an iteration: the iterate, the best one and the history."""
+    arrays = {"theta": np.asarray(theta, dtype=np.float64)}
+    if best[2] is not None:
+        arrays["best_theta"] = np.asarray(best[2], dtype=np.float64)
+    io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "kind": _REFINE_KIND,
+                                   "fingerprint": fingerprint, "best_iteration": best[0], "best_val": best[1],
+                                   "history": history})
+
+
+def _load_refine_checkpoint(path, fingerprint, size):
+    """``(history, best, theta)`` of a refinement checkpoint of the same refinement.
+
+    Raises
+    ------
+    io.FormatError
+        Not a refinement checkpoint, one of another refinement (model, options, data or start),
+        or a field missing or malformed."""
+    arrays, meta = io.read_arrays(path)
+    if meta.get("kind") != _REFINE_KIND:
+        raise io.FormatError(f"{path}: not a refinement checkpoint")
+    if meta.get("fingerprint") != fingerprint:
+        raise io.FormatError(f"{path}: checkpoint of a different refinement (model, options, data or starting "
+                             "parameters differ); delete it or choose another output folder")
+    history = meta.get("history")
+    keys = ("loss", "val_nrmse", "seconds", "evaluations")
+    if not (isinstance(history, dict) and all(isinstance(history.get(k), list) for k in keys)
+            and len({len(history[k]) for k in keys}) == 1 and history["loss"]):
+        raise io.FormatError(f"{path}: refinement checkpoint field 'history' is missing or malformed")
+    best_it = meta.get("best_iteration")
+    if not (isinstance(best_it, int) and 0 <= best_it < len(history["loss"])):
+        raise io.FormatError(f"{path}: refinement checkpoint field 'best_iteration' is missing or malformed")
+    for key in ("theta",) + (("best_theta",) if best_it else ()):
+        a = arrays.get(key)
+        if a is None or a.shape != (size,) or a.dtype != np.float64 or not np.all(np.isfinite(a)):
+            raise io.FormatError(f"{path}: refinement checkpoint field {key!r} is missing or malformed")
+    history = {k: list(history[k]) for k in keys}
+    return history, [best_it, history["val_nrmse"][best_it], arrays["best_theta"] if best_it else None], arrays["theta"]
 
 
 def save_checkpoint(path, cfg, state, fingerprint):

@@ -1,5 +1,7 @@
+import dataclasses
 import json
 import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import cli, io, r2dn, train
-from r2dn_np.data import boucwen, f16
+from r2dn_np.data import boucwen, f16, sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -179,6 +181,138 @@ def test_the_f16_paper_preset():
     assert o.schedule == "exponential" and o.patience == 0 and o.washout == 100
     # one chunk per 73,728-sample record, whatever random offset below one window it starts at
     assert o.chunk % o.window == 0 and o.chunk + o.window - 1 <= 73728 < o.chunk + 2 * o.window
+
+
+def test_sysid_refine_end_to_end(tmp_path, capsys):
+    """``--refine 5`` on the tiny Bouc-Wen run: Adam, then whole-record refinement; the saved
+    model is the refined one, certified, and results.json holds the history and the scores of
+    the Adam result beside the refined model's."""
+    out = tmp_path / "run"
+    assert cli.main(["sysid", "--preset", "tiny", "--refine", "5", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    text = capsys.readouterr().out
+    assert "refine    5/5" in text and "whole-record refinement: 5 L-BFGS-B iterations" in text
+    assert "certificate (contracting): holds" in text
+    res = json.loads((out / "results.json").read_text())
+    ref = res["refine"]
+    assert ref["options"]["iterations"] == 5 and ref["options"]["washout"] == res["options"]["washout"] == 20
+    h = ref["history"]
+    assert h["iterations"] == 5 and len(h["loss"]) == len(h["val_nrmse"]) == 6 and ref["seconds"] > 0
+    assert all(b <= a for a, b in zip(h["loss"], h["loss"][1:]))
+    assert h["val_nrmse"][0] == pytest.approx(res["best_val_nrmse"], rel=1e-12)  # the start is Adam's best
+    assert h["best_val_nrmse"] == min(h["val_nrmse"]) <= h["val_nrmse"][0]
+    assert set(ref["test_before"]) == set(ref["test_after"]) == {"multisine", "sweep"}
+    assert ref["test_after"]["multisine"]["nrmse"] == res["test"]["multisine"]["nrmse"]
+    model = train.load_model(out / "model.npz")
+    assert ref["official_rmse_after"] == res["official_test"]["rows"][0]["rmse"] == boucwen.official_rmse(
+        model.simulate)
+    assert ref["official_rmse_before"] != ref["official_rmse_after"] and model.certify().holds
+    assert res["certificate"]["holds"] is True
+    # from rest, every sample: the other convention of the benchmark's test (and the sweep's)
+    official = boucwen.official_test()
+    e = model.simulate(official.u) - official.y
+    assert res["test"]["multisine"]["rmse_from_rest"] == ref["test_after"]["multisine"]["rmse_from_rest"] == float(
+        np.sqrt(np.mean(e * e)))
+    assert res["test"]["sweep"]["linear_rmse_from_rest"] > 0 and "from rest" in text
+
+
+def test_refine_a_finished_run_with_resume(tmp_path, capsys):
+    """``--resume --refine N`` on a finished run: no epoch trained again, the Adam result refined."""
+    argv = ["sysid", "--preset", "tiny", "--dataset", "pendulum", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert cli.main(argv) == 0
+    first = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert first["refine"] is None
+    assert cli.main(argv + ["--resume", "--refine", "3"]) == 0
+    second = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert second["epochs_this_run"] == 0 and second["history"] == first["history"]
+    assert second["refine"]["history"]["iterations"] == 3
+    assert second["refine"]["test_before"]["multisine"]["nrmse"] == first["test"]["multisine"]["nrmse"]
+    capsys.readouterr()
+
+
+def test_an_interrupted_refinement_resumes(tmp_path, monkeypatch, capsys):
+    real_refine = train.refine
+
+    def interrupted(*a, **k):
+        options = dataclasses.replace(a[5], max_seconds=1e-9)  # one iteration, then Ctrl-C
+        real_refine(*a[:5], options, **k)
+        raise KeyboardInterrupt
+
+    argv = ["sysid", "--preset", "tiny", "--dataset", "pendulum", "--refine", "4", "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    monkeypatch.setattr(train, "refine", interrupted)
+    assert cli.main(argv) == 130
+    err = capsys.readouterr().err
+    assert "(refinement iteration 1 done)" in err
+    command = err.strip().splitlines()[-1].strip()
+    monkeypatch.setattr(train, "refine", real_refine)
+    assert cli.main(shlex.split(command)[1:]) == 0
+    h = json.loads((tmp_path / "run" / "results.json").read_text())["refine"]["history"]
+    assert (h["resumed_from"], h["iterations"], len(h["loss"])) == (1, 4, 5)
+    capsys.readouterr()
+
+
+def test_the_best_preset_is_paper_then_refinement():
+    for dataset in ("boucwen", "f16", "pendulum", "files"):
+        best, paper = cli.PRESETS["best"][dataset], cli.PRESETS["paper"][dataset]
+        assert best.refine.iterations >= 200 and paper.refine is None
+        assert dataclasses.replace(best, refine=None) == paper, dataset
+    args = cli._parser().parse_args(["sysid", "--preset", "best"])
+    opts = cli.PRESETS["best"]["boucwen"].options
+    refine = cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts)
+    assert (refine.iterations, refine.washout, refine.val_samples) == (2000, opts.washout, opts.val_samples)
+    args.refine = 0
+    assert cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts) is None
+    args.refine = 7
+    assert cli._refine_options(args, cli.PRESETS["quick"]["boucwen"], opts).iterations == 7
+    assert "refine 2000" in cli._presets_help()
+
+
+def test_negative_refine_is_one_line_naming_the_flag(tmp_path, capsys):
+    assert "--refine" in _error(["sysid", "--preset", "tiny", "--refine", "-1", "--out", str(tmp_path)], capsys)
+
+
+def test_pretrained_models_by_name(tmp_path, monkeypatch, capsys):
+    """``pretrained:NAME`` finds a model shipped in r2dn_np/data/pretrained (here a folder of the
+    test's) for train.load_model, r2dn simulate and r2dn verify; a missing name lists those there."""
+    shipped = tmp_path / "pretrained"
+    shipped.mkdir()
+    monkeypatch.setattr(train, "PRETRAINED_DIR", str(shipped))
+    assert train.pretrained() == []
+    with pytest.raises(FileNotFoundError, match="none in this version"):
+        train.load_model("pretrained:boucwen_best")
+    cfg = r2dn.Config(nu=1, nx=2, nv=2, ny=1, hidden=(4,))
+    scaler = sequences.Scaler(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1))
+    io.save(shipped / "toy_best.npz", cfg, r2dn.init(cfg, seed=0), metadata={"scaler": scaler.to_dict()})
+    assert train.pretrained() == ["toy_best"] and train.pretrained("toy_best") == str(shipped / "toy_best.npz")
+    u = np.linspace(-1, 1, 30)[:, None]
+    np.testing.assert_array_equal(train.load_model("pretrained:toy_best").simulate(u),
+                                  train.load_model(shipped / "toy_best.npz").simulate(u))
+    with pytest.raises(FileNotFoundError, match="shipped: toy_best"):
+        train.load_model("pretrained:other")
+    with pytest.raises(ValueError, match="name"):
+        train.pretrained("../toy_best")
+    np.savetxt(tmp_path / "u.csv", u, delimiter=",")
+    assert cli.main(["simulate", "--params", "pretrained:toy_best", "--input", str(tmp_path / "u.csv"),
+                     "--out", str(tmp_path / "y.csv")]) == 0
+    assert (tmp_path / "y.csv").exists()
+    assert cli.main(["verify", "--params", "pretrained:toy_best"]) == 0
+    capsys.readouterr()
+    err = _error(["simulate", "--params", "pretrained:nope", "--input", str(tmp_path / "u.csv"), "--out",
+                  str(tmp_path / "z.csv")], capsys)
+    assert "--params pretrained:nope" in err and "toy_best" in err
+
+
+def test_the_pretrained_folder_is_shipped():
+    assert os.path.isfile(os.path.join(train.PRETRAINED_DIR, "README.md"))
+    with open(os.path.join(ROOT, "setup.cfg"), encoding="utf-8") as fh:
+        assert "pretrained/*.npz" in fh.read()
+    for name in train.pretrained():  # every shipped model loads, keeps its certificate and has a README row
+        model = train.load_model(f"pretrained:{name}")
+        assert model.certify().holds, name
+        with open(os.path.join(train.PRETRAINED_DIR, "README.md"), encoding="utf-8") as fh:
+            assert f"`{name}.npz`" in fh.read(), name
 
 
 def _f16_folder(folder, T=400):

@@ -3,6 +3,7 @@
 ``--warmup``."""
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -192,6 +193,18 @@ def test_python_api_fit_simulate_save_certify(tmp_path):
     assert two.simulate([u[:10], u[:20]])[1].shape == (20, 1)
     with pytest.raises(ValueError, match="2 input records but 1 output records"):
         sysid.fit([u, u], [y], preset="tiny")
+
+
+def test_python_api_best_preset_refines(monkeypatch):
+    """A preset with a ``refine`` (best's; here on the tiny sizes) refines after Adam."""
+    tiny = cli.PRESETS["tiny"]["files"]
+    monkeypatch.setitem(cli.PRESETS["best"], "files", dataclasses.replace(tiny, refine=train.RefineOptions(iterations=3)))
+    rng = np.random.default_rng(1)
+    u = rng.standard_normal((800, 1))
+    model = sysid.fit(u, toy(u[:, 0])[:, None], preset="best", epochs=1)
+    h = model.metadata["refine"]
+    assert h["iterations"] == 3 and h["loss"][-1] <= h["loss"][0] and model.certify().holds
+    assert h["val_nrmse"][0] == pytest.approx(model.metadata["best_val_nrmse"], rel=1e-12)
 
 
 def test_simulate_periodic_and_warmup_against_the_long_run(user_run, tmp_path):

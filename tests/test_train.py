@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import io, r2dn, train, tree
+from r2dn_np.testing import check_vjp
 from r2dn_np.data import pendulum, sequences
 
 
@@ -179,3 +180,138 @@ def test_the_epoch_loop_skips_the_washout_in_the_right_window(data, washout, win
         np.testing.assert_array_equal(U, Uall[first * window:(first + 1) * window, idx, :])
     else:
         np.testing.assert_array_equal(x, 0.0)
+
+
+# --- whole-record refinement ---------------------------------------------------------------------
+
+
+def _ragged(data):
+    """Training records of two lengths (refined as two batches) and a validation record."""
+    return data._replace(train=[data.train[0], sequences.Record(data.train[1].u[:200], data.train[1].y[:200])])
+
+
+@pytest.mark.parametrize("model, checkpoint_every", [("r2dn", None), ("r2dn", 0), ("r2dn", 7), ("ren", None)])
+def test_whole_record_gradient_matches_finite_differences(data, model, checkpoint_every):
+    """The refinement's flat gradient, mapped back onto the parameters field by field, against
+    central differences of its loss: exact through whole records of two lengths, the washout
+    skipped, with and without checkpointed BPTT."""
+    module = train.get_model(model)
+    # tanh: smooth, no kink within a step
+    cfg = module.Config(nu=1, nx=3, nv=4, ny=1, activation="tanh", **({"hidden": (6,)} if model == "r2dn" else {}))
+    data = _ragged(data)
+    params = module.init(cfg, seed=2)
+    opts = train.RefineOptions(washout=8, checkpoint_every=checkpoint_every)
+    theta0, loss_and_grad, unflatten = train._whole_record_loss(module, cfg, params, data,
+                                                                 sequences.fit_scaler(data.train), opts, np, {})
+    np.testing.assert_array_equal(unflatten(theta0).X, params.X)
+
+    def flat(p):
+        return np.concatenate([np.ravel(a) for a in tree.leaves(p)])
+
+    check_vjp(lambda p: np.asarray(loss_and_grad(flat(p))[0]),
+              lambda p, c: tree.map(lambda g: c * g, unflatten(loss_and_grad(flat(p))[1])), params, rtol=1e-6)
+
+
+def test_whole_record_loss_is_the_training_loss_over_whole_records(data):
+    """The objective is the training MSE of the standardised output after the washout, from
+    the zero state, pooled over all scored samples of all records (two lengths here)."""
+    data = _ragged(data)
+    params = r2dn.init(CFG, seed=4)
+    scaler = sequences.fit_scaler(data.train)
+    theta0, loss_and_grad, _ = train._whole_record_loss(r2dn, CFG, params, data, scaler,
+                                                        train.RefineOptions(washout=8), np, {})
+    pred = train.simulate(r2dn, CFG, params, data.train, scaler)
+    errors = np.concatenate([(scaler.y(p) - scaler.y(r.y))[8:].ravel() for p, r in zip(pred, data.train)])
+    assert loss_and_grad(theta0)[0] == pytest.approx(np.mean(errors ** 2), rel=1e-10)
+
+
+@pytest.fixture(scope="module")
+def refined(data):
+    start = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2))
+    lines = []
+    params, history = train.refine(r2dn, CFG, start.params, _ragged(data), start.scaler,
+                                   train.RefineOptions(iterations=15, washout=8), log=lines.append)
+    return start, params, history, lines
+
+
+def test_refinement_lowers_the_training_loss_and_keeps_the_best_on_validation(data, refined):
+    start, params, h, lines = refined
+    assert h["iterations"] == len(h["loss"]) - 1 == len(h["val_nrmse"]) - 1 == len(lines) >= 5
+    # L-BFGS-B's line search accepts only decreasing steps: no iterate is worse than the start
+    assert all(b <= a for a, b in zip(h["loss"], h["loss"][1:]))
+    assert h["loss"][-1] < 0.9 * h["loss"][0]
+    assert h["val_nrmse"][0] == pytest.approx(start.best_val_nrmse, rel=1e-12)  # the same validation as fit
+    assert h["best_val_nrmse"] == min(h["val_nrmse"]) < h["val_nrmse"][0]
+    assert h["val_nrmse"][h["best_iteration"]] == h["best_val_nrmse"]
+    pred = train.simulate(r2dn, CFG, params, data.val, start.scaler)
+    assert train.evaluate(pred, data.val, 8)[0] == pytest.approx(h["best_val_nrmse"], rel=1e-12)
+    assert h["evaluations"][-1] >= h["iterations"] and h["message"]
+    for key in ("refine    1/15", "loss", "val NRMSE", "passes", "s/iteration", "left"):
+        assert key in lines[0]
+
+
+@pytest.mark.parametrize("model, kind", [("r2dn", "contracting"), ("r2dn", "lipschitz"), ("ren", "contracting"),
+                                         ("ren", "lipschitz")])
+def test_refined_model_keeps_its_certificate(data, model, kind):
+    from r2dn_np import certificates
+
+    module = train.get_model(model)
+    cfg = module.Config(nu=1, nx=3, nv=4, ny=1, kind=kind, **({"hidden": (6,)} if model == "r2dn" else {}),
+                        **({"gamma": 2.0} if kind == "lipschitz" else {}))
+    start = train.fit(module, cfg, data, dataclasses.replace(OPTS, epochs=1))
+    params, h = train.refine(module, cfg, start.params, data, start.scaler, train.RefineOptions(iterations=8, washout=8))
+    assert h["best_iteration"] > 0 and h["loss"][-1] < h["loss"][0]  # a moved model is certified, not the start
+    explicit, cache = module.direct_to_explicit(cfg, params)
+    assert certificates.certify(cfg, explicit, cache).holds
+
+
+def test_refinement_returns_the_start_when_validation_never_improves(data):
+    """Validation records whose outputs are the starting model's own: no iterate can beat it."""
+    start = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2))
+    own = train.simulate(r2dn, CFG, start.params, data.val, start.scaler)
+    val = [sequences.Record(r.u, y) for r, y in zip(data.val, own)]
+    params, h = train.refine(r2dn, CFG, start.params, data._replace(val=val), start.scaler,
+                             train.RefineOptions(iterations=4, washout=8))
+    assert h["best_iteration"] == 0 and params is start.params
+    assert h["val_nrmse"][0] < 1e-12 < min(h["val_nrmse"][1:]) and h["loss"][-1] < h["loss"][0]
+
+
+def test_refinement_options_records_dtype_and_time_limit(data):
+    start = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=1, dtype="float32"))
+    params, h = train.refine(r2dn, CFG, start.params, data, start.scaler,
+                             train.RefineOptions(iterations=50, washout=8, records=(1,), max_seconds=1e-9))
+    assert h["iterations"] == 1 and "max_seconds" in h["message"]
+    assert all(leaf.dtype == np.float32 for leaf in tree.leaves(params))
+    opts = train.RefineOptions(records=[1, 0], checkpoint_every=np.int64(4))
+    assert opts.records == (1, 0) and type(opts.checkpoint_every) is int
+
+
+def test_refinement_resumes_from_its_checkpoint(data, tmp_path):
+    start = train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=2))
+    ck = tmp_path / "refine.npz"
+    opts = train.RefineOptions(iterations=6, washout=8)
+    # interrupted after one iteration (the time limit), then continued to six
+    _, cut = train.refine(r2dn, CFG, start.params, data, start.scaler,
+                          dataclasses.replace(opts, max_seconds=1e-9), checkpoint=ck)
+    assert cut["iterations"] == 1 and ck.exists()
+    params, h = train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=ck, resume=True)
+    assert h["resumed_from"] == 1 and h["iterations"] == 6 and len(h["val_nrmse"]) == 7
+    assert h["loss"][:2] == cut["loss"] and h["val_nrmse"][:2] == cut["val_nrmse"]
+    assert all(b <= a for a, b in zip(h["loss"], h["loss"][1:]))  # the restart starts where it stopped
+    # nothing left: the same best iterate, no pass run; more iterations extend the run
+    again, h2 = train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=ck, resume=True)
+    assert h2["iterations"] == 6 and h2["evaluations"] == h["evaluations"] and "resumed" in h2["message"]
+    _same(again, params)
+    _, h3 = train.refine(r2dn, CFG, start.params, data, start.scaler, dataclasses.replace(opts, iterations=8),
+                         checkpoint=ck, resume=True)
+    assert h3["iterations"] == 8 and h3["loss"][:7] == h["loss"]
+    # a checkpoint of another refinement is refused: other options, another start
+    with pytest.raises(io.FormatError, match="different refinement"):
+        train.refine(r2dn, CFG, start.params, data, start.scaler, dataclasses.replace(opts, memory=3),
+                     checkpoint=ck, resume=True)
+    with pytest.raises(io.FormatError, match="different refinement"):
+        train.refine(r2dn, CFG, r2dn.init(CFG, seed=9), data, start.scaler, opts, checkpoint=ck, resume=True)
+    with pytest.raises(io.FormatError, match="not a refinement checkpoint"):
+        train.fit(r2dn, CFG, data, dataclasses.replace(OPTS, epochs=1), checkpoint=tmp_path / "fit.npz")
+        train.refine(r2dn, CFG, start.params, data, start.scaler, opts, checkpoint=tmp_path / "fit.npz",
+                     resume=True)
