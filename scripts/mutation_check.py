@@ -44,6 +44,7 @@ CERT = (
     "-k", f"{NUMPY_ONLY} and not search and not hypothesis_target",
 )
 LBDN = ("tests/test_lbdn.py", "-k", NUMPY_ONLY)
+COMPILED = ("tests/test_compiled.py",)
 LINALG = ("tests/test_linalg.py", "tests/test_lbdn.py", "-k", NUMPY_ONLY)
 GRADS = (
     "tests/test_feedback_models.py", "tests/test_r2dn.py", "tests/test_ren.py", "tests/test_feedback.py",
@@ -209,6 +210,14 @@ MUTANTS = [
     Mutant("cli-overwrites-inputs", "r2dn_np/cli.py", "            if _same_file(wpath, rpath):",
            "            if False:", ("tests/test_simulate.py", "-k", "overwrite"),
            "r2dn simulate --out may name its --params or --input"),
+    # the compiled time loops (r2dn_np/_compiled_kernels.py) against the array-API reference
+    Mutant("compiled-relu-slope-at-zero", "r2dn_np/_compiled_kernels.py", "        return 1.0 if s > 0.0 else 0.0",
+           "        return 1.0 if s >= 0.0 else 0.0", COMPILED, "the compiled ReLU slope is 1 at its kink"),
+    Mutant("compiled-eq-backward-drops-coupling", "r2dn_np/_compiled_kernels.py",
+           "                acc[q] += D11[i, q] * d", "                acc[q] += 0.0 * d", COMPILED,
+           "the compiled REN back-substitution forgets D11"),
+    Mutant("compiled-step-drops-input", "r2dn_np/_compiled_kernels.py", "    g += gu\n", "    g += 0.0 * gu\n",
+           COMPILED, "the compiled step ignores u"),
 ]
 
 
