@@ -192,6 +192,7 @@ def step(layer, activation, e, x, u):
     """``feedback.step`` in one compiled call: ``(x_next, y)``. The packed weights of the last
     ``explicit`` stepped are kept, so a control loop that steps one model pays for them once."""
     Mx, Mu, N, c, phi = _step_weights(layer, e)
+    x, u = _c(x), _c(u)  # a strided view would compile a slower kernel of its own
     if layer == "equilibrium":
         return _kernels.eq_step(x, u, Mx, Mu, N, c, _ACTIVATIONS[activation], phi[0])
     dims, Wt, _, bias, out_bias = phi

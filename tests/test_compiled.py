@@ -290,3 +290,13 @@ def test_step_checks_new_weights_and_every_input(spy):
         r2dn.step(cfg, explicit, np.full((1, 2), np.inf), u)
     with pytest.raises(ValueError, match=r"u must have shape \(B=1, nu=1\)"):
         r2dn.step(cfg, explicit, x, np.ones((2, 1)))
+
+
+def test_step_takes_strided_views():
+    """A controller may pass rows of a larger array: the compiled step copies them, not warns."""
+    cfg = r2dn.Config(2, 3, 4, 2, hidden=(3,))
+    explicit, _ = r2dn.direct_to_explicit(cfg, r2dn.init(cfg, seed=0))
+    big = np.random.default_rng(0).standard_normal((3, 10))
+    x, u = big[:, 0:6:2], big[:, 7:9]  # non-contiguous views
+    assert not x.flags.c_contiguous
+    assert_same(r2dn.step(cfg, explicit, x, u, jit=True), r2dn.step(cfg, explicit, x, u, jit=False), "float64")
