@@ -46,9 +46,11 @@ __all__ = ["Cache", "resolve", "forward", "backward", "shutdown"]
 ENV = "R2DN_WORKERS"
 # Automatic mode shards a pass only when every shard keeps at least this many sequences and the
 # multiply-adds of one time step (batch x explicit weights) reach AUTO_MIN_WORK: below that a
-# step is Python dispatch, which every process pays in full (docs/benchmarks.md, "Both cores").
+# step costs too little for a second process to pay off. 2^19 with the array-API loop (whose
+# dispatch every process pays in full); 2^16 since the compiled loop, measured on a quiet 2-core
+# machine (docs/benchmarks.md, "Compiled loops": two processes gained 1.17-1.7x from nh = 16 up).
 AUTO_MIN_ROWS = 8
-AUTO_MIN_WORK = 2**19
+AUTO_MIN_WORK = 2**16
 
 
 class Cache(NamedTuple):
