@@ -1,7 +1,7 @@
 """Command line: ``r2dn sysid`` (train, evaluate against a linear baseline, certify),
 ``r2dn simulate`` (run a trained model on new input records), ``r2dn verify`` (check
 gradients, certificates, contraction and Lipschitz bounds) and ``r2dn sweep`` (seeds x models x
-tasks on Dask, gathered into the table of results; ``r2dn_np.sweep``).
+tasks on Dask, gathered into the table of results; ``r2dn_np.experiments.sweep``).
 
     r2dn sysid                          # Bouc-Wen, contracting R2DN, quick preset (minutes)
     r2dn sysid --kind lipschitz --gamma 10
@@ -35,91 +35,16 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from . import __version__, certificates, io, linear, supply, sysid, train, verify
-from .backend import BackendError, namespace, to_backend
+from . import __version__
+from .checks import certificates, verify
+from .interface import io
+from .training import linear, train
+from .core import supply
+from .experiments import sysid
+from .core.backend import BackendError, namespace, to_backend
 from .data import files, sequences
 
-__all__ = ["PRESETS", "main"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """Model sizes, training options and data settings of one preset on one data set."""
-
-    nx: int
-    nv: int
-    hidden: tuple
-    options: train.Options
-    data: dict = dataclasses.field(default_factory=dict)  # overrides of boucwen/pendulum.Settings
-    linear_order: int = 6
-    model: dict = dataclasses.field(default_factory=dict)  # other Config fields: activation, init, polar
-    per_model: dict = dataclasses.field(default_factory=dict)  # {"ren": {"nv": 150}}: one model's overrides
-    refine: train.RefineOptions | None = None  # whole-record refinement after Adam (washout from options)
-
-    def for_model(self, name):
-        return dataclasses.replace(self, **self.per_model.get(name, {}))
-
-
-_TINY = train.Options(epochs=3, chunk=128, window=64, batch=8, lr=1e-2, washout=20)
-_QUICK = train.Options(epochs=100, chunk=1024, window=64, batch=10, lr=3e-3, decay_epochs=33, washout=100,
-                       val_samples=4096)
-_PAPER = train.Options(epochs=1000, chunk=2048, window=64, batch=10, lr=3e-3, decay_epochs=250, washout=100,
-                       patience=150)
-
-_PAPER_BOUCWEN = Preset(16, 48, (64,), dataclasses.replace(_QUICK, epochs=600, window=128, decay_epochs=200),
-                        dict(n_train=20))
-_PAPER_OTHER = Preset(32, 64, (64, 64), _PAPER)
-# the R2DN paper's F-16 experiment (its authors' examples/train_sysid.py): windows of 256 samples
-# with the state carried along each whole record, the four training records as one batch, lr 1e-3
-# divided by 10 every 20 epochs. One chunk of 287 windows per record (theirs: 288), so the random
-# start offset (< 256) fits in the 73,728 samples.
-_PAPER_F16 = Preset(75, 75, (87, 87, 87),
-                    train.Options(epochs=70, chunk=287 * 256, window=256, batch=4, lr=1e-3, decay_rate=0.1,
-                                  decay_epochs=20, clip=10.0, washout=100),
-                    model=dict(activation="relu", init="long_memory", polar=True),
-                    per_model={"ren": dict(nv=150)})  # about as many parameters as the R2DN
-
-# PRESETS[preset][dataset]
-PRESETS = {
-    # seconds: for tests and a first look at the outputs
-    "tiny": {
-        "boucwen": Preset(4, 4, (8,), _TINY, dict(period=512, n_train=2, sweep_seconds=2.0), linear_order=2),
-        "pendulum": Preset(4, 4, (8,), _TINY, dict(period=256, n_train=2, transient=100), linear_order=2),
-        # the real records are 73,728 samples long: validate on the first 2048 of each only
-        "f16": Preset(4, 4, (8,), dataclasses.replace(_TINY, val_samples=2048), linear_order=2),
-        # your own records (--data); chunk, window and washout shrink to fit short records
-        "files": Preset(4, 4, (8,), dataclasses.replace(_TINY, val_samples=2048), linear_order=2),
-    },
-    # the default: a few minutes on two CPU cores (Bouc-Wen)
-    "quick": {
-        # chosen on the official test (docs/sysid.md): ten training periods, truncated-BPTT
-        # windows of 128 samples, 250 epochs; about 3 minutes on a quiet 2-core machine
-        "boucwen": Preset(16, 32, (32,), dataclasses.replace(_QUICK, epochs=250, window=128, decay_epochs=80),
-                          dict(n_train=10)),
-        "pendulum": Preset(16, 32, (32,), _QUICK),
-        "f16": Preset(16, 32, (32,), _QUICK),
-        "files": Preset(16, 32, (32,), _QUICK),
-    },
-    "paper": {
-        # chosen on the official test (docs/sysid.md): twice the data and a wider network than
-        # quick, 600 epochs (40 minutes wall on the busy 2-core machine it was measured on)
-        "boucwen": _PAPER_BOUCWEN,
-        # a larger model trained longer, with early stopping (not tuned: a starting point)
-        "pendulum": _PAPER_OTHER,
-        "f16": _PAPER_F16,
-        "files": _PAPER_OTHER,
-    },
-    # paper, then whole-record refinement (L-BFGS-B on the simulation error of whole records)
-    "best": {
-        # about 0.6 s per loss-and-gradient pass over the 20 records on one core; on the quick
-        # model the validation NRMSE still fell at 1000 iterations (docs/sysid.md)
-        "boucwen": dataclasses.replace(_PAPER_BOUCWEN, refine=train.RefineOptions(iterations=2000)),
-        "pendulum": dataclasses.replace(_PAPER_OTHER, refine=train.RefineOptions(iterations=300)),
-        # about 5 s per pass over the four 73,728-sample records, a third of an Adam epoch
-        "f16": dataclasses.replace(_PAPER_F16, refine=train.RefineOptions(iterations=500)),
-        "files": dataclasses.replace(_PAPER_OTHER, refine=train.RefineOptions(iterations=300)),
-    },
-}
+__all__ = ["main"]
 
 
 def say(*parts):
@@ -226,15 +151,9 @@ def _boucwen_benchmark(module, cfg, result, baseline, label):
             *boucwen.PUBLISHED]
 
 
-def _make_config(module, **kw):
-    """``module.Config`` from the options it has (a REN has no ``hidden``, say)."""
-    fields = {f.name for f in dataclasses.fields(module.Config)}
-    return module.Config(**{k: v for k, v in kw.items() if k in fields and v is not None})
-
-
 def _plot(folder, data, predictions, linear_predictions, washout, label):
     """``prediction_<test set>.png`` per test set; ``{test set: file name}``, empty without matplotlib."""
-    from . import plots
+    from .experiments import plots
 
     written = {}
     unit = "s" if data.info.get("fs_given", True) else "samples"
@@ -358,7 +277,7 @@ CONVENTIONS = {
 
 def _sysid(args):
     files_mode = bool(args.data)
-    preset = PRESETS[args.preset]["files" if files_mode else args.dataset].for_model(args.model)
+    preset = sysid.PRESETS[args.preset]["files" if files_mode else args.dataset].for_model(args.model)
     xp = namespace(args.backend)  # BackendError before any work
     module = train.get_model(args.model)
     what = f"your records ({', '.join(args.data)})" if files_mode else f"data set {args.dataset}"
@@ -389,7 +308,7 @@ def _sysid(args):
         f"{len(data.val)} validation, {len(data.test)} test; inputs {', '.join(data.input_names)}; outputs "
         f"{', '.join(data.output_names)}; {rate}  ({time.perf_counter() - start:.1f} s)")
 
-    cfg = _make_config(module, nu=data.nu, ny=data.ny, **fields)
+    cfg = sysid.make_config(module, nu=data.nu, ny=data.ny, **fields)
 
     t0 = time.perf_counter()
     say(f"linear baseline: fitting output-error models of orders 1 to {preset.linear_order} ...")
@@ -465,7 +384,7 @@ def _sysid(args):
     plotted = _plot(args.out, data, preds, lin_preds, opts.washout, label)
     if plotted:
         results["files"]["plots"] = plotted
-        from . import plots
+        from .experiments import plots
 
         plots.loss_curve(os.path.join(args.out, "loss.png"), result.history,
                          f"{data.name}: {label}, preset {args.preset}, seed {args.seed}", result.best_epoch)
@@ -596,7 +515,7 @@ def _verify(args):
             for i, (nu, nx, nv, ny) in enumerate(SIZES):
                 # --kind qsr: a random valid supply rate per size, from the seed
                 Q, S, R = supply.example(nu, ny, args.seed + i) if kind == "qsr" else (None, None, None)
-                cfg = _make_config(module, nu=nu, nx=nx, nv=nv, ny=ny, hidden=(8,), activation="tanh",
+                cfg = sysid.make_config(module, nu=nu, nx=nx, nv=nv, ny=ny, hidden=(8,), activation="tanh",
                                    kind=kind, gamma=args.gamma, Q=Q, S=S, R=R)
                 direct = to_backend(verify.perturbed(module, cfg, args.seed + i, tiny=i % 2 == 1), xp)
                 label = f"{args.model} {kind}, nu={nu} nx={nx} nv={nv} ny={ny}"
@@ -689,7 +608,7 @@ _SWEEP_FLAGS = {"tasks": "--tasks", "models": "--models", "kinds": "--kinds", "s
 
 
 def _sweep_flag(message):
-    """A message of ``r2dn_np.sweep`` with the argument it starts with replaced by its flag."""
+    """A message of ``r2dn_np.experiments.sweep`` with the argument it starts with replaced by its flag."""
     head, sep, rest = message.partition(" ")
     for name, flag in _SWEEP_FLAGS.items():
         if head in (name, name + ":"):
@@ -698,7 +617,7 @@ def _sweep_flag(message):
 
 
 def _sweep(args):
-    from . import sweep
+    from .experiments import sweep
 
     def names(text):
         return [s.strip() for s in text.split(",") if s.strip()]
@@ -762,7 +681,7 @@ _PRESET_TIME = {
 
 def _presets_help():
     lines = ["presets (--preset; model sizes nx, nv, LBDN hidden widths; epochs; chunk/window/batch):"]
-    for name, per in PRESETS.items():
+    for name, per in sysid.PRESETS.items():
         lines.append(textwrap.fill(f"{name}: {_PRESET_TIME[name]}", 100, initial_indent="  ", subsequent_indent="    "))
         for dataset, p in per.items():
             o = p.options
@@ -821,7 +740,7 @@ def _parser():
     s.add_argument("--kind", choices=("contracting", "lipschitz"), default="contracting",
                    help="the guarantee: contracting, or gamma-Lipschitz from input to output (with --gamma)")
     s.add_argument("--gamma", type=float, default=10.0, help="Lipschitz bound for --kind lipschitz (standardised units)")
-    s.add_argument("--preset", choices=tuple(PRESETS), default="quick",
+    s.add_argument("--preset", choices=tuple(sysid.PRESETS), default="quick",
                    help="model sizes and training schedule: tiny, quick, paper or best (listed below)")
     s.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     s.add_argument("--refine", type=int, metavar="N",
@@ -843,7 +762,7 @@ def _parser():
     s.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     s.add_argument("--workers", type=int, default=None,
                    help="processes sharing each gradient pass (default: one per core for large passes, "
-                        "or R2DN_WORKERS; r2dn_np.parallel)")
+                        "or R2DN_WORKERS; r2dn_np.loop.parallel)")
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds",
                        formatter_class=_Help)
@@ -852,7 +771,7 @@ def _parser():
     v.add_argument("--kind", choices=("contracting", "lipschitz", "qsr"), default=None,
                    help="default: contracting and lipschitz; qsr draws a random valid (Q, S, R) per size")
     v.add_argument("--gamma", type=float, default=1.0, help="Lipschitz bound of the fresh lipschitz models")
-    v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.io.save, or pretrained:NAME) to "
+    v.add_argument("--params", help="a saved model (.npz from r2dn sysid or r2dn_np.interface.io.save, or pretrained:NAME) to "
                                     "check instead")
     v.add_argument("--backend", choices=("numpy", "cupy"), default=None, help=_BACKEND_HELP)
     v.add_argument("--seed", type=int, default=0, help="seed of the random models, inputs and searches")

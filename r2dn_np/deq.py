@@ -3,7 +3,7 @@ implicit-function backward.
 
 Bai, Kolter & Koltun, "Deep Equilibrium Models". The layer is an infinitely deep
 weight-tied network; its output is a fixed point, found by one of the solvers of
-``r2dn_np.fixed_point`` (``cfg.solver`` in ``fixed_point.SOLVERS``: plain iteration, Anderson
+``r2dn_np.core.fixed_point`` (``cfg.solver`` in ``fixed_point.SOLVERS``: plain iteration, Anderson
 acceleration or Broyden's method).
 
 The backward pass never unrolls the iteration: with ``J = diag(sigma'(W z* + U x + b))``
@@ -23,7 +23,8 @@ is ``z W^T + x U^T + b``. Derivations: ``docs/derivations/deq.md``, equations (D
 Examples
 --------
 >>> import numpy as np
->>> from r2dn_np import deq, losses
+>>> from r2dn_np import deq
+>>> from r2dn_np.training import losses
 >>> cfg = deq.Config(n_in=3, n=5, solver="anderson", tol=1e-10)
 >>> explicit, _ = deq.direct_to_explicit(cfg, deq.init(cfg, seed=0))
 >>> x = np.random.default_rng(0).standard_normal((4, 3))
@@ -47,10 +48,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, fixed_point
-from ._config import JSONConfig
-from ._random import lecun_normal
-from .backend import asarray, namespace, resolve_dtype
+from .core import _validate, activations, fixed_point
+from .core._config import JSONConfig
+from .core._random import lecun_normal
+from .core.backend import asarray, namespace, resolve_dtype
 
 __all__ = [
     "Config",

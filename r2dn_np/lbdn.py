@@ -27,11 +27,11 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, activations, kernels, linalg
-from ._config import JSONConfig
-from .backend import asarray, namespace
-from ._random import lecun_normal
-from .static_map import Phi
+from .core import _validate, activations, kernels, linalg
+from .core._config import JSONConfig
+from .core.backend import asarray, namespace
+from .core._random import lecun_normal
+from .core.static_map import Phi
 
 mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (kernels.py)
 
@@ -400,7 +400,7 @@ def _backward_into(m, activation, W, cache, dout, out):
 
 
 def as_phi(cfg):
-    """The network as the static map ``phi`` of a feedback model (``r2dn_np.static_map.Phi``).
+    """The network as the static map ``phi`` of a feedback model (``r2dn_np.core.static_map.Phi``).
 
     Its ``forward`` and ``backward`` also take ``out=``: the caches of one time-step as buffers to
     write into, which spares the time loop a copy of every activation per step.

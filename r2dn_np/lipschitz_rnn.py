@@ -42,7 +42,7 @@ authors' PyTorch code computes ``h @ A``, i.e. uses ``A^T``; ``A^T`` has the sam
 the opposite skew part, so the two parameterise the same class of models.)
 
 The stability tools (Proposition 2's interval, step bounds, Lyapunov certificates) are in
-``r2dn_np.stability``; classification from the last output is ``r2dn_np.classify``.
+``r2dn_np.checks.stability``; classification from the last output is ``r2dn_np.training.classify``.
 
 Derivations: ``docs/derivations/lipschitz_rnn.md``.
 
@@ -73,9 +73,9 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, linalg
-from ._config import JSONConfig
-from ._rnn import (
+from .core import _validate, linalg
+from .core._config import JSONConfig
+from .loop._rnn import (
     DECODERS,
     Cache,
     check_cotangent_container,
@@ -87,7 +87,7 @@ from ._rnn import (
     decode_backward,
     input_projection,
 )
-from .backend import asarray, namespace
+from .core.backend import asarray, namespace
 
 __all__ = [
     "Config",
@@ -559,7 +559,7 @@ def value_and_grad(cfg, direct, x0, U, loss):
     U : (T, B, n_in) array
     loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
         return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
-        (``r2dn_np.classify.value_and_grad`` is the cross-entropy of the last output.)
+        (``r2dn_np.training.classify.value_and_grad`` is the cross-entropy of the last output.)
 
     Returns
     -------

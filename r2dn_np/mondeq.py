@@ -12,7 +12,7 @@ two monotone operators, found by operator splitting with step ``alpha``:
 
 - ``"fb"`` forward-backward: ``z <- sigma((1 - alpha) z + alpha (W z + U x + b))``. Converges
   for ``alpha < 2 m / ||I - W||_2^2``; larger steps may oscillate or diverge, and then the
-  layer raises ``r2dn_np.fixed_point.NotConverged`` (never returns the iterate).
+  layer raises ``r2dn_np.core.fixed_point.NotConverged`` (never returns the iterate).
 - ``"pr"`` Peaceman-Rachford: uses the resolvent ``V = (I + alpha (I - W))^{-1}``, computed
   once per forward call (one per parameter update) and reused by the backward pass;
   converges for every ``alpha > 0``.
@@ -30,7 +30,8 @@ the third value of ``backward``. Derivations: ``docs/derivations/deq.md``, equat
 Examples
 --------
 >>> import numpy as np
->>> from r2dn_np import losses, mondeq
+>>> from r2dn_np.training import losses
+>>> from r2dn_np import mondeq
 >>> cfg = mondeq.Config(n_in=4, n=8, n_out=3, splitting="pr", alpha=1.0, tol=1e-10)
 >>> explicit, map_cache = mondeq.direct_to_explicit(cfg, mondeq.init(cfg, seed=0))
 >>> x = np.random.default_rng(0).standard_normal((5, 4))
@@ -58,10 +59,10 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from . import _validate, activations, fixed_point, linalg
-from ._config import JSONConfig
-from ._random import lecun_normal
-from .backend import asarray, namespace, resolve_dtype
+from .core import _validate, activations, fixed_point, linalg
+from .core._config import JSONConfig
+from .core._random import lecun_normal
+from .core.backend import asarray, namespace, resolve_dtype
 
 __all__ = [
     "ACTIVATIONS",
@@ -95,7 +96,7 @@ class Config(JSONConfig):
     splitting and its step (used by the forward and the backward solve alike), ``tol`` in
     (0, 1) the bound on the relative residual ``||F(z) - z|| / (||F(z)|| + ||c||)`` of both
     solves (``c = x U^T + b`` forward, ``dz`` backward; see
-    ``r2dn_np.fixed_point.relative_residual``) and ``max_iter`` their iteration cap.
+    ``r2dn_np.core.fixed_point.relative_residual``) and ``max_iter`` their iteration cap.
     """
 
     n_in: int

@@ -9,7 +9,7 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
   with ``d22="zero"`` (the paper's assumption) or ``d22="free"``; ``learn_gamma=True`` makes
   ``gamma = exp(log_gamma)`` a free parameter.
 - ``kind="qsr"``: incrementally (Q, S, R)-dissipative for a user's ``Q < 0`` and
-  ``R - S Q^-1 S^T > 0`` (beyond the paper; ``r2dn_np.supply``).
+  ``R - S Q^-1 S^T > 0`` (beyond the paper; ``r2dn_np.core.supply``).
 
 ``lti="diagonal"`` / ``"diagonal_plus_lowrank"`` (contracting and fixed-gamma Lipschitz kinds)
 replaces the dense LTI part by ``A = diag(a) + U V^T`` from a map with no ``nx x nx``
@@ -25,7 +25,8 @@ loop). Derivations: ``docs/derivations/r2dn.md``; the authors' Flax parameters:
 Examples
 --------
 >>> import numpy as np
->>> from r2dn_np import r2dn, losses
+>>> from r2dn_np import r2dn
+>>> from r2dn_np.training import losses
 >>> cfg = r2dn.Config(nu=2, nx=4, nv=8, ny=1, hidden=(16,), kind="lipschitz", gamma=2.0)
 >>> direct = r2dn.init(cfg, seed=0)
 >>> U = np.random.default_rng(0).standard_normal((20, 3, 2))     # (T, B, nu)
@@ -44,10 +45,12 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, feedback_model, lbdn, linalg, supply
-from ._config import JSONConfig
-from ._random import lecun_normal
-from .backend import asarray, namespace
+from .core import _validate, linalg, supply
+from .loop import feedback_model
+from . import lbdn
+from .core._config import JSONConfig
+from .core._random import lecun_normal
+from .core.backend import asarray, namespace
 
 __all__ = [
     "Config",
@@ -278,7 +281,7 @@ class _LipCache(NamedTuple):
 
 
 def phi(cfg):
-    """The LBDN of ``cfg`` as the feedback map (``r2dn_np.static_map.Phi``)."""
+    """The LBDN of ``cfg`` as the feedback map (``r2dn_np.core.static_map.Phi``)."""
     return lbdn.as_phi(cfg.lbdn)
 
 

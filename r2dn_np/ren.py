@@ -11,9 +11,9 @@ parameters:
 
 The network in the loop is ``w = sigma(D11 w + C1 x + D12 u + bv)``. With ``layer="acyclic"``
 (the default) ``D11`` is strictly lower triangular, solved exactly row by row
-(``r2dn_np.equilibrium``); with ``layer="full"`` it is a full matrix (zero diagonal) made
+(``r2dn_np.layers.equilibrium``); with ``layer="full"`` it is a full matrix (zero diagonal) made
 well-posed by the map, and the layer is solved by operator splitting with a convergence
-guarantee (``r2dn_np.equilibrium_full``, section 7 of ``docs/derivations/ren.md``). This module holds only
+guarantee (``r2dn_np.layers.equilibrium_full``, section 7 of ``docs/derivations/ren.md``). This module holds only
 the parameterisation; the rest of the model protocol (``docs/protocol.md``) is shared with the
 R2DN (``feedback_model.py``). Read with ``equilibrium.py`` and ``feedback.py``. Derivations:
 ``docs/derivations/ren.md``; the authors' Flax parameters: ``flax_interop.py``.
@@ -21,7 +21,8 @@ R2DN (``feedback_model.py``). Read with ``equilibrium.py`` and ``feedback.py``. 
 Examples
 --------
 >>> import numpy as np
->>> from r2dn_np import ren, losses
+>>> from r2dn_np import ren
+>>> from r2dn_np.training import losses
 >>> cfg = ren.Config(nu=2, nx=4, nv=8, ny=3, kind="lipschitz", gamma=2.0, activation="tanh")
 >>> direct = ren.init(cfg, seed=0)
 >>> U = np.random.default_rng(0).standard_normal((20, 5, 2))     # (T, B, nu)
@@ -39,10 +40,12 @@ from typing import ClassVar, NamedTuple, Optional
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate, activations, equilibrium, equilibrium_full, feedback_model, linalg, supply
-from ._config import JSONConfig
-from ._random import lecun_normal
-from .backend import asarray, namespace
+from .core import _validate, activations, linalg, supply
+from .layers import equilibrium, equilibrium_full
+from .loop import feedback_model
+from .core._config import JSONConfig
+from .core._random import lecun_normal
+from .core.backend import asarray, namespace
 
 __all__ = [
     "Config",
@@ -67,7 +70,7 @@ class Config(JSONConfig):
     ``abar`` in (0, 1] bounds the contraction rate. ``d22`` applies to the Lipschitz and
     (Q, S, R) kinds; the contracting kind always has a free ``D22``. ``kind="qsr"`` makes the REN
     incrementally (Q, S, R)-dissipative for the supply ``Q`` (ny x ny), ``S`` (nu x ny), ``R``
-    (nu x nu) (``r2dn_np.supply``); ``learn_gamma`` (Lipschitz kind) trains gamma. ``eps`` is used
+    (nu x nu) (``r2dn_np.core.supply``); ``learn_gamma`` (Lipschitz kind) trains gamma. ``eps`` is used
     in ``eps I`` (in ``H`` and in the ``D22`` map) and in ``p``'s initial value; ``eps_n`` is the
     constant inside the Frobenius norm of the polar map, fixed at ``2^-23`` in the authors' code
     (their ``l2_norm`` default) whatever their ``eps``. ``init="long_memory"`` starts with ``A``
@@ -243,7 +246,7 @@ class _LipCache(NamedTuple):
 
 
 def phi(cfg):
-    """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.static_map.Phi``)."""
+    """The equilibrium layer of ``cfg`` as the feedback map (``r2dn_np.core.static_map.Phi``)."""
     if cfg.layer == "full":
         return equilibrium_full.as_phi(cfg.activation, cfg.layer_tol, cfg.layer_max_iter, cfg.layer_solver)
     return equilibrium.as_phi(cfg.activation)

@@ -28,9 +28,9 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace, device
 
-from . import _validate
-from ._config import JSONConfig
-from ._rnn import (
+from .core import _validate
+from .core._config import JSONConfig
+from .loop._rnn import (
     Cache,
     check_cotangent_container,
     check_cotangents,
@@ -41,7 +41,7 @@ from ._rnn import (
     decode_backward,
     input_projection,
 )
-from .backend import asarray, namespace
+from .core.backend import asarray, namespace
 
 __all__ = [
     "Config",

@@ -23,7 +23,10 @@ import os
 import sys
 import time
 
-from r2dn_np import certificates, r2dn, ren, train, tree
+from r2dn_np.checks import certificates
+from r2dn_np import r2dn, ren
+from r2dn_np.training import train
+from r2dn_np.core import tree
 from r2dn_np.cli import PRESETS
 from r2dn_np.data import boucwen, sequences
 

@@ -7,7 +7,7 @@ time, not CPU time), and keeps the best round: the
 Bouc-Wen quick preset's size (batch 10), the F-16 paper preset's R2DN and REN (batch 4, T 256),
 and the R2DN paper's timing study (batch 64, T 128: R2DN with an LBDN of 6 x nh, REN with nv
 neurons). R2DN rows also give the fraction of the same run's 2048 x 2048 product rate on one core
-(``r2dn_np.flops`` counts the pass's multiply-adds; the REN has no such count).
+(``r2dn_np.checks.flops`` counts the pass's multiply-adds; the REN has no such count).
 
     python scripts/bench_compiled.py                  # paths side by side (minutes)
     python scripts/bench_compiled.py --quick          # fewer sizes and rounds
@@ -33,7 +33,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from r2dn_np import compiled, flops, losses, parallel, r2dn, ren, tree  # noqa: E402
+from r2dn_np.loop import compiled, parallel  # noqa: E402
+from r2dn_np.checks import flops
+from r2dn_np.training import losses
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
 
 F16 = dict(nu=2, nx=75, ny=3, activation="relu", init="long_memory", polar=True)
 

@@ -25,12 +25,13 @@ def one(model, data_dir):
 
     from threadpoolctl import threadpool_limits
 
-    from r2dn_np import cli, train
+    from r2dn_np.experiments import sysid
+    from r2dn_np.training import train
     from r2dn_np.data import f16
 
-    preset = cli.PRESETS["paper"]["f16"].for_model(model)
+    preset = sysid.PRESETS["paper"]["f16"].for_model(model)
     module = train.get_model(model)
-    cfg = cli._make_config(module, nu=2, ny=3, nx=preset.nx, nv=preset.nv, hidden=preset.hidden, **preset.model)
+    cfg = sysid.make_config(module, nu=2, ny=3, nx=preset.nx, nv=preset.nv, hidden=preset.hidden, **preset.model)
     data = f16.load(data_dir)
     opts = dataclasses.replace(preset.options, epochs=1)
     with threadpool_limits(1):

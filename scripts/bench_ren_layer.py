@@ -22,7 +22,9 @@ import time
 
 import numpy as np
 
-from r2dn_np import equilibrium_full, losses, ren
+from r2dn_np.layers import equilibrium_full
+from r2dn_np.training import losses
+from r2dn_np import ren
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _rows import write_rows  # noqa: E402

@@ -28,8 +28,10 @@ import time
 
 import numpy as np
 
-from r2dn_np import losses, r2dn, ren, tree
-from r2dn_np.backend import asarray, namespace
+from r2dn_np.training import losses
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
+from r2dn_np.core.backend import asarray, namespace
 
 # name: (REN Config kwargs, R2DN Config kwargs, batch, T)
 SIZES = {

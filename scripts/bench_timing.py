@@ -5,7 +5,7 @@ width nh in {8, ..., 96} (relu). REN (when ``r2dn_np.ren`` exists): nv in {20, .
 (tanh). Plus the F16 system-identification size (nu 2, nx 75, nv 75, ny 3, LBDN 3 x 87,
 batch 64, T 256). For each: parameter count, forward time (map + rollout) and gradient time
 (map + rollout + BPTT + map VJP), median and minimum of repeated runs after a warm-up; for
-the R2DN also the analytic FLOP count (``r2dn_np.flops``), the achieved GFLOP/s and its
+the R2DN also the analytic FLOP count (``r2dn_np.checks.flops``), the achieved GFLOP/s and its
 fraction of a large matrix product's GFLOP/s measured in the same run, backend and dtype.
 Times in the table are wall seconds; the rates use the fastest run's CPU time on NumPy (a
 shared machine steals wall time, not CPU time) and wall time on CuPy.
@@ -17,7 +17,7 @@ shared machine steals wall time, not CPU time) and wall time on CuPy.
     python scripts/bench_timing.py --cores --out runs/cores     # 1 vs 2 cores (no taskset)
 
 The timing study runs each pass in one process (``workers=1``); ``--cores`` compares one core,
-two cores (two processes, ``r2dn_np.parallel``) and one process with two BLAS threads at the
+two cores (two processes, ``r2dn_np.loop.parallel``) and one process with two BLAS threads at the
 timing-study (nh=96) and F16 sizes, each as a fraction of the large product with as many threads.
 
 Writes ``<out>.csv`` (and ``<out>_memory.csv``) and, where matplotlib is installed,
@@ -35,8 +35,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from r2dn_np import allocator, flops, graph, losses, r2dn, tree  # noqa: E402
-from r2dn_np.backend import namespace  # noqa: E402
+from r2dn_np.core import allocator, tree  # noqa: E402
+from r2dn_np.checks import flops
+from r2dn_np.loop import graph
+from r2dn_np.training import losses
+from r2dn_np import r2dn
+from r2dn_np.core.backend import namespace  # noqa: E402
 
 try:
     from r2dn_np import ren
@@ -160,7 +164,7 @@ def run_timing(args):
                 grad_cpu_median_s=float(np.median(grad_cpu)), matmul_gflops=peak,
             )
             if args.backend == "cupy":
-                # the same pass as one replayed CUDA graph (r2dn_np.graph), and what each costs the GPU
+                # the same pass as one replayed CUDA graph (r2dn_np.loop.graph), and what each costs the GPU
                 step = graph.captured(_loop)
                 run = lambda: graph_gradient_pass(step, mod, cfg, direct, x0, U, target)  # noqa: E731
                 cap, _ = timed(run, args.repeats)

@@ -4,7 +4,10 @@ best of 7 rounds. Usage: python scripts/bench_validation.py"""
 import timeit
 import numpy as np
 from threadpoolctl import threadpool_limits
-from r2dn_np import _validate, feedback_model, losses, r2dn
+from r2dn_np.core import _validate
+from r2dn_np.loop import feedback_model
+from r2dn_np.training import losses
+from r2dn_np import r2dn
 
 cfg = r2dn.Config(nu=1, nx=16, nv=32, ny=1, hidden=(32,))
 direct = r2dn.init(cfg, seed=0)

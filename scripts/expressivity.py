@@ -30,8 +30,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from array_api_compat import array_namespace  # noqa: E402
 
-from r2dn_np import losses, optim, r2dn, tree  # noqa: E402
-from r2dn_np.backend import namespace, to_numpy  # noqa: E402
+from r2dn_np.training import losses, optim  # noqa: E402
+from r2dn_np import r2dn
+from r2dn_np.core import tree
+from r2dn_np.core.backend import namespace, to_numpy  # noqa: E402
 
 try:
     from r2dn_np import ren

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numpy as np  # noqa: E402
 
-from r2dn_np import train  # noqa: E402
+from r2dn_np.training import train  # noqa: E402
 from r2dn_np.data import f16  # noqa: E402
 
 PUBLISHED = [

@@ -62,7 +62,7 @@ class Mutant:
     what: str
 
 
-C = "r2dn_np/certificates.py"
+C = "r2dn_np/checks/certificates.py"
 MUTANTS = [
     # --- certify's tolerances and bounds (the issue's planted bugs first) -------------------
     Mutant("tol-loosened-1000x", C, "tol=1e-10):", "tol=1e-7):", CERT,
@@ -171,52 +171,52 @@ MUTANTS = [
     Mutant("lbdn-clip-30", "r2dn_np/lbdn.py", "_D_CLIP = 20.0", "_D_CLIP = 30.0", LBDN,
            "clip at 30 instead of 20 (forward and VJP agree)"),
     # --- a sample of VJP bugs elsewhere (the kind the suite already caught) ------------------
-    Mutant("cholesky-vjp-no-halving", "r2dn_np/linalg.py", "P = xp.tril(P) - 0.5 * (P * I)", "P = xp.tril(P)",
+    Mutant("cholesky-vjp-no-halving", "r2dn_np/core/linalg.py", "P = xp.tril(P) - 0.5 * (P * I)", "P = xp.tril(P)",
            LINALG, "Cholesky VJP without halving the diagonal"),
-    Mutant("solve-vjp-sign", "r2dn_np/linalg.py", "return -(dB @ X.mT), dB", "return (dB @ X.mT), dB",
+    Mutant("solve-vjp-sign", "r2dn_np/core/linalg.py", "return -(dB @ X.mT), dB", "return (dB @ X.mT), dB",
            LINALG, "solve VJP: dA = +dB X^T"),
-    Mutant("cayley-vjp-not-skew", "r2dn_np/linalg.py", "dU = dM - dM.mT", "dU = dM", LINALG,
+    Mutant("cayley-vjp-not-skew", "r2dn_np/core/linalg.py", "dU = dM - dM.mT", "dU = dM", LINALG,
            "Cayley VJP forgets the skew part"),
-    Mutant("normalize-vjp-no-projection", "r2dn_np/linalg.py", "dX = (scale / n) * (dY - X * (inner / n2))",
+    Mutant("normalize-vjp-no-projection", "r2dn_np/core/linalg.py", "dX = (scale / n) * (dY - X * (inner / n2))",
            "dX = (scale / n) * dY", LINALG, "weight-normalisation VJP without the projection"),
-    Mutant("bptt-drops-C1-path", "r2dn_np/feedback.py", "        dXs[t, ...] += mm(dv, e.C1)\n", "", GRADS,
+    Mutant("bptt-drops-C1-path", "r2dn_np/loop/feedback.py", "        dXs[t, ...] += mm(dv, e.C1)\n", "", GRADS,
            "BPTT without the v -> x adjoint path"),
     # --- options away from their defaults (issue 29): bugs no test at the default value sees ----
-    Mutant("core-config-keeps-gamma", "r2dn_np/supply.py", 'kind="lipschitz", gamma=1.0, Q=None',
+    Mutant("core-config-keeps-gamma", "r2dn_np/core/supply.py", 'kind="lipschitz", gamma=1.0, Q=None',
            'kind="lipschitz", Q=None', ("tests/test_qsr.py", "-k", "started_at_5"),
            "a learned-gamma core built at the initial gamma instead of 1"),
     Mutant("init-p-uses-eps-n", "r2dn_np/r2dn.py", "p = np.sqrt(np.sum(X * X) + cfg.eps)",
            "p = np.sqrt(np.sum(X * X) + cfg.eps_n)", ("tests/test_r2dn.py", "-k", "eps_n"),
            "init's polar scale p with eps_n where eps belongs"),
-    Mutant("youla-stale-plant-state", "r2dn_np/tasks/youla.py", "xp.concat([x12T[:, :4], x3T[:, 4:]], axis=1)",
+    Mutant("youla-stale-plant-state", "r2dn_np/experiments/youla.py", "xp.concat([x12T[:, :4], x3T[:, 4:]], axis=1)",
            "xp.concat([state.x[:, :4], x3T[:, 4:]], axis=1)", ("tests/test_youla.py", "-k", "carried"),
            "the Youla rollout carries the plant state it started from"),
-    Mutant("observer-ignores-substeps", "r2dn_np/tasks/observer.py", "pde_step(Xi[t], b[t], substeps)",
+    Mutant("observer-ignores-substeps", "r2dn_np/experiments/observer.py", "pde_step(Xi[t], b[t], substeps)",
            "pde_step(Xi[t], b[t])", ("tests/test_observer.py", "-k", "substeps"),
            "observer.simulate runs the default 4 sub-steps whatever it is given"),
-    Mutant("washout-skip-wrong-window", "r2dn_np/train.py", "skip = max(0, opts.washout - k * opts.window)",
+    Mutant("washout-skip-wrong-window", "r2dn_np/training/train.py", "skip = max(0, opts.washout - k * opts.window)",
            "skip = max(0, opts.washout - (k + 1) * opts.window)", ("tests/test_train.py", "-k", "right_window"),
            "train's epoch loop skips the washout one window late"),
-    Mutant("anderson-drops-beta", "r2dn_np/fixed_point.py",
+    Mutant("anderson-drops-beta", "r2dn_np/core/fixed_point.py",
            "return z + self.beta * g - xp.sum(gamma * (dZ + self.beta * dG), axis=1)",
            "return z + g - xp.sum(gamma * (dZ + dG), axis=1)", ("tests/test_fixed_point.py", "-k", "anderson"),
            "Anderson's mixed step without the damping beta"),
-    Mutant("anderson-keeps-m-minus-1", "r2dn_np/fixed_point.py", "if len(self.dZ) > self.m:",
+    Mutant("anderson-keeps-m-minus-1", "r2dn_np/core/fixed_point.py", "if len(self.dZ) > self.m:",
            "if len(self.dZ) >= self.m:", ("tests/test_fixed_point.py", "-k", "anderson"),
            "Anderson keeps m - 1 differences"),
-    Mutant("solve-steps-after-last", "r2dn_np/fixed_point.py", "if not math.isfinite(res) or len(trace) == max_iter:",
+    Mutant("solve-steps-after-last", "r2dn_np/core/fixed_point.py", "if not math.isfinite(res) or len(trace) == max_iter:",
            "if not math.isfinite(res):", ("tests/test_fixed_point.py", "-k", "unconverged"),
            "an unconverged solve returns an iterate one step past its residual"),
     Mutant("cli-overwrites-inputs", "r2dn_np/cli.py", "            if _same_file(wpath, rpath):",
            "            if False:", ("tests/test_simulate.py", "-k", "overwrite"),
            "r2dn simulate --out may name its --params or --input"),
-    # the compiled time loops (r2dn_np/_compiled_kernels.py) against the array-API reference
-    Mutant("compiled-relu-slope-at-zero", "r2dn_np/_compiled_kernels.py", "        return 1.0 if s > 0.0 else 0.0",
+    # the compiled time loops (r2dn_np/loop/_compiled_kernels.py) against the array-API reference
+    Mutant("compiled-relu-slope-at-zero", "r2dn_np/loop/_compiled_kernels.py", "        return 1.0 if s > 0.0 else 0.0",
            "        return 1.0 if s >= 0.0 else 0.0", COMPILED, "the compiled ReLU slope is 1 at its kink"),
-    Mutant("compiled-eq-backward-drops-coupling", "r2dn_np/_compiled_kernels.py",
+    Mutant("compiled-eq-backward-drops-coupling", "r2dn_np/loop/_compiled_kernels.py",
            "                acc[q] += D11[i, q] * d", "                acc[q] += 0.0 * d", COMPILED,
            "the compiled REN back-substitution forgets D11"),
-    Mutant("compiled-step-drops-input", "r2dn_np/_compiled_kernels.py", "    g += gu\n", "    g += 0.0 * gu\n",
+    Mutant("compiled-step-drops-input", "r2dn_np/loop/_compiled_kernels.py", "    g += gu\n", "    g += 0.0 * gu\n",
            COMPILED, "the compiled step ignores u"),
 ]
 

@@ -1,4 +1,4 @@
-"""The R2DN paper's PDE observer experiment, R2DN against REN (``r2dn_np.tasks.observer``).
+"""The R2DN paper's PDE observer experiment, R2DN against REN (``r2dn_np.experiments.observer``).
 
     python scripts/observer.py --preset quick --out runs/observer          # a few minutes
     python scripts/observer.py --preset paper --out runs/observer_paper    # 200 epochs per model
@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from r2dn_np.tasks import observer  # noqa: E402
+from r2dn_np.experiments import observer  # noqa: E402
 
 
 def main(argv=None):

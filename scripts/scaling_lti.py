@@ -29,7 +29,9 @@ import tracemalloc
 
 import numpy as np
 
-from r2dn_np import losses, r2dn, tree
+from r2dn_np.training import losses
+from r2dn_np import r2dn
+from r2dn_np.core import tree
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _rows import write_rows  # noqa: E402

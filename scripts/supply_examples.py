@@ -15,7 +15,9 @@ import argparse
 
 import numpy as np
 
-from r2dn_np import certificates, r2dn, ren, supply, verify
+from r2dn_np.checks import certificates, verify
+from r2dn_np import r2dn, ren
+from r2dn_np.core import supply
 
 EXAMPLES = {
     "l2 gain 2": ((-np.eye(2) / 2.0), np.zeros((2, 2)), 2.0 * np.eye(2)),

@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from r2dn_np import certificates, empirical, r2dn, verify
+from r2dn_np.checks import certificates, empirical, verify
+from r2dn_np import r2dn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import phis  # noqa: E402  (MaxMin and orthogonal test maps)

@@ -65,8 +65,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np import classify, lipschitz_rnn, r2dn, stability, tanh_rnn, tree
-from r2dn_np.backend import namespace, to_numpy
+from r2dn_np.training import classify
+from r2dn_np import lipschitz_rnn, r2dn, tanh_rnn
+from r2dn_np.checks import stability
+from r2dn_np.core import tree
+from r2dn_np.core.backend import namespace, to_numpy
 from r2dn_np.data import digits, mnist, perturb
 
 DIGIT_TASKS = ("pixel", "permuted", "noise_padded", "noise_padded_fixed")

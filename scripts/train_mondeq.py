@@ -41,8 +41,10 @@ import time
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np import classify, deq, fixed_point, losses, mondeq
-from r2dn_np.backend import asarray, namespace
+from r2dn_np.training import classify, losses
+from r2dn_np import deq, mondeq
+from r2dn_np.core import fixed_point
+from r2dn_np.core.backend import asarray, namespace
 from r2dn_np.data import digits
 
 PRESETS = {

@@ -1,4 +1,4 @@
-"""The R2DN paper's Youla-parameterised control experiment, R2DN against REN (``r2dn_np.tasks.youla``).
+"""The R2DN paper's Youla-parameterised control experiment, R2DN against REN (``r2dn_np.experiments.youla``).
 
     python scripts/youla.py --preset quick --out runs/youla          # 6 epochs per model
     python scripts/youla.py --preset paper --out runs/youla_paper    # 80 epochs per model
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from r2dn_np import r2dn, ren  # noqa: E402
-from r2dn_np.tasks import youla  # noqa: E402
+from r2dn_np.experiments import youla  # noqa: E402
 
 
 def main(argv=None):

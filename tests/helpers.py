@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from r2dn_np.backend import to_numpy
+from r2dn_np.core.backend import to_numpy
 
 
 def put(xp, a):

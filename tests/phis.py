@@ -8,7 +8,7 @@ Their parameters are fixed (no weight gradients).
 import numpy as np
 from array_api_compat import array_namespace
 
-from r2dn_np.static_map import Phi
+from r2dn_np.core.static_map import Phi
 
 from helpers import put
 

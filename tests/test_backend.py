@@ -5,8 +5,9 @@ import array_api_strict
 import numpy as np
 import pytest
 
-from r2dn_np import backend, lbdn, tree
-from r2dn_np.backend import BackendError, namespace, to_backend
+from r2dn_np.core import backend, tree
+from r2dn_np import lbdn
+from r2dn_np.core.backend import BackendError, namespace, to_backend
 
 from helpers import host
 

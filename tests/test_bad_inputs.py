@@ -12,7 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, classify, cli, deq, flax_interop, io, lbdn, linear, losses, mondeq, r2dn, ren, tanh_rnn, verify
+from r2dn_np.checks import certificates, verify
+from r2dn_np.training import classify, linear, losses
+from r2dn_np import cli, deq, lbdn, mondeq, r2dn, ren, tanh_rnn
+from r2dn_np.interface import flax_interop, io
 from r2dn_np.data.sequences import Record
 
 R_CFG = r2dn.Config(nu=2, nx=3, nv=4, ny=1, hidden=(5,))

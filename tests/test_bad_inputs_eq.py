@@ -7,7 +7,9 @@ import re
 import numpy as np
 import pytest
 
-from r2dn_np import deq, fixed_point, losses, mondeq
+from r2dn_np import deq, mondeq
+from r2dn_np.core import fixed_point
+from r2dn_np.training import losses
 
 NAN, INF = float("nan"), float("inf")
 D_CFG = deq.Config(2, 3)

@@ -5,7 +5,9 @@ must contain (the argument's name)."""
 import numpy as np
 import pytest
 
-from r2dn_np import allocator, flax_interop, lipschitz_rnn, r2dn, ren
+from r2dn_np.core import allocator
+from r2dn_np.interface import flax_interop
+from r2dn_np import lipschitz_rnn, r2dn, ren
 
 R = r2dn.Config(1, 2, 3, 1, hidden=(4,))
 R_FLAX = r2dn.Config(1, 2, 3, 1, hidden=(4,), output_layer="sandwich")

@@ -5,7 +5,9 @@ training loss) with a message that names the argument, option or field. One line
 import numpy as np
 import pytest
 
-from r2dn_np import classify, lipschitz_rnn as lrnn, losses, stability, tanh_rnn
+from r2dn_np.training import classify, losses
+from r2dn_np import lipschitz_rnn as lrnn, tanh_rnn
+from r2dn_np.checks import stability
 
 L_CFG = lrnn.Config(2, 3, 2)
 L_IMEX = lrnn.Config(2, 3, 2, scheme="imex")

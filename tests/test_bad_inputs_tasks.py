@@ -8,10 +8,14 @@ import warnings
 import numpy as np
 import pytest
 
-from r2dn_np import _validate, classify, cli, flops, io, lbdn, optim, r2dn, ren, supply, tree, verify
+from r2dn_np.core import _validate, supply, tree
+from r2dn_np.training import classify, optim
+from r2dn_np import cli, lbdn, r2dn, ren
+from r2dn_np.checks import flops, verify
+from r2dn_np.interface import io
 from r2dn_np.data import _sim, boucwen, digits, f16, pendulum, perturb
 from r2dn_np.data.sequences import DataError, Record
-from r2dn_np.tasks import observer, youla
+from r2dn_np.experiments import observer, youla
 
 NAN = float("nan")
 OBS = r2dn.Config(nu=2, nx=5, nv=3, ny=5, hidden=(4,), identity_output=True)

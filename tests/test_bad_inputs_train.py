@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r2dn_np import cli, linear, r2dn, ren, train
+from r2dn_np import cli, r2dn, ren
+from r2dn_np.training import linear, train
 from r2dn_np.data import _sim, boucwen, digits, f16, mnist, pendulum, perturb, sequences
 from r2dn_np.data.sequences import Record, Scaler, SysIdData
 

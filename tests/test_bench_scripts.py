@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from r2dn_np import r2dn, tree
+from r2dn_np import r2dn
+from r2dn_np.core import tree
 
 SCRIPTS = os.path.join(os.path.dirname(__file__), "..", "scripts")
 

@@ -31,8 +31,10 @@ import pytest
 import scipy.linalg
 from scipy.optimize import brentq
 
-from r2dn_np import certificates, r2dn, ren, tree
-from r2dn_np.backend import to_backend
+from r2dn_np.checks import certificates
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
+from r2dn_np.core.backend import to_backend
 
 from helpers import host
 

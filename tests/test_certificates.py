@@ -11,7 +11,9 @@ import pytest
 from hypothesis import given, settings, target
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, empirical, r2dn, ren, tree
+from r2dn_np.checks import certificates, empirical
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
 
 import phis
 from helpers import examples_for, host, put

@@ -3,7 +3,7 @@ import importlib
 import numpy as np
 import pytest
 
-from r2dn_np import classify, losses
+from r2dn_np.training import classify, losses
 from r2dn_np.data import digits
 
 

@@ -9,7 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from r2dn_np import cli, io, r2dn, train
+from r2dn_np import cli, r2dn
+from r2dn_np.experiments import sysid
+from r2dn_np.interface import io
+from r2dn_np.training import train
 from r2dn_np.data import boucwen, f16, sequences
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +48,7 @@ def test_sysid_tiny_end_to_end(tiny_run):
     pools = res["machine"]["blas_threads"]
     assert pools and all(n == 1 for n in pools.values()), pools
     loaded = io.load(out / "model.npz")
-    assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == cli.PRESETS["tiny"]["boucwen"].nx
+    assert isinstance(loaded.config, r2dn.Config) and loaded.config.nx == sysid.PRESETS["tiny"]["boucwen"].nx
     assert loaded.metadata["dataset"] == "boucwen"
     for png in ("prediction_multisine.png", "prediction_sweep.png", "loss.png"):  # matplotlib: in the test extra
         assert (out / png).stat().st_size > 1000, png
@@ -160,19 +163,19 @@ def test_lipschitz_sysid_and_resume(tmp_path, capsys):
 
 
 def test_presets_cover_every_dataset_and_model():
-    for name, per_dataset in cli.PRESETS.items():
+    for name, per_dataset in sysid.PRESETS.items():
         assert sorted(per_dataset) == ["boucwen", "f16", "files", "pendulum"], name
         for dataset, preset in per_dataset.items():
             for model in ("r2dn", "ren"):
                 p = preset.for_model(model)
-                cfg = cli._make_config(train.get_model(model), nu=2, nx=p.nx, nv=p.nv, ny=3, hidden=p.hidden,
+                cfg = sysid.make_config(train.get_model(model), nu=2, nx=p.nx, nv=p.nv, ny=3, hidden=p.hidden,
                                        **p.model)
                 assert cfg.nx == p.nx, (name, dataset, model)
 
 
 def test_the_f16_paper_preset():
     # the R2DN paper's F-16 experiment (its authors' examples/train_sysid.py)
-    p = cli.PRESETS["paper"]["f16"]
+    p = sysid.PRESETS["paper"]["f16"]
     o = p.options
     assert (p.nx, p.nv, p.hidden) == (75, 75, (87, 87, 87))
     assert p.model == {"activation": "relu", "init": "long_memory", "polar": True}
@@ -255,17 +258,17 @@ def test_an_interrupted_refinement_resumes(tmp_path, monkeypatch, capsys):
 
 def test_the_best_preset_is_paper_then_refinement():
     for dataset in ("boucwen", "f16", "pendulum", "files"):
-        best, paper = cli.PRESETS["best"][dataset], cli.PRESETS["paper"][dataset]
+        best, paper = sysid.PRESETS["best"][dataset], sysid.PRESETS["paper"][dataset]
         assert best.refine.iterations >= 200 and paper.refine is None
         assert dataclasses.replace(best, refine=None) == paper, dataset
     args = cli._parser().parse_args(["sysid", "--preset", "best"])
-    opts = cli.PRESETS["best"]["boucwen"].options
-    refine = cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts)
+    opts = sysid.PRESETS["best"]["boucwen"].options
+    refine = cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts)
     assert (refine.iterations, refine.washout, refine.val_samples) == (2000, opts.washout, opts.val_samples)
     args.refine = 0
-    assert cli._refine_options(args, cli.PRESETS["best"]["boucwen"], opts) is None
+    assert cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts) is None
     args.refine = 7
-    assert cli._refine_options(args, cli.PRESETS["quick"]["boucwen"], opts).iterations == 7
+    assert cli._refine_options(args, sysid.PRESETS["quick"]["boucwen"], opts).iterations == 7
     assert "refine 2000" in cli._presets_help()
 
 
@@ -416,7 +419,7 @@ def test_bad_threads_is_one_line_naming_the_flag(value, capsys):
 
 def test_sysid_workers_flag_reaches_training(monkeypatch, tmp_path, capsys):
     """``r2dn sysid --workers N`` passes N to train.fit; a bad value names the flag."""
-    from r2dn_np import train
+    from r2dn_np.training import train
 
     seen = {}
     real_fit = train.fit

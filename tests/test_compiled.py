@@ -1,4 +1,4 @@
-"""The compiled time loops (``r2dn_np/compiled.py``) are the array-API loops of ``feedback.py``:
+"""The compiled time loops (``r2dn_np/loop/compiled.py``) are the array-API loops of ``feedback.py``:
 outputs, final states and every gradient agree to 1e-12 (float64) and 1e-5 (float32) relative, at
 Hypothesis-drawn sizes over every kind, activation and option the loops support; and the switch
 (``jit=``, ``R2DN_JIT``) picks the path it says. The finite-difference and protocol tests run
@@ -9,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import compiled, feedback, lbdn, r2dn, ren, tree
+from r2dn_np.loop import compiled, feedback
+from r2dn_np import lbdn, r2dn, ren
+from r2dn_np.core import tree
 
 from test_feedback_models import perturbed, r2dn_configs, ren_configs
 
@@ -179,7 +181,7 @@ def test_other_namespaces_take_the_array_api_loop(spy):
 
 def test_sharded_passes_use_it_in_every_process(monkeypatch):
     """Workers run the compiled loops too (they get ``jit``); the result equals the serial pass."""
-    from r2dn_np import parallel
+    from r2dn_np.loop import parallel
 
     cfg = r2dn.Config(1, 3, 4, 1, hidden=(5,))
     direct = r2dn.init(cfg, seed=2)
@@ -215,7 +217,7 @@ def test_jit_true_without_numba_says_how_to_get_it(monkeypatch):
 def test_a_read_only_install_warns_once_and_compiles_in_memory(monkeypatch):
     """Where Numba finds no writable cache folder, ``cache=True`` raises at decoration time: the
     kernel module then compiles in memory, warning once."""
-    from r2dn_np import _compiled_kernels as k
+    from r2dn_np.loop import _compiled_kernels as k
 
     real = k.numba.njit
 

@@ -5,8 +5,11 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import deq, fixed_point, io, losses, tree
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import deq
+from r2dn_np.core import fixed_point, tree
+from r2dn_np.interface import io
+from r2dn_np.training import losses
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
 

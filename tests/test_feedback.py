@@ -7,8 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import allocator, compiled, feedback, losses, r2dn, tree
-from r2dn_np.static_map import Phi
+from r2dn_np.core import allocator, tree
+from r2dn_np.loop import compiled, feedback
+from r2dn_np.training import losses
+from r2dn_np import r2dn
+from r2dn_np.core.static_map import Phi
 
 from helpers import examples_for, host, put
 

@@ -11,8 +11,10 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import activations, lbdn, losses, r2dn, ren, tree
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np.core import activations, tree
+from r2dn_np import lbdn, r2dn, ren
+from r2dn_np.training import losses
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from r2dn_np import fixed_point
+from r2dn_np.core import fixed_point
 
 from helpers import host, put
 

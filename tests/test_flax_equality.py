@@ -13,7 +13,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from r2dn_np import flax_interop, r2dn, ren, tree
+from r2dn_np.interface import flax_interop
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
 
 from helpers import host, put
 

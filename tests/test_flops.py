@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from r2dn_np import flops, lbdn, r2dn
+from r2dn_np.checks import flops
+from r2dn_np import lbdn, r2dn
 
 
 @pytest.mark.parametrize("output_layer", ["linear", "sandwich"])

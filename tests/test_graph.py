@@ -1,4 +1,4 @@
-"""CUDA-graph replay (``r2dn_np.graph``): off CuPy the wrapper is the function itself; on a GPU a
+"""CUDA-graph replay (``r2dn_np.loop.graph``): off CuPy the wrapper is the function itself; on a GPU a
 replayed pass gives the uncaptured numbers for new inputs, never aliases memory used elsewhere,
 reports bad input as the uncaptured pass does, and training uses it."""
 
@@ -7,7 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from r2dn_np import _validate, graph, losses, r2dn, ren, train, tree
+from r2dn_np.core import _validate, tree
+from r2dn_np.loop import graph
+from r2dn_np.training import losses, train
+from r2dn_np import r2dn, ren
 from r2dn_np.data import pendulum
 
 from helpers import cupy_or_skip, host
@@ -103,7 +106,7 @@ def test_environment_variable_turns_capture_off(monkeypatch):
 def test_direct_cublas_products_are_cupy_products(cp, dtype, layout):
     import cupy
 
-    from r2dn_np import _cublas
+    from r2dn_np.core import _cublas
 
     rng = np.random.default_rng(0)
     a = cupy.asarray(rng.standard_normal((5, 7)).astype(dtype))

@@ -12,8 +12,11 @@ from array_api_compat import array_namespace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, flax_interop, io, linalg, r2dn, ren, tree
-from r2dn_np.testing import check_vjp
+from r2dn_np.checks import certificates
+from r2dn_np.interface import flax_interop, io
+from r2dn_np.core import linalg, tree
+from r2dn_np import r2dn, ren
+from r2dn_np.checks.testing import check_vjp
 
 from helpers import examples_for, host, put
 

@@ -3,8 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from r2dn_np import io, lbdn, tree
-from r2dn_np.backend import to_numpy
+from r2dn_np.interface import io
+from r2dn_np import lbdn
+from r2dn_np.core import tree
+from r2dn_np.core.backend import to_numpy
 
 from helpers import host
 

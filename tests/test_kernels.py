@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from r2dn_np import activations, feedback, kernels, r2dn
-from r2dn_np.static_map import Phi
+from r2dn_np.core import activations, kernels
+from r2dn_np.loop import feedback
+from r2dn_np import r2dn
+from r2dn_np.core.static_map import Phi
 
 from helpers import host, put
 

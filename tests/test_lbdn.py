@@ -5,9 +5,10 @@ import pytest
 from hypothesis import example, given, reject, settings, target
 from hypothesis import strategies as st
 
-from r2dn_np import lbdn, tree
-from r2dn_np.backend import to_backend
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import lbdn
+from r2dn_np.core import tree
+from r2dn_np.core.backend import to_backend
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
 

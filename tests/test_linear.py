@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from r2dn_np import linear
+from r2dn_np.training import linear
 from r2dn_np.data.sequences import Record
 
 

@@ -5,9 +5,13 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from r2dn_np import classify, io, lipschitz_rnn as lrnn, losses, stability, tree
-from r2dn_np.backend import to_backend
-from r2dn_np.testing import assert_close, check_vjp
+from r2dn_np.training import classify, losses
+from r2dn_np.interface import io
+from r2dn_np import lipschitz_rnn as lrnn
+from r2dn_np.checks import stability
+from r2dn_np.core import tree
+from r2dn_np.core.backend import to_backend
+from r2dn_np.checks.testing import assert_close, check_vjp
 
 from helpers import host, put
 

@@ -3,8 +3,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r2dn_np import losses
-from r2dn_np.testing import check_vjp
+from r2dn_np.training import losses
+from r2dn_np.checks.testing import check_vjp
 
 from helpers import host, put
 

@@ -1,4 +1,4 @@
-"""The PDE observer task (``r2dn_np.tasks.observer``): simulator, data, loss gradient,
+"""The PDE observer task (``r2dn_np.experiments.observer``): simulator, data, loss gradient,
 convergence from a wrong initial guess, and the script end to end on tiny sizes."""
 
 import json
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import r2dn, ren, tree
-from r2dn_np.tasks import observer
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
+from r2dn_np.experiments import observer
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

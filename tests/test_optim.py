@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from r2dn_np import optim
+from r2dn_np.training import optim
 
 from helpers import host, put
 

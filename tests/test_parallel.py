@@ -9,7 +9,10 @@ import warnings
 import numpy as np
 import pytest
 
-from r2dn_np import feedback, losses, parallel, r2dn, ren, tree
+from r2dn_np.loop import feedback, parallel
+from r2dn_np.training import losses
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
 
 from helpers import host, put
 
@@ -164,7 +167,7 @@ def test_a_script_leaves_no_process_behind(tmp_path):
 def test_training_with_workers_is_the_serial_training():
     import dataclasses
 
-    from r2dn_np import train
+    from r2dn_np.training import train
     from r2dn_np.data import pendulum
 
     data = pendulum.load(pendulum.Settings(period=256, n_train=2, transient=100), cache_dir=False)

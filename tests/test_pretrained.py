@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from r2dn_np import train
+from r2dn_np.training import train
 from r2dn_np.data import boucwen
 
 README = pathlib.Path(train.__file__).parent / "data" / "pretrained" / "README.md"

@@ -1,4 +1,4 @@
-"""Conformance: every sequence model speaks the one protocol of ``r2dn_np.protocol``
+"""Conformance: every sequence model speaks the one protocol of ``r2dn_np.interface.protocol``
 (``docs/protocol.md``), and every equilibrium layer its own.
 
 One parametrised set of checks runs each model through the protocol: exported names and
@@ -11,8 +11,10 @@ checks where the model has a certificate.
 import numpy as np
 import pytest
 
-from r2dn_np import io, protocol, tree, verify
-from r2dn_np.testing import check_vjp
+from r2dn_np.interface import io, protocol
+from r2dn_np.core import tree
+from r2dn_np.checks import verify
+from r2dn_np.checks.testing import check_vjp
 
 # name -> (module name, config keyword arguments); small sizes so that finite differences are cheap
 MODELS = {

@@ -1,4 +1,4 @@
-"""(Q, S, R)-dissipative R2DNs and RENs, and the learnable gain bound (``r2dn_np.supply``).
+"""(Q, S, R)-dissipative R2DNs and RENs, and the learnable gain bound (``r2dn_np.core.supply``).
 
 Every map against finite differences over random sizes and random valid supply rates; the
 certificates hold on random draws and fail when a weight is inflated by 1.3; the incremental supply
@@ -14,8 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, io, r2dn, ren, supply, tree, verify
-from r2dn_np.testing import check_vjp
+from r2dn_np.checks import certificates, verify
+from r2dn_np.interface import io
+from r2dn_np import r2dn, ren
+from r2dn_np.core import supply, tree
+from r2dn_np.checks.testing import check_vjp
 
 
 @st.composite

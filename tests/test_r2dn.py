@@ -7,7 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from r2dn_np import certificates, flax_interop, r2dn, tree
+from r2dn_np.checks import certificates
+from r2dn_np.interface import flax_interop
+from r2dn_np import r2dn
+from r2dn_np.core import tree
 
 from helpers import host, put
 from test_feedback_models import model_fd_check, perturbed

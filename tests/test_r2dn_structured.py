@@ -8,8 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import certificates, empirical, flax_interop, linalg, r2dn, tree, verify
-from r2dn_np.testing import check_vjp
+from r2dn_np.checks import certificates, empirical, verify
+from r2dn_np.interface import flax_interop
+from r2dn_np.core import linalg, tree
+from r2dn_np import r2dn
+from r2dn_np.checks.testing import check_vjp
 
 from helpers import host, put
 
@@ -244,7 +247,7 @@ def test_map_factorises_nothing_of_size_nx(monkeypatch):
 
 
 def test_every_backend_gives_the_numpy_numbers(xp):
-    from r2dn_np import losses
+    from r2dn_np.training import losses
 
     for kind in ("contracting", "lipschitz"):
         cfg = _cfg_from(5, 3, 2, 2, 2, kind)
@@ -285,7 +288,7 @@ def test_config_errors_name_the_field():
 
 
 def test_flops_refuses_a_structured_model():
-    from r2dn_np import flops
+    from r2dn_np.checks import flops
 
     with pytest.raises(ValueError, match="lti"):
         flops.r2dn_counts(_config(), T=2, B=2)

@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import activations, equilibrium
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np.core import activations
+from r2dn_np.layers import equilibrium
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
 
@@ -132,7 +133,9 @@ def test_equilibrium_vjp_equals_backprop_through_unrolled_iteration(xp, act):
 
 # --- the model: map, rollout, BPTT ---------------------------------------------------------------
 
-from r2dn_np import flax_interop, ren, tree  # noqa: E402
+from r2dn_np.interface import flax_interop  # noqa: E402
+from r2dn_np import ren  # noqa: E402
+from r2dn_np.core import tree  # noqa: E402
 
 from test_feedback_models import model_fd_check, perturbed  # noqa: E402
 from test_feedback_models import ren_configs as configs  # noqa: E402

@@ -7,8 +7,12 @@ import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
-from r2dn_np import activations, certificates, equilibrium_full, fixed_point, flax_interop, io, ren, tree
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np.core import activations, fixed_point, tree
+from r2dn_np.checks import certificates
+from r2dn_np.layers import equilibrium_full
+from r2dn_np.interface import flax_interop, io
+from r2dn_np import ren
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 from helpers import examples_for, host, put
 

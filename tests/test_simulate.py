@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from r2dn_np import cli, io, lbdn, r2dn, train
+from r2dn_np import cli, lbdn, r2dn
+from r2dn_np.interface import io
+from r2dn_np.training import train
 from r2dn_np.data import pendulum, sequences
 
 

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from r2dn_np import cli, sweep
+from r2dn_np import cli
+from r2dn_np.experiments import sweep
 
 distributed = pytest.importorskip("distributed", reason="the sweep extra (pip install 'r2dn_np[sweep]')")
 
@@ -194,7 +195,7 @@ def test_api_inputs_are_checked(tmp_path):
 
 
 def test_dask_is_imported_by_the_sweep_only():
-    code = ("import sys, r2dn_np, r2dn_np.cli, r2dn_np.train, r2dn_np.sweep, r2dn_np.r2dn, r2dn_np.ren; "
+    code = ("import sys, r2dn_np, r2dn_np.cli, r2dn_np.training.train, r2dn_np.experiments.sweep, r2dn_np.r2dn, r2dn_np.ren; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
     env = dict(os.environ, PYTHONPATH=ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)

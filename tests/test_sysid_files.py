@@ -1,4 +1,4 @@
-"""Your own records: ``r2dn sysid --data``, ``r2dn_np.sysid.fit``, the strict CSV reader
+"""Your own records: ``r2dn sysid --data``, ``r2dn_np.experiments.sysid.fit``, the strict CSV reader
 (``r2dn_np.data.files``), output folders that are never shared, and ``simulate --periodic`` /
 ``--warmup``."""
 
@@ -11,7 +11,10 @@ import shlex
 import numpy as np
 import pytest
 
-from r2dn_np import cli, io, sysid, train
+from r2dn_np import cli
+from r2dn_np.interface import io
+from r2dn_np.experiments import sysid
+from r2dn_np.training import train
 from r2dn_np.data import files, pendulum
 from r2dn_np.data.sequences import DataError
 
@@ -103,7 +106,7 @@ def test_sysid_on_user_csv_files_end_to_end(user_files, user_run, capsys, monkey
 
 
 def test_zoom_shows_the_largest_error_after_the_start_up():
-    from r2dn_np import plots
+    from r2dn_np.experiments import plots
 
     e = np.zeros(2000)
     e[150] = 10.0  # the start-up transient, after a washout of 100
@@ -197,8 +200,8 @@ def test_python_api_fit_simulate_save_certify(tmp_path):
 
 def test_python_api_best_preset_refines(monkeypatch):
     """A preset with a ``refine`` (best's; here on the tiny sizes) refines after Adam."""
-    tiny = cli.PRESETS["tiny"]["files"]
-    monkeypatch.setitem(cli.PRESETS["best"], "files", dataclasses.replace(tiny, refine=train.RefineOptions(iterations=3)))
+    tiny = sysid.PRESETS["tiny"]["files"]
+    monkeypatch.setitem(sysid.PRESETS["best"], "files", dataclasses.replace(tiny, refine=train.RefineOptions(iterations=3)))
     rng = np.random.default_rng(1)
     u = rng.standard_normal((800, 1))
     model = sysid.fit(u, toy(u[:, 0])[:, None], preset="best", epochs=1)
@@ -337,7 +340,7 @@ def test_every_flag_of_every_command_has_help_with_its_default():
                 assert "default" in cli._Help(name)._get_help_string(action), (name, flag)
         assert "(default: " in text, name
     text = commands["sysid"].format_help()
-    for preset, per in cli.PRESETS.items():  # the presets explained: sizes, epochs, time
+    for preset, per in sysid.PRESETS.items():  # the presets explained: sizes, epochs, time
         assert f"  {preset}: " in text and f"{per['boucwen'].options.epochs} epochs" in text
     assert "minutes" in text and "--data" in text and "runs/sysid-boucwen-r2dn" in text
     assert "order (default: 0)" in " ".join(text.split())  # --seed's default, 0, is stated too

@@ -3,8 +3,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from r2dn_np import io, r2dn, train, tree
-from r2dn_np.testing import check_vjp
+from r2dn_np.interface import io
+from r2dn_np import r2dn
+from r2dn_np.training import train
+from r2dn_np.core import tree
+from r2dn_np.checks.testing import check_vjp
 from r2dn_np.data import pendulum, sequences
 
 
@@ -253,7 +256,7 @@ def test_refinement_lowers_the_training_loss_and_keeps_the_best_on_validation(da
 @pytest.mark.parametrize("model, kind", [("r2dn", "contracting"), ("r2dn", "lipschitz"), ("ren", "contracting"),
                                          ("ren", "lipschitz")])
 def test_refined_model_keeps_its_certificate(data, model, kind):
-    from r2dn_np import certificates
+    from r2dn_np.checks import certificates
 
     module = train.get_model(model)
     cfg = module.Config(nu=1, nx=3, nv=4, ny=1, kind=kind, **({"hidden": (6,)} if model == "r2dn" else {}),

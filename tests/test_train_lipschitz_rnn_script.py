@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from r2dn_np import tree
+from r2dn_np.core import tree
 from r2dn_np.data import digits
 
 from helpers import host

@@ -2,7 +2,8 @@ import dataclasses
 
 import numpy as np
 
-from r2dn_np import certificates, r2dn, verify
+from r2dn_np.checks import certificates, verify
+from r2dn_np import r2dn
 
 CFG = r2dn.Config(nu=2, nx=3, nv=4, ny=2, hidden=(5,), activation="tanh", kind="lipschitz", gamma=2.0)
 

@@ -1,4 +1,4 @@
-"""Youla-parameterised control (``r2dn_np.tasks.youla``): the plant, the closed-loop gradient
+"""Youla-parameterised control (``r2dn_np.experiments.youla``): the plant, the closed-loop gradient
 against finite differences, boundedness under the largest disturbance, the script end to end."""
 
 import json
@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r2dn_np import r2dn, ren, tree
-from r2dn_np.tasks import youla
-from r2dn_np.testing import FiniteDifferenceUnreliable, check_vjp
+from r2dn_np import r2dn, ren
+from r2dn_np.core import tree
+from r2dn_np.experiments import youla
+from r2dn_np.checks.testing import FiniteDifferenceUnreliable, check_vjp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,9 @@ Run: python docs/examples/lipschitz_rnn_classifier.py   (about a second)
 """
 import numpy as np
 
-from r2dn_np import classify, lipschitz_rnn as lrnn, stability
+from r2dn_np.training import classify
+from r2dn_np import lipschitz_rnn as lrnn
+from r2dn_np.checks import stability
 
 cfg = lrnn.Config(n_in=1, n_units=32, n_out=10, beta=0.75, gamma=0.2, eps=0.5, scheme="imex", rho=0.5)
 direct = lrnn.init(cfg, seed=0)

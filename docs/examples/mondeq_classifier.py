@@ -5,7 +5,8 @@ Run: python docs/examples/mondeq_classifier.py   (about a second)
 """
 import numpy as np
 
-from r2dn_np import deq, losses, mondeq
+from r2dn_np import deq, mondeq
+from r2dn_np.training import losses
 
 rng = np.random.default_rng(0)
 x, labels = rng.random((32, 64)), np.arange(32) % 10

@@ -5,7 +5,9 @@ Run: python docs/examples/qsr_sector.py   (a few seconds)
 """
 import numpy as np
 
-from r2dn_np import certificates, r2dn, supply, verify
+from r2dn_np.checks import certificates, verify
+from r2dn_np import r2dn
+from r2dn_np.core import supply
 
 Q, S, R = -np.eye(2), 0.5 * np.eye(2), np.eye(2)          # s = -|dy|^2 + du.dy + |du|^2
 cfg = r2dn.Config(nu=2, nx=4, nv=8, ny=2, hidden=(16,), kind="qsr", Q=Q.tolist(), S=S.tolist(), R=R.tolist())

@@ -4,7 +4,9 @@ Run: python docs/examples/r2dn_contracting.py   (about a second)
 """
 import numpy as np
 
-from r2dn_np import certificates, losses, optim, r2dn
+from r2dn_np.checks import certificates
+from r2dn_np.training import losses, optim
+from r2dn_np import r2dn
 
 cfg = r2dn.Config(nu=2, nx=8, nv=16, ny=1, hidden=(32, 32))      # kind="contracting" by default
 direct = r2dn.init(cfg, seed=0)                                   # free parameters: any values are safe

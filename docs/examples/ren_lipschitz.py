@@ -4,7 +4,8 @@ Run: python docs/examples/ren_lipschitz.py   (about a second)
 """
 import numpy as np
 
-from r2dn_np import certificates, ren
+from r2dn_np.checks import certificates
+from r2dn_np import ren
 
 cfg = ren.Config(nu=2, nx=8, nv=16, ny=1, kind="lipschitz", gamma=1.0)
 direct = ren.init(cfg, seed=0)

@@ -9,7 +9,8 @@ import os
 
 import numpy as np
 
-from .. import _validate, io
+from ..core import _validate
+from ..interface import io
 
 CACHE_ENV = "R2DN_CACHE_DIR"
 _CACHE_VERSION = 1

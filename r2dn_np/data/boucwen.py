@@ -49,7 +49,8 @@ import os
 import numpy as np
 import scipy.signal
 
-from .. import _validate, io
+from ..core import _validate
+from ..interface import io
 from . import _sim
 from . import sequences
 from .sequences import Record, SysIdData

@@ -12,8 +12,8 @@ import numpy as np
 
 from array_api_compat import array_namespace
 
-from .. import _validate
-from ..backend import asarray, namespace, to_numpy
+from ..core import _validate
+from ..core.backend import asarray, namespace, to_numpy
 
 __all__ = ["Split", "load", "as_sequences"]
 

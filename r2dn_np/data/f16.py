@@ -15,7 +15,7 @@ Manchester, "R2DN: Scalable parameterization of contracting and Lipschitz recurr
 networks"): levels 1, 3, 5, 7 train, levels 2 and 4 validate (model selection), level 6 is the
 test set, and all records are standardised with the mean and standard deviation of level 4,
 as the authors' code does (``examples/utils/data_handling.py`` of nic-barbara/R2DN). The
-training settings are ``cli.PRESETS["paper"]["f16"]``; measured results in ``docs/sysid.md``.
+training settings are ``sysid.PRESETS["paper"]["f16"]``; measured results in ``docs/sysid.md``.
 
 Examples
 --------
@@ -46,7 +46,7 @@ import re
 
 import numpy as np
 
-from .. import _validate
+from ..core import _validate
 from .sequences import DataError, SysIdData, check_record
 
 __all__ = ["COLUMNS", "INPUTS", "OUTPUTS", "FS", "PATTERN", "PUBLISHED", "read_csv", "load"]

@@ -28,7 +28,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _validate, io
+from ..core import _validate
+from ..interface import io
 from .sequences import DataError, Record, SysIdData
 
 __all__ = ["Table", "Records", "read_csv", "read_table", "load_records", "dataset", "DELIMITERS"]

@@ -27,8 +27,8 @@ import numpy as np
 
 from array_api_compat import array_namespace
 
-from .. import _validate
-from ..backend import asarray, namespace, to_numpy
+from ..core import _validate
+from ..core.backend import asarray, namespace, to_numpy
 from .digits import Split
 
 __all__ = ["Split", "SEQUENCE_KINDS", "data_path", "load", "pixel_permutation", "as_sequences"]

@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from .. import _validate
+from ..core import _validate
 from . import _sim
 from .sequences import Record, SysIdData
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from array_api_compat import array_namespace
 
-from .. import _validate
-from ..backend import to_numpy
+from ..core import _validate
+from ..core.backend import to_numpy
 
 __all__ = ["gaussian_noise", "salt_and_pepper"]
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _validate
+from ..core import _validate
 
 __all__ = ["DataError", "Record", "SysIdData", "Scaler", "fit_scaler", "chunk", "rmse", "nrmse", "nrmse_per_output",
            "check_record", "check_records", "check_series", "check_scaler", "check_sysid_data"]
