@@ -61,7 +61,7 @@ __all__ = ["TASKS", "KINDS", "Task", "Run", "Context", "Report", "register", "gr
            "run_one", "gather", "table", "write_table", "plot_curves"]
 
 KINDS = ("contracting", "lipschitz")
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole package
 _REPO = os.path.dirname(_PACKAGE)
 
 

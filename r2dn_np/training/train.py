@@ -65,7 +65,7 @@ RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.training.train checkpoint"
 _REFINE_KIND = "r2dn_np.training.train refinement checkpoint"
-PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "pretrained")
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "pretrained")
 PRETRAINED_PREFIX = "pretrained:"
 
 
