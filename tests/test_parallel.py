@@ -147,13 +147,15 @@ def test_a_script_leaves_no_process_behind(tmp_path):
     code = (
         "import warnings; warnings.simplefilter('error')\n"
         "import numpy as np\n"
-        "from r2dn_np import r2dn, losses, parallel\n"
+        "from r2dn_np import r2dn\n"
+        "from r2dn_np.loop import parallel\n"
+        "from r2dn_np.training import losses\n"
         "cfg = r2dn.Config(1, 2, 3, 1, hidden=(4,))\n"
         "U = np.ones((5, 6, 1))\n"
         "v, g = r2dn.value_and_grad(cfg, r2dn.init(cfg, 0), None, U, lambda Y: losses.mse(Y, 0 * Y), workers=2)\n"
         "print(parallel._POOL.workers[0].proc.pid)\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(parallel.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(parallel.__file__))))
     env = dict(os.environ, PYTHONPATH=root, PYTHONWARNINGS="error")
     env.pop(parallel.ENV, None)
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -10,7 +10,7 @@ import pytest
 from r2dn_np.training import train
 from r2dn_np.data import boucwen
 
-README = pathlib.Path(train.__file__).parent / "data" / "pretrained" / "README.md"
+README = pathlib.Path(train.PRETRAINED_DIR) / "README.md"
 
 
 def test_every_shipped_model_has_its_readme_row():
