@@ -83,7 +83,24 @@ def main(argv=None):
               f"{fmt(r['pooled'])} | {fmt(r['level6'])} | {r['certificate']} |")
     for name, pooled, level6 in PUBLISHED:
         print(f"| {name} | | | | | {pooled} | {level6} | |")
+    print()
+    print(summary(rows))
     return rows
+
+
+def summary(rows):
+    """Mean +- standard deviation over the runs (seeds) of each model and kind: the mean over the
+    three outputs of the pooled and the level-6 NRMSE, and the seconds per epoch."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["kind"]), []).append(r)
+    lines = ["| model | kind | runs | pooled NRMSE (mean of outputs) | level 6 NRMSE (mean of outputs) | s / epoch |",
+             "|---|---|---|---|---|---|"]
+    for (model, kind), rs in groups.items():
+        stat = lambda a: f"{np.mean(a):.3f} +- {np.std(a):.3f}"  # noqa: E731
+        lines.append(f"| {model} | {kind} | {len(rs)} | {stat([np.mean(r['pooled']) for r in rs])} | "
+                     f"{stat([np.mean(r['level6']) for r in rs])} | {stat([r['s_per_epoch'] for r in rs])} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
