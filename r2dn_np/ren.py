@@ -38,7 +38,7 @@ import dataclasses
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 from .core import _validate, activations, linalg, supply
 from .layers import equilibrium, equilibrium_full
@@ -415,11 +415,9 @@ def _contracting_map(cfg, d):
 def _output_map(cfg, d):
     """``(C2, D21, D22, by)``: free, or the fixed ``y = x`` of ``identity_output``, (N9) of
     ``docs/derivations/ren.md``."""
-    if not cfg.identity_output:
-        return d.C2, d.D21, d.D22, d.by
-    xp = array_namespace(d.X)
-    zeros = lambda *shape: xp.zeros(shape, dtype=d.X.dtype, device=device(d.X))  # noqa: E731
-    return linalg.eye_like(cfg.nx, d.X), zeros(cfg.ny, cfg.nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
+    if cfg.identity_output:
+        return feedback_model.identity_output(cfg, d.X)
+    return d.C2, d.D21, d.D22, d.by
 
 
 def _contracting_map_vjp(cfg, cache, de):
