@@ -42,7 +42,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import ClassVar, NamedTuple
 
 import numpy as np
@@ -51,7 +50,7 @@ from array_api_compat import array_namespace
 from .core import _validate, activations, fixed_point
 from .core._config import JSONConfig
 from .core._random import lecun_normal
-from .core.backend import asarray, namespace, resolve_dtype
+from .layers import equilibrium_model
 
 __all__ = [
     "Config",
@@ -136,47 +135,27 @@ class Grads(NamedTuple):
     x: object  # (N, n_in)
 
 
-def init(cfg, seed=0, backend=None, dtype="float64"):
+def _draw(cfg, rng):
     """Gaussian ``W`` rescaled to spectral norm 0.5, lecun-normal ``U``, ``b = 0``.
 
     With activation slopes in [0, 1] the initial layer is a contraction (factor 0.5), so every
     solver converges at initialisation; training may move ``W`` anywhere.
     """
-    _check_cfg(cfg)
-    xp = namespace(backend)
-    resolve_dtype(xp, dtype)
-    rng = np.random.default_rng(_validate.seed("seed", seed))
     W = rng.standard_normal((cfg.n, cfg.n))
     W *= _INIT_W_NORM / max(float(np.linalg.norm(W, 2)), 1e-300)
     U = lecun_normal(rng, (cfg.n_in, cfg.n)).T
-    return Direct(
-        asarray(W, xp, dtype), asarray(np.ascontiguousarray(U), xp, dtype),
-        asarray(np.zeros(cfg.n), xp, dtype),
-    )
+    return Direct(W, U, np.zeros(cfg.n))
 
 
-@functools.lru_cache(maxsize=32)
-def _templates(cfg):
-    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
-    direct = init(cfg, 0, backend="numpy")
-    return direct, Explicit(direct.W, direct.U, direct.b)
+# The map is the identity (an unconstrained DEQ has no parameterisation, and no map cache); it is
+# kept so that every model is called the same way.
 
 
-def direct_to_explicit(cfg, direct):
-    """The identity map (an unconstrained DEQ has no parameterisation); kept so that every
-    model is called the same way. Returns ``(explicit, cache)`` with ``cache = None``."""
-    _check_cfg(cfg)
-    _validate.container("direct", direct, _templates(cfg)[0])
+def _map(cfg, direct):
     return Explicit(direct.W, direct.U, direct.b), None
 
 
-def direct_to_explicit_vjp(cfg, cache, d_explicit):
-    """The identity: ``d_direct`` has the fields of ``d_explicit``; ``cache`` must be None."""
-    _check_cfg(cfg)
-    if cache is not None:
-        raise TypeError("cache must be None, the map cache of deq.direct_to_explicit; "
-                        f"got {type(cache).__name__}")
-    _validate.container("d_explicit", d_explicit, _templates(cfg)[1])
+def _map_vjp(cfg, cache, d_explicit):
     return Direct(d_explicit.W, d_explicit.U, d_explicit.b)
 
 
@@ -194,55 +173,11 @@ _HINT = (
 )
 
 
-# --- the layer ------------------------------------------------------------------------------
+# --- the layer: the forward solve (D1), (D5)-(D7) and the adjoint solve (D2)-(D4) ----------------
 
 
-def _check_cfg(cfg):
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg must be a deq.Config; got {type(cfg).__name__}")
-
-
-def _check_x(cfg, explicit, x):
-    _check_cfg(cfg)
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
-
-
-def forward(cfg, explicit, x, z0=None):
-    """Solve for the equilibrium of every row of ``x``.
-
-    Parameters
-    ----------
-    cfg : Config
-    explicit : Explicit
-    x : (N, n_in) array
-    z0 : optional (N, n) starting iterate (zeros by default), e.g. the last minibatch's.
-
-    Returns
-    -------
-    z : (N, n) array with ``residual(cfg, explicit, x, z) <= cfg.tol``
-    cache : Cache, with the forward solve's ``fixed_point.SolveResult`` as ``cache.result``
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The solver stopped above ``cfg.tol``; ``exc.result`` holds the residual trace.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equations (D1) and (D5)-(D7).
-    """
-    _check_x(cfg, explicit, x)
-    return _forward(cfg, explicit, x, z0)
-
-
-def _forward(cfg, explicit, x, z0):
-    """:func:`forward` on a trusted ``explicit`` and ``x``."""
-    xp = array_namespace(x)
-    if z0 is None:
-        z0 = xp.zeros((x.shape[0], cfg.n), dtype=x.dtype)
-    else:
-        _validate.array("z0", z0, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
+def _solve(cfg, explicit, x, z0):
+    """The equilibrium of every row of ``x`` by ``cfg.solver``; the output is ``z`` itself."""
     W, U, b = explicit.W, explicit.U, explicit.b
     c = x @ U.mT + b  # the input injection does not change during the solve
 
@@ -254,52 +189,9 @@ def _forward(cfg, explicit, x, z0):
     return result.z, Cache(x, result.z, result.fz, result)
 
 
-def _check_cache(cfg, explicit, cache):
-    if not isinstance(cache, Cache):
-        raise TypeError(f"cache must be the deq.Cache returned by deq.forward; got {type(cache).__name__}")
-    _validate.array("cache.x", cache.x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
-    N = int(cache.x.shape[0])
-    _validate.array("cache.z", cache.z, [("N", N), ("n", cfg.n)], like=explicit.W)
-    _validate.array("cache.s", cache.s, [("N", N), ("n", cfg.n)], like=explicit.W)
-    return N
-
-
-def backward(cfg, explicit, cache, dout):
-    """Cotangents of the weights and of ``x`` by the implicit function theorem.
-
-    Solves ``mu = dz + W^T J mu`` (rows: ``mu = dz + (J * mu) W``, ``dz = dout``) with
-    ``cfg.solver``, then with ``v = J mu``: ``dW = v^T z``, ``dU = v^T x``, ``db = sum_rows v``,
-    ``dx = v U``.
-
-    Parameters
-    ----------
-    cache : Cache, from :func:`forward` with the same ``cfg`` and ``explicit``.
-    dout : (N, n) array, the cotangent of the equilibrium ``z``.
-
-    Returns
-    -------
-    d_explicit : Explicit
-    dx : (N, n_in) array
-    result : fixed_point.SolveResult of the adjoint solve
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The adjoint solve stopped above ``cfg.tol``.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equations (D2)-(D4).
-    """
-    _check_cfg(cfg)
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    N = _check_cache(cfg, explicit, cache)
-    _validate.array("dout", dout, [("N", N), ("n", cfg.n)], like=explicit.W)
-    return _backward(cfg, explicit, cache, dout)
-
-
-def _backward(cfg, explicit, cache, dz):
-    """:func:`backward` on trusted arguments."""
+def _solve_adjoint(cfg, explicit, cache, dz):
+    """Solves ``mu = dz + W^T J mu`` (rows: ``mu = dz + (J * mu) W``) with ``cfg.solver``, then
+    with ``v = J mu``: ``dW = v^T z``, ``dU = v^T x``, ``db = sum_rows v``, ``dx = v U``."""
     xp = array_namespace(dz)
     W = explicit.W
     J = activations.slope_from_output(cfg.activation, cache.s)
@@ -314,43 +206,8 @@ def _backward(cfg, explicit, cache, dz):
     return d_explicit, v @ explicit.U, result
 
 
-def value_and_grad(cfg, direct, x, loss):
-    """Map, solve forward, evaluate ``loss`` on the equilibrium, solve the adjoint, map back.
+# --- the rest of the protocol, shared with the monDEQ (layers/equilibrium_model.py) -------------
 
-    Parameters
-    ----------
-    direct : Direct
-    x : (N, n_in) array
-    loss : callable ``z -> (value, dz)``, e.g. ``lambda z: losses.mse(z, target)``; it must
-        return a finite scalar and a finite ``dz`` of exactly ``z``'s shape and dtype.
-
-    Returns
-    -------
-    value : the loss value.
-    grads : Grads(direct, x).
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The forward or the adjoint solve stopped above ``cfg.tol``.
-    """
-    _check_cfg(cfg)
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable z -> (value, dz); got {type(loss).__name__}")
-    _validate.container("direct", direct, _templates(cfg)[0])
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=direct.W)
-    explicit = Explicit(direct.W, direct.U, direct.b)
-    z, cache = _forward(cfg, explicit, x, None)
-    value, dz = _validate.loss_output(loss(z), z)
-    d_explicit, dx, _ = _backward(cfg, explicit, cache, dz)
-    return value, Grads(Direct(*d_explicit), dx)
-
-
-def residual(cfg, explicit, x, z):
-    """The residual the forward solve stops on: with ``c = x U^T + b`` and
-    ``F(z) = sigma(z W^T + c)``, ``||F(z) - z|| / (||F(z)|| + ||c||)`` (equation (D5))."""
-    _check_x(cfg, explicit, x)
-    _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
-    c = x @ explicit.U.mT + explicit.b
-    fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
-    return fixed_point.relative_residual(fz, z, fixed_point.frobenius_norm(c))
+(init, direct_to_explicit, direct_to_explicit_vjp, forward, backward, value_and_grad, residual,
+ _check_cfg, _templates) = equilibrium_model.functions(equilibrium_model.Spec(
+    "deq", Config, Cache, Grads, _draw, _map, _map_vjp, None, _solve, _solve_adjoint, ("z", "n")))

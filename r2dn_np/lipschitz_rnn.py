@@ -71,9 +71,9 @@ import math
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
-from .core import _validate, linalg
+from .core import _validate, allocator, kernels, linalg
 from .core._config import JSONConfig
 from .loop._rnn import (
     DECODERS,
@@ -105,6 +105,8 @@ __all__ = [
     "SCHEMES",
     "DECODERS",
 ]
+
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (core/kernels.py)
 
 SCHEMES = ("euler", "imex", "midpoint", "rk4")
 
@@ -393,8 +395,9 @@ def forward(cfg, explicit, x0, U):
 def _forward(cfg, explicit, x0, U):
     """:func:`forward` on a trusted ``explicit``."""
     x0 = check_sequence(cfg, x0, U, explicit.W)
-    cache = _rollout(cfg, explicit, x0, U)
-    return cache.H[-1, ...], decode(cfg, explicit, cache.H), cache
+    with kernels.single_blas(U):
+        cache = _rollout(cfg, explicit, x0, U)
+        return cache.H[-1, ...], decode(cfg, explicit, cache.H), cache
 
 
 def step(cfg, explicit, x, u):
@@ -407,7 +410,13 @@ def step(cfg, explicit, x, u):
 
 
 def _rollout(cfg, explicit, h0, X):
-    """Dispatch on the form of the unit; returns the ``Cache``."""
+    """Dispatch on the form of the unit; returns the ``Cache``.
+
+    Every loop follows the time-loop conventions of ``loop/feedback.py``: input projections
+    hoisted out of the loop, one product by ``mm`` per step for everything ``h_t`` enters, each
+    step written in place into buffers from the allocator. ``reference_step`` is one step of
+    each form in plain array code, and the loops are tested against it.
+    """
     if cfg.gated:
         return _rollout_gated(cfg, explicit, h0, X)
     if cfg.scheme in RK_TABLEAUX:
@@ -417,29 +426,25 @@ def _rollout(cfg, explicit, h0, X):
 
 
 def _rollout_linear_update(cfg, explicit, h0, X):
+    """(R1)-(R3): ``s_t = tanh(W h_t + U x_t + b)``, ``h_{t+1} = F h_t + G s_t``."""
     xp = array_namespace(X)
-    T, B, n_in = (int(s) for s in X.shape)
+    T, B, _ = (int(s) for s in X.shape)
     N = cfg.n_units
+    m = kernels.native(X)
     UX = input_projection(explicit, X)
-    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
-    S = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    H = allocator.empty(xp, (T + 1, B, N), X.dtype)
+    S = allocator.empty(xp, (T, B, N), X.dtype)
     H[0, ...] = h0
-    h = h0
-    Wt, Ft = explicit.W.mT, explicit.F.mT
-    if explicit.G is None:
-        g = cfg.eps
-        for t in range(T):
-            s = xp.tanh(h @ Wt + UX[t, ...])
-            h = h @ Ft + g * s
-            S[t, ...] = s
-            H[t + 1, ...] = h
-    else:
-        Gt = explicit.G.mT
-        for t in range(T):
-            s = xp.tanh(h @ Wt + UX[t, ...])
-            h = h @ Ft + s @ Gt
-            S[t, ...] = s
-            H[t + 1, ...] = h
+    WF = xp.concat([explicit.W.mT, explicit.F.mT], axis=1)  # h_t enters z_t and h_{t+1}
+    Gt = None if explicit.G is None else explicit.G.mT
+    for t in range(T):
+        hp = mm(H[t, ...], WF)
+        kernels.bias_act(m, "tanh", hp[:, :N], UX[t, ...], out=S[t, ...])
+        H[t + 1, ...] = hp[:, N:]
+        if Gt is None:  # Euler: G = eps I
+            H[t + 1, ...] += cfg.eps * S[t, ...]
+        else:
+            H[t + 1, ...] += mm(S[t, ...], Gt)
     return H, S
 
 
@@ -454,33 +459,29 @@ def _rollout_rk(cfg, explicit, h0, X):
     xp = array_namespace(X)
     T, B, _ = (int(s) for s in X.shape)
     N = cfg.n_units
+    m = kernels.native(X)
     a, b = RK_TABLEAUX[cfg.scheme]
     n_stages = len(b)
     eps = cfg.eps
     UX = input_projection(explicit, X)
     KT = _stacked_AW(cfg, explicit)
-    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
-    Hs = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
-    S = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
+    H = allocator.empty(xp, (T + 1, B, N), X.dtype)
+    Hs = allocator.empty(xp, (T, n_stages, B, N), X.dtype)
+    S = allocator.empty(xp, (T, n_stages, B, N), X.dtype)
     H[0, ...] = h0
-    h = h0
     for t in range(T):
-        z = UX[t, ...]
         k = []
-        h_next = h
+        H[t + 1, ...] = H[t, ...]
         for i in range(n_stages):
-            g = h
+            Hs[t, i, ...] = H[t, ...]  # the stage state g_i = h_t + eps sum_j a_ij k_j
             for j, a_ij in enumerate(a[i]):
-                g = g + (eps * a_ij) * k[j]
-            pw = g @ KT
-            s = xp.tanh(pw[:, N:] + z)
-            k.append(pw[:, :N] + s)
-            Hs[t, i, ...] = g
-            S[t, i, ...] = s
+                Hs[t, i, ...] += (eps * a_ij) * k[j]
+            pw = mm(Hs[t, i, ...], KT)
+            kernels.bias_act(m, "tanh", pw[:, N:], UX[t, ...], out=S[t, i, ...])
+            pw[:, :N] += S[t, i, ...]  # k_i = alpha A g_i + s_i
+            k.append(pw[:, :N])
             if b[i] != 0.0:
-                h_next = h_next + (eps * b[i]) * k[i]
-        h = h_next
-        H[t + 1, ...] = h
+                H[t + 1, ...] += (eps * b[i]) * k[i]
     return Cache(X, H, S, None, Hs)
 
 
@@ -489,7 +490,7 @@ def _gated_projection(explicit, X):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = int(explicit.U.shape[0])
-    both = xp.reshape(X, (T * B, n_in)) @ xp.concat([explicit.U, explicit.Ug], axis=0).mT
+    both = mm(xp.reshape(X, (T * B, n_in)), xp.concat([explicit.U, explicit.Ug], axis=0).mT)
     both = xp.reshape(both + xp.concat([explicit.b, explicit.bg]), (T, B, 2 * N))
     return both[..., :N], both[..., N:]
 
@@ -501,21 +502,104 @@ def _rollout_gated(cfg, explicit, h0, X):
     N = cfg.n_units
     UX, UgX = _gated_projection(explicit, X)
     KT = _stacked_AW(cfg, explicit)
-    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
-    S = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
-    Q = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    H = allocator.empty(xp, (T + 1, B, N), X.dtype)
+    S = allocator.empty(xp, (T, B, N), X.dtype)
+    Q = allocator.empty(xp, (T, B, N), X.dtype)
     H[0, ...] = h0
-    h = h0
     for t in range(T):
-        pw = h @ KT
+        pw = mm(H[t, ...], KT)
         r = pw[:, N:]
-        s = xp.tanh(r + UX[t, ...])
-        q = _sigmoid(xp, r + UgX[t, ...])
-        h = h + cfg.eps * (pw[:, :N] + s) * q
-        S[t, ...] = s
-        Q[t, ...] = q
-        H[t + 1, ...] = h
+        S[t, ...] = xp.tanh(r + UX[t, ...])
+        Q[t, ...] = _sigmoid(xp, r + UgX[t, ...])
+        H[t + 1, ...] = H[t, ...] + cfg.eps * (pw[:, :N] + S[t, ...]) * Q[t, ...]
     return Cache(X, H, S, Q)
+
+
+# The reference: one step of each form of the unit and its VJP in the plainest array code, one
+# chain-rule fact per line, on trusted inputs. The fast loops above and below are tested against a
+# Python loop over these (tests/test_reference_steps.py); read these first.
+
+
+def _reference_step(cfg, e, h, x):
+    """``h_next`` from ``h`` and the input ``x``, (R1)-(R3), (G1), (O1)-(O2); rows are batch entries."""
+    xp = array_namespace(h)
+    c = x @ e.U.mT + e.b  # the input's share of the pre-activation
+    if cfg.gated:
+        s = xp.tanh(h @ e.W.mT + c)
+        q = _sigmoid(xp, h @ e.W.mT + x @ e.Ug.mT + e.bg)
+        return h + cfg.eps * (cfg.alpha * (h @ e.A.mT) + s) * q
+    if cfg.scheme in RK_TABLEAUX:
+        a, b = RK_TABLEAUX[cfg.scheme]
+        k = []
+        for i in range(len(b)):
+            g = h + sum((cfg.eps * a_ij) * k_j for a_ij, k_j in zip(a[i], k))
+            k.append(cfg.alpha * (g @ e.A.mT) + xp.tanh(g @ e.W.mT + c))
+        return h + sum((cfg.eps * b_i) * k_i for b_i, k_i in zip(b, k))
+    s = xp.tanh(h @ e.W.mT + c)
+    return h @ e.F.mT + (cfg.eps * s if e.G is None else s @ e.G.mT)
+
+
+def _reference_step_vjp(cfg, e, h, x, dh_next):
+    """Back through :func:`_reference_step`: ``(d_explicit, dh, dx)`` given ``dh_next``, with the
+    fields of ``d_explicit`` that the step does not use None (as ``backward`` returns them)."""
+    if cfg.gated:
+        return _reference_gated_vjp(cfg, e, h, x, dh_next)
+    if cfg.scheme in RK_TABLEAUX:
+        return _reference_rk_vjp(cfg, e, h, x, dh_next)
+    xp = array_namespace(h)
+    s = xp.tanh(h @ e.W.mT + x @ e.U.mT + e.b)
+    dF = dh_next.mT @ h  # h_next = h F^T + ...
+    dG = None if e.G is None else dh_next.mT @ s  # h_next = ... + s G^T (imex)
+    ds = cfg.eps * dh_next if e.G is None else dh_next @ e.G  # ... + eps s (Euler: G = eps I)
+    dz = ds * (1.0 - s * s)  # s = tanh(z)
+    dW = dz.mT @ h  # z = h W^T + x U^T + b
+    dU = dz.mT @ x
+    db = xp.sum(dz, axis=0)
+    dh = dh_next @ e.F + dz @ e.W  # h reaches h_next through F and z
+    dx = dz @ e.U
+    return Explicit(None, dW, dU, db, None, None, dF, dG), dh, dx
+
+
+def _reference_gated_vjp(cfg, e, h, x, dh_next):
+    xp = array_namespace(h)
+    p = cfg.alpha * (h @ e.A.mT)
+    s = xp.tanh(h @ e.W.mT + x @ e.U.mT + e.b)
+    q = _sigmoid(xp, h @ e.W.mT + x @ e.Ug.mT + e.bg)
+    du = cfg.eps * dh_next * q  # h_next = h + eps u q with u = p + s
+    dq = cfg.eps * dh_next * (p + s)
+    dz = du * (1.0 - s * s)  # s = tanh(z)
+    dzg = dq * q * (1.0 - q)  # q = sigmoid(zg)
+    dA = cfg.alpha * (du.mT @ h)  # p = alpha h A^T
+    dW = (dz + dzg).mT @ h  # z = h W^T + ..., zg = h W^T + ...
+    dU, db = dz.mT @ x, xp.sum(dz, axis=0)  # z = ... + x U^T + b
+    dUg, dbg = dzg.mT @ x, xp.sum(dzg, axis=0)  # zg = ... + x Ug^T + bg
+    dh = dh_next + cfg.alpha * (du @ e.A) + (dz + dzg) @ e.W
+    dx = dz @ e.U + dzg @ e.Ug
+    return Explicit(dA, dW, dU, db, None, None, None, None, dUg, dbg), dh, dx
+
+
+def _reference_rk_vjp(cfg, e, h, x, dh_next):
+    xp = array_namespace(h)
+    a, b = RK_TABLEAUX[cfg.scheme]
+    n = len(b)
+    c = x @ e.U.mT + e.b
+    g, s, k = [], [], []
+    for i in range(n):  # the stages again
+        g.append(h + sum((cfg.eps * a_ij) * k_j for a_ij, k_j in zip(a[i], k)))
+        s.append(xp.tanh(g[i] @ e.W.mT + c))
+        k.append(cfg.alpha * (g[i] @ e.A.mT) + s[i])
+    dg = [None] * n
+    dA = dW = dc = 0.0
+    dh = dh_next  # h_next = h + eps sum_i b_i k_i
+    for i in range(n - 1, -1, -1):
+        dk = (cfg.eps * b[i]) * dh_next + sum((cfg.eps * a[j][i]) * dg[j] for j in range(i + 1, n))  # g_j += eps a_ji k_i
+        dz = dk * (1.0 - s[i] * s[i])  # k_i = alpha g_i A^T + tanh(z_i)
+        dA = dA + cfg.alpha * (dk.mT @ g[i])
+        dW = dW + dz.mT @ g[i]  # z_i = g_i W^T + c
+        dc = dc + dz
+        dg[i] = cfg.alpha * (dk @ e.A) + dz @ e.W
+        dh = dh + dg[i]  # g_i = h + ...
+    return Explicit(dA, dW, dc.mT @ x, xp.sum(dc, axis=0), None, None, None, None), dh, dc @ e.U
 
 
 def _sigmoid(xp, x):
@@ -576,44 +660,49 @@ def value_and_grad(cfg, direct, x0, U, loss):
 
 
 def _backward(cfg, explicit, cache, dY, dxT):
-    if cfg.gated:
-        return _backward_gated(cfg, explicit, cache, dY, dxT)
-    if cfg.scheme in RK_TABLEAUX:
-        return _backward_rk(cfg, explicit, cache, dY, dxT)
+    with kernels.single_blas(dY):
+        if cfg.gated:
+            return _backward_gated(cfg, explicit, cache, dY, dxT)
+        if cfg.scheme in RK_TABLEAUX:
+            return _backward_rk(cfg, explicit, cache, dY, dxT)
+        return _backward_linear_update(cfg, explicit, cache, dY, dxT)
+
+
+def _backward_linear_update(cfg, explicit, cache, dY, dxT):
+    """(B1)-(B4): the reverse loop only propagates the state adjoint; every weight gradient is
+    one product over all T*B rows after it."""
     X, H, S = cache.X, cache.H, cache.S
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
+    m = kernels.native(X)
     H_prev = xp.reshape(H[:T, ...], (T * B, N))
 
     # decoder (B4): one product over all rows
     dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
 
-    # the reverse loop only propagates the state adjoint (B1)-(B2)
-    dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
-    A_next = xp.empty((T, B, N), dtype=X.dtype, device=device(X))  # adjoint of h_{t+1}
-    W, F, G = explicit.W, explicit.F, explicit.G
-    g = cfg.eps
+    # AdZ[t] = [a_{t+1}, dz_t] side by side: the adjoint of h_{t+1} reaches h_t through F and the
+    # pre-activation's adjoint through W, one product with [F; W] per step
+    AdZ = allocator.empty(xp, (T, B, 2 * N), X.dtype)
+    FW = xp.concat([explicit.F, explicit.W], axis=0)
+    G = explicit.G
     for t in range(T - 1, -1, -1):
-        A_next[t, ...] = a
-        ds = g * a if G is None else a @ G
-        s = S[t, ...]
-        dz = ds * (1.0 - s * s)
-        dZ[t, ...] = dz
-        a = a @ F + dz @ W
+        AdZ[t, :, :N] = a
+        ds = cfg.eps * a if G is None else mm(a, G)
+        kernels.times_slope(m, "tanh", ds, S[t, ...], out=AdZ[t, :, N:])
+        a = mm(AdZ[t, ...], FW)
         if dH_out is not None and t > 0:
-            a = a + dH_out[t - 1, ...]
+            a += dH_out[t - 1, ...]
 
     # weight gradients (B3): one product each over all T*B rows
-    dZ_rows = xp.reshape(dZ, (T * B, N))
-    A_rows = xp.reshape(A_next, (T * B, N))
-    dF = A_rows.mT @ H_prev
-    dG = None if G is None else A_rows.mT @ xp.reshape(S, (T * B, N))
-    dW = dZ_rows.mT @ H_prev
-    dU = dZ_rows.mT @ xp.reshape(X, (T * B, n_in))
+    AdZ_rows = xp.reshape(AdZ, (T * B, 2 * N))
+    dFW = mm(AdZ_rows.mT, H_prev)  # [dF; dW]
+    dZ_rows = AdZ_rows[:, N:]
+    dG = None if G is None else mm(AdZ_rows[:, :N].mT, xp.reshape(S, (T * B, N)))
+    dU = mm(dZ_rows.mT, xp.reshape(X, (T * B, n_in)))
     db = xp.sum(dZ_rows, axis=0)
-    dX = xp.reshape(dZ_rows @ explicit.U, (T, B, n_in))
-    return Explicit(None, dW, dU, db, dD, dby, dF, dG), a, dX
+    dX = xp.reshape(mm(dZ_rows, explicit.U), (T, B, n_in))
+    return Explicit(None, dFW[N:, :], dU, db, dD, dby, dFW[:N, :], dG), a, dX
 
 
 def _backward_rk(cfg, explicit, cache, dY, dxT):
@@ -622,41 +711,38 @@ def _backward_rk(cfg, explicit, cache, dY, dxT):
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
+    m = kernels.native(X)
     a_tab, b_tab = RK_TABLEAUX[cfg.scheme]
     n_stages = len(b_tab)
     eps, alpha = cfg.eps, cfg.alpha
     dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
-    dK = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
-    dZ = xp.empty((T, n_stages, B, N), dtype=X.dtype, device=device(X))
-    # [alpha A; W] as one (2N, N) matrix: [dk, dz] @ it = alpha dk A + dz W
+    # dKZ[t, i] = [dk_i, dz_i] side by side: one product with [alpha A; W] gives
+    # alpha dk A + dz W, the adjoint of the stage state g_i
+    dKZ = allocator.empty(xp, (T, n_stages, B, 2 * N), X.dtype)
     AW = xp.concat([alpha * explicit.A, explicit.W], axis=0)
     for t in range(T - 1, -1, -1):
         dg = [None] * n_stages
         a_prev = a
         for i in range(n_stages - 1, -1, -1):
-            dk = (eps * b_tab[i]) * a
+            dKZ[t, i, :, :N] = (eps * b_tab[i]) * a
             for j in range(i + 1, n_stages):
                 if a_tab[j][i] != 0.0:
-                    dk = dk + (eps * a_tab[j][i]) * dg[j]
-            s = S[t, i, ...]
-            dz = dk * (1.0 - s * s)
-            dK[t, i, ...] = dk
-            dZ[t, i, ...] = dz
-            dg[i] = xp.concat([dk, dz], axis=1) @ AW
+                    dKZ[t, i, :, :N] += (eps * a_tab[j][i]) * dg[j]
+            kernels.times_slope(m, "tanh", dKZ[t, i, :, :N], S[t, i, ...], out=dKZ[t, i, :, N:])
+            dg[i] = mm(dKZ[t, i, ...], AW)
             a_prev = a_prev + dg[i]
         a = a_prev
         if dH_out is not None and t > 0:
             a = a + dH_out[t - 1, ...]
     rows = T * n_stages * B
     Hs_rows = xp.reshape(Hs, (rows, N))
-    dZ_rows = xp.reshape(dZ, (rows, N))
-    dA = alpha * (xp.reshape(dK, (rows, N)).mT @ Hs_rows)
-    dW = dZ_rows.mT @ Hs_rows
-    dZ_t = xp.reshape(xp.sum(dZ, axis=1), (T * B, N))
-    dU = dZ_t.mT @ xp.reshape(X, (T * B, n_in))
+    dKZ_rows = xp.reshape(dKZ, (rows, 2 * N))
+    dAW = mm(dKZ_rows.mT, Hs_rows)  # [dA / alpha; dW]
+    dZ_t = xp.reshape(xp.sum(dKZ[..., N:], axis=1), (T * B, N))
+    dU = mm(dZ_t.mT, xp.reshape(X, (T * B, n_in)))
     db = xp.sum(dZ_t, axis=0)
-    dX = xp.reshape(dZ_t @ explicit.U, (T, B, n_in))
-    return Explicit(dA, dW, dU, db, dD, dby, None, None), a, dX
+    dX = xp.reshape(mm(dZ_t, explicit.U), (T, B, n_in))
+    return Explicit(alpha * dAW[:N, :], dAW[N:, :], dU, db, dD, dby, None, None), a, dX
 
 
 def _backward_gated(cfg, explicit, cache, dY, dxT):
@@ -668,29 +754,28 @@ def _backward_gated(cfg, explicit, cache, dY, dxT):
     eps, alpha = cfg.eps, cfg.alpha
     H_prev = xp.reshape(H[:T, ...], (T * B, N))
     # the drift p_t + s_t, rebuilt in one product rather than stored
-    Drift = xp.reshape(H_prev @ (alpha * explicit.A).mT, (T, B, N)) + S
+    Drift = xp.reshape(mm(H_prev, (alpha * explicit.A).mT), (T, B, N)) + S
     dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
-    dP = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
-    dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
-    dZg = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    # dPZ[t] = [du_t, dz_t + dzg_t] side by side: one product with [alpha A; W] per step
+    dPZ = allocator.empty(xp, (T, B, 2 * N), X.dtype)
+    dZ = allocator.empty(xp, (T, B, N), X.dtype)
+    dZg = allocator.empty(xp, (T, B, N), X.dtype)
     AW = xp.concat([alpha * explicit.A, explicit.W], axis=0)
     for t in range(T - 1, -1, -1):
         s, q = S[t, ...], Q[t, ...]
-        du = eps * a * q
-        dz = du * (1.0 - s * s)
-        dzg = (eps * a * Drift[t, ...]) * q * (1.0 - q)
-        dP[t, ...] = du
-        dZ[t, ...] = dz
-        dZg[t, ...] = dzg
-        a = a + xp.concat([du, dz + dzg], axis=1) @ AW
+        dPZ[t, :, :N] = eps * a * q
+        dZ[t, ...] = dPZ[t, :, :N] * (1.0 - s * s)
+        dZg[t, ...] = (eps * a * Drift[t, ...]) * q * (1.0 - q)
+        dPZ[t, :, N:] = dZ[t, ...] + dZg[t, ...]
+        a = a + mm(dPZ[t, ...], AW)
         if dH_out is not None and t > 0:
             a = a + dH_out[t - 1, ...]
+    dPZ_rows = xp.reshape(dPZ, (T * B, 2 * N))
     dZ_rows = xp.reshape(dZ, (T * B, N))
     dZg_rows = xp.reshape(dZg, (T * B, N))
     X_rows = xp.reshape(X, (T * B, n_in))
-    dA = alpha * (xp.reshape(dP, (T * B, N)).mT @ H_prev)
-    dW = (dZ_rows + dZg_rows).mT @ H_prev
-    dU, db = dZ_rows.mT @ X_rows, xp.sum(dZ_rows, axis=0)
-    dUg, dbg = dZg_rows.mT @ X_rows, xp.sum(dZg_rows, axis=0)
-    dX = xp.reshape(dZ_rows @ explicit.U + dZg_rows @ explicit.Ug, (T, B, n_in))
-    return Explicit(dA, dW, dU, db, dD, dby, None, None, dUg, dbg), a, dX
+    dAW = mm(dPZ_rows.mT, H_prev)  # [dA / alpha; dW]
+    dU, db = mm(dZ_rows.mT, X_rows), xp.sum(dZ_rows, axis=0)
+    dUg, dbg = mm(dZg_rows.mT, X_rows), xp.sum(dZg_rows, axis=0)
+    dX = xp.reshape(mm(dZ_rows, explicit.U) + mm(dZg_rows, explicit.Ug), (T, B, n_in))
+    return Explicit(alpha * dAW[:N, :], dAW[N:, :], dU, db, dD, dby, None, None, dUg, dbg), a, dX

@@ -52,7 +52,6 @@ True
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import ClassVar, NamedTuple
 
@@ -62,7 +61,7 @@ from array_api_compat import array_namespace
 from .core import _validate, activations, fixed_point, linalg
 from .core._config import JSONConfig
 from .core._random import lecun_normal
-from .core.backend import asarray, namespace, resolve_dtype
+from .layers import equilibrium_model
 
 __all__ = [
     "ACTIVATIONS",
@@ -162,66 +161,28 @@ class Grads(NamedTuple):
     x: object  # (N, n_in)
 
 
-def init(cfg, seed=0, backend=None, dtype="float64"):
+def _draw(cfg, rng):
     """Gaussian ``A, B`` with entries of variance ``1 / (4 n)`` (so ``||A^T A|| ~ 1``),
     lecun-normal ``U`` and ``C``, zero biases."""
-    _check_cfg(cfg)
-    xp = namespace(backend)
-    resolve_dtype(xp, dtype)
-    rng = np.random.default_rng(_validate.seed("seed", seed))
     n = cfg.n
-
-    def put(a):
-        return asarray(np.ascontiguousarray(a, dtype=np.float64), xp, dtype)
-
     A = rng.standard_normal((n, n)) / (2.0 * math.sqrt(n))
     B = rng.standard_normal((n, n)) / (2.0 * math.sqrt(n))
     U = lecun_normal(rng, (cfg.n_in, n)).T
     C = lecun_normal(rng, (n, cfg.n_out)).T
-    return Direct(put(A), put(B), put(U), put(np.zeros(n)), put(C), put(np.zeros(cfg.n_out)))
+    return Direct(A, B, U, np.zeros(n), C, np.zeros(cfg.n_out))
 
 
-def direct_to_explicit(cfg, direct):
-    """``W = (1 - m) I - A^T A + B - B^T``; the other weights pass through.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equation (M1).
-    """
-    _check_cfg(cfg)
-    _validate.container("direct", direct, _templates(cfg)[0])
-    return _direct_to_explicit(cfg, direct)
-
-
-@functools.lru_cache(maxsize=32)
-def _templates(cfg):
-    """``(direct, explicit)`` of this config on the host: the shapes a user's containers must have."""
-    direct = init(cfg, 0, backend="numpy")
-    return direct, _direct_to_explicit(cfg, direct)[0]
-
-
-def _direct_to_explicit(cfg, direct):
+def _map(cfg, direct):
+    """(M1) of ``docs/derivations/deq.md``: ``W = (1 - m) I - A^T A + B - B^T``; the other
+    weights pass through."""
     A, B = direct.A, direct.B
     I = linalg.eye_like(cfg.n, A)
     W = (1.0 - cfg.m) * I - linalg.gram(A) + B - B.mT
     return Explicit(W, direct.U, direct.b, direct.C, direct.c), MapCache(A)
 
 
-def direct_to_explicit_vjp(cfg, cache, d_explicit):
-    """``dA = -A (dW + dW^T)``, ``dB = dW - dW^T``; the other fields pass through.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equation (M2).
-    """
-    _check_cfg(cfg)
-    template = _templates(cfg)
-    _validate.container("cache", cache, MapCache(template[0].A))
-    _validate.container("d_explicit", d_explicit, template[1])
-    return _direct_to_explicit_vjp(cache, d_explicit)
-
-
-def _direct_to_explicit_vjp(cache, d_explicit):
+def _map_vjp(cfg, cache, d_explicit):
+    """(M2): ``dA = -A (dW + dW^T)``, ``dB = dW - dW^T``; the other fields pass through."""
     dW = d_explicit.W
     return Direct(
         linalg.gram_vjp(cache.A, -dW), dW - dW.mT,
@@ -288,17 +249,6 @@ def _hint(cfg):
     return "Peaceman-Rachford converges for every alpha > 0 but may need a larger max_iter"
 
 
-def _check_cfg(cfg):
-    if not isinstance(cfg, Config):
-        raise TypeError(f"cfg must be a mondeq.Config; got {type(cfg).__name__}")
-
-
-def _check_x(cfg, explicit, x):
-    _check_cfg(cfg)
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
-
-
 def resolvent(cfg, explicit):
     """``V = (I + alpha (I - W))^{-1}``, invertible because ``I - W`` is monotone.
 
@@ -316,42 +266,11 @@ def _resolvent(cfg, explicit):
     return linalg.solve(I + cfg.alpha * (I - explicit.W), I)
 
 
-def forward(cfg, explicit, x, z0=None):
-    """Equilibrium and logits for every row of ``x``.
-
-    Parameters
-    ----------
-    cfg : Config
-    explicit : Explicit
-    x : (N, n_in) array
-    z0 : optional (N, n) starting iterate (zeros by default), e.g. the last minibatch's.
-
-    Returns
-    -------
-    logits : (N, n_out) array
-    cache : Cache, with the equilibrium ``cache.z`` and the forward solve's
-        ``fixed_point.SolveResult`` as ``cache.result``
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The splitting stopped above ``cfg.tol``; ``exc.result`` holds the residual trace.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equations (D1), (D5), (M6) and (M7).
-    """
-    _check_x(cfg, explicit, x)
-    return _forward(cfg, explicit, x, z0)
+# --- the layer: the forward splitting (D1), (D5), (M6)-(M7) and the backward one (M3)-(M5) --------
 
 
-def _forward(cfg, explicit, x, z0):
-    """:func:`forward` on a trusted ``explicit`` and ``x``."""
-    xp = array_namespace(x)
-    if z0 is None:
-        z0 = xp.zeros((x.shape[0], cfg.n), dtype=x.dtype)
-    else:
-        _validate.array("z0", z0, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
+def _solve(cfg, explicit, x, z0):
+    """The equilibrium of every row of ``x`` by ``cfg.splitting``, and the logits."""
     W = explicit.W
     act = cfg.activation
     V = _resolvent(cfg, explicit) if cfg.splitting == "pr" else None
@@ -373,57 +292,19 @@ def _forward(cfg, explicit, x, z0):
     return z @ explicit.C.mT + explicit.c, Cache(x, z, result.fz, V, result)
 
 
-def _check_cache(cfg, explicit, cache):
-    if not isinstance(cache, Cache):
-        raise TypeError(f"cache must be the mondeq.Cache returned by mondeq.forward; got {type(cache).__name__}")
-    _validate.array("cache.x", cache.x, [("N", None), ("n_in", cfg.n_in)], like=explicit.W)
-    N = int(cache.x.shape[0])
-    _validate.array("cache.z", cache.z, [("N", N), ("n", cfg.n)], like=explicit.W)
-    _validate.array("cache.s", cache.s, [("N", N), ("n", cfg.n)], like=explicit.W)
+def _check_resolvent(cfg, explicit, cache):
+    """The cache's own field: Peaceman-Rachford's backward pass reuses the forward's resolvent."""
     if cfg.splitting == "pr":
         if cache.V is None:
             raise ValueError("cache.V is None (a forward-backward cache) but cfg.splitting is 'pr'; "
                              "run mondeq.forward with this cfg")
         _validate.array("cache.V", cache.V, [("n", cfg.n), ("n", cfg.n)], like=explicit.W)
-    return N
 
 
-def backward(cfg, explicit, cache, dout):
-    """Cotangents of the explicit weights and of ``x``.
-
-    Solves ``v = J (W^T v + dz)`` (rows: ``v = J * (v W + dz)``), ``dz = dout C``, with the
-    same splitting and step as the forward pass, then ``dW = v^T z``, ``dU = v^T x``,
-    ``db = sum_rows v``, ``dx = v U``.
-
-    Parameters
-    ----------
-    cache : Cache, from :func:`forward` with the same ``cfg`` and ``explicit``.
-    dout : (N, n_out) array, the cotangent of the logits.
-
-    Returns
-    -------
-    d_explicit : Explicit
-    dx : (N, n_in) array
-    result : fixed_point.SolveResult of the backward solve
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The backward splitting stopped above ``cfg.tol``.
-
-    Notes
-    -----
-    ``docs/derivations/deq.md``, equations (M3)-(M5).
-    """
-    _check_cfg(cfg)
-    _validate.container("explicit", explicit, _templates(cfg)[1])
-    N = _check_cache(cfg, explicit, cache)
-    _validate.array("dout", dout, [("N", N), ("n_out", cfg.n_out)], like=explicit.W)
-    return _backward(cfg, explicit, cache, dout)
-
-
-def _backward(cfg, explicit, cache, dlogits):
-    """:func:`backward` on trusted arguments."""
+def _solve_adjoint(cfg, explicit, cache, dlogits):
+    """Solves ``v = J (W^T v + dz)`` (rows: ``v = J * (v W + dz)``), ``dz = dlogits C``, with
+    the same splitting and step as the forward pass, then ``dW = v^T z``, ``dU = v^T x``,
+    ``db = sum_rows v``, ``dx = v U``."""
     xp = array_namespace(dlogits)
     W, V, alpha = explicit.W, cache.V, cfg.alpha
     J = activations.slope_from_output(cfg.activation, cache.s)
@@ -453,44 +334,9 @@ def _backward(cfg, explicit, cache, dlogits):
     return d_explicit, v @ explicit.U, result
 
 
-def value_and_grad(cfg, direct, x, loss):
-    """Map, solve forward, evaluate ``loss`` on the logits, solve backward, map back.
+# --- the rest of the protocol, shared with the DEQ (layers/equilibrium_model.py) ----------------
 
-    Parameters
-    ----------
-    direct : Direct
-    x : (N, n_in) array
-    loss : callable ``logits -> (value, dlogits)``, e.g.
-        ``lambda out: losses.softmax_cross_entropy(out, labels)``; it must return a finite
-        scalar and a finite ``dlogits`` of exactly the logits' shape and dtype.
-
-    Returns
-    -------
-    value : the loss value.
-    grads : Grads(direct, x).
-
-    Raises
-    ------
-    fixed_point.NotConverged
-        The forward or the backward splitting stopped above ``cfg.tol``.
-    """
-    _check_cfg(cfg)
-    if not callable(loss):
-        raise TypeError(f"loss must be a callable logits -> (value, dlogits); got {type(loss).__name__}")
-    _validate.container("direct", direct, _templates(cfg)[0])
-    _validate.array("x", x, [("N", None), ("n_in", cfg.n_in)], like=direct.A)
-    explicit, map_cache = _direct_to_explicit(cfg, direct)
-    logits, cache = _forward(cfg, explicit, x, None)
-    value, dlogits = _validate.loss_output(loss(logits), logits)
-    d_explicit, dx, _ = _backward(cfg, explicit, cache, dlogits)
-    return value, Grads(_direct_to_explicit_vjp(map_cache, d_explicit), dx)
-
-
-def residual(cfg, explicit, x, z):
-    """The residual the forward solve stops on: with ``c = x U^T + b`` and
-    ``F(z) = sigma(z W^T + c)``, ``||F(z) - z|| / (||F(z)|| + ||c||)`` (equation (D5))."""
-    _check_x(cfg, explicit, x)
-    _validate.array("z", z, [("N", int(x.shape[0])), ("n", cfg.n)], like=explicit.W)
-    c = x @ explicit.U.mT + explicit.b
-    fz = activations.apply(cfg.activation, z @ explicit.W.mT + c)
-    return fixed_point.relative_residual(fz, z, fixed_point.frobenius_norm(c))
+(init, direct_to_explicit, direct_to_explicit_vjp, forward, backward, value_and_grad, residual,
+ _check_cfg, _templates) = equilibrium_model.functions(equilibrium_model.Spec(
+    "mondeq", Config, Cache, Grads, _draw, _map, _map_vjp, lambda direct: MapCache(direct.A),
+    _solve, _solve_adjoint, ("logits", "n_out"), _check_resolvent))

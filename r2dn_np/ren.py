@@ -38,7 +38,7 @@ import dataclasses
 from typing import ClassVar, NamedTuple, Optional
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
 from .core import _validate, activations, linalg, supply
 from .layers import equilibrium, equilibrium_full
@@ -315,17 +315,16 @@ def _column(v):
     return array_namespace(v).reshape(v, (int(v.shape[0]), 1))
 
 
-def _direct_to_explicit(cfg, direct):
-    d = direct
+# One map and one map VJP per kind, as pure functions, chosen by ``_kind``. Every kind builds the
+# matrix H and reads the implicit model off its blocks the same way (``_from_H``); the kinds differ
+# in how H is built and in which fields of ``Direct`` they own.
+
+
+def _from_H(cfg, d, H, output, lip):
+    """The explicit model read off ``H``'s blocks, (N1)-(N4) of ``docs/derivations/ren.md``;
+    ``output`` is ``(C2, D21, D22, by)``, which the kinds supply (fixed, free or mapped)."""
     xp = array_namespace(d.X)
     nx, nv = cfg.nx, cfg.nv
-    H = linalg.polar(d.X, d.p, cfg.eps_n, cfg.polar) + cfg.eps * linalg.eye_like(cfg.n, d.X)
-    lip = None
-    D22 = d.D22
-    if cfg.kind == "lipschitz":
-        lip = _lipschitz_terms(cfg, d)
-        H = H + (lip.mQ.mT @ lip.mQ) / cfg.gamma + lip.mR.mT @ lip.S
-        D22 = lip.D22
     # block order (x, w, x+) with sizes (nx, nv, nx)
     w_, x1_ = slice(nx, nx + nv), slice(nx + nv, None)
     H22 = H[w_, w_]
@@ -340,15 +339,119 @@ def _direct_to_explicit(cfg, direct):
     E = 0.5 * (H[:nx, :nx] + P / cfg.abar**2 + d.Y1 - d.Y1.mT)
     AB = linalg.solve(E, xp.concat([F, B1t, d.B2], axis=1))
     s = _column(lam_inv)
-    C2, D21, by = d.C2, d.D21, d.by
-    if cfg.identity_output:  # y = x, (N9) of docs/derivations/ren.md
-        zeros = lambda *shape: xp.zeros(shape, dtype=d.X.dtype, device=device(d.X))  # noqa: E731
-        C2, D21, D22, by = linalg.eye_like(nx, d.X), zeros(cfg.ny, nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
+    C2, D21, D22, by = output
     explicit = Explicit(
         AB[:, :nx], AB[:, nx:nx + nv], AB[:, nx + nv:], s * C1t, C2, s * d.D12, D21, D22,
         d.bx, d.bv, by, equilibrium.Params(s * D11t),
     )
     return explicit, MapCache(d, H, E, P, F, B1t, C1t, D11t, lam_inv, AB, lip)
+
+
+class _FromHGrads(NamedTuple):
+    """Cotangents from :func:`_from_H_vjp`: of ``H`` and of the fields of ``Direct`` every kind
+    passes to :func:`_from_H` (``Y2`` None for the acyclic layer)."""
+
+    H: object
+    Y1: object
+    B2: object
+    D12: object
+    bx: object
+    bv: object
+    Y2: Optional[object]
+
+
+def _from_H_vjp(cfg, cache, de):
+    """Back through :func:`_from_H`, section 3 of ``docs/derivations/ren.md``; None fields of
+    ``de`` count as zero."""
+    d = cache.direct
+    xp = array_namespace(d.X)
+    nx, nv = cfg.nx, cfg.nv
+    z = _zero_if_none
+
+    # [A B1 B2] = E^-1 [F B1~ B2~]
+    dAB = xp.concat([z(de.A, cache.F), z(de.B1, cache.B1t), z(de.B2, d.B2)], axis=1)
+    dE, drhs = linalg.solve_vjp(cache.E, cache.AB, dAB)
+    dF, dB1t, dB2 = drhs[:, :nx], drhs[:, nx:nx + nv], drhs[:, nx + nv:]
+    # row scalings by Lambda^-1 = 2 / diag(H22)
+    dC1 = z(de.C1, cache.C1t)
+    dD11 = z(None if de.phi is None else de.phi.D11, cache.D11t)
+    dD12e = z(de.D12, d.D12)
+    s = _column(cache.lam_inv)
+    dlam_inv = (xp.sum(dC1 * cache.C1t, axis=1) + xp.sum(dD11 * cache.D11t, axis=1)
+                + xp.sum(dD12e * d.D12, axis=1))
+    dD12 = s * dD12e
+    I_v = linalg.eye_like(nv, d.X)
+    dD11t = s * dD11
+    dH22 = -xp.tril(dD11t, k=-1) - I_v * (0.5 * cache.lam_inv**2 * dlam_inv)
+    dH21 = -(s * dC1)
+    dH11 = 0.5 * dE
+    dP = (0.5 / cfg.abar**2) * dE
+    zeros = lambda m, k: xp.zeros((m, k), dtype=d.X.dtype)  # noqa: E731
+    dH = xp.concat([
+        xp.concat([dH11, zeros(nx, nv), zeros(nx, nx)], axis=1),
+        xp.concat([dH21, dH22, zeros(nv, nx)], axis=1),
+        xp.concat([dF, dB1t, dP], axis=1),
+    ], axis=0)
+    dY2 = dD11t - dD11t.mT if cfg.layer == "full" else None
+    return _FromHGrads(dH, 0.5 * (dE - dE.mT), dB2, dD12, z(de.bx, d.bx), z(de.bv, d.bv), dY2)
+
+
+def _zero_if_none(g, like):
+    return array_namespace(like).zeros_like(like) if g is None else g
+
+
+def _polar_H(cfg, d):
+    """``polar(X, p) + eps I``, the part of H every kind shares."""
+    return linalg.polar(d.X, d.p, cfg.eps_n, cfg.polar) + cfg.eps * linalg.eye_like(cfg.n, d.X)
+
+
+# The contracting kind, (N1)-(N4): H = polar(X, p) + eps I, a free output map (or y = x).
+
+
+def _contracting_map(cfg, d):
+    return _from_H(cfg, d, _polar_H(cfg, d), _output_map(cfg, d), None)
+
+
+def _output_map(cfg, d):
+    """``(C2, D21, D22, by)``: free, or the fixed ``y = x`` of ``identity_output``, (N9) of
+    ``docs/derivations/ren.md``."""
+    if cfg.identity_output:
+        return feedback_model.identity_output(cfg, d.X)
+    return d.C2, d.D21, d.D22, d.by
+
+
+def _contracting_map_vjp(cfg, cache, de):
+    d = cache.direct
+    z = _zero_if_none
+    g = _from_H_vjp(cfg, cache, de)
+    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps_n, g.H, cfg.polar)
+    if cfg.identity_output:  # the output map is fixed: nothing to train
+        dC2 = dD21 = dD22 = dby = None
+    else:
+        dC2, dD21, dD22, dby = z(de.C2, d.C2), z(de.D21, d.D21), z(de.D22, d.D22), z(de.by, d.by)
+    return d._replace(X=dX, p=dp, Y1=g.Y1, B2=g.B2, D12=g.D12, C2=dC2, D21=dD21, D22=dD22,
+                      bx=g.bx, bv=g.bv, by=dby, Y2=g.Y2)
+
+
+# The gamma-Lipschitz kind, (N5)-(N8): H gains m_Q^T m_Q / gamma + m_R^T R_gamma^-1 m_R.
+
+
+def _lipschitz_map(cfg, d):
+    lip = _lipschitz_terms(cfg, d)
+    H = _polar_H(cfg, d)
+    H = H + (lip.mQ.mT @ lip.mQ) / cfg.gamma + lip.mR.mT @ lip.S
+    return _from_H(cfg, d, H, (d.C2, d.D21, lip.D22, d.by), lip)
+
+
+def _lipschitz_map_vjp(cfg, cache, de):
+    d, lip = cache.direct, cache.lip
+    z = _zero_if_none
+    g = _from_H_vjp(cfg, cache, de)
+    dC2, dD21, dB2, dD12, dX3, dY3, dZ3 = _lipschitz_terms_vjp(
+        cfg, d, lip, g.H, z(de.D22, lip.D22), z(de.C2, d.C2), z(de.D21, d.D21), g.B2, g.D12)
+    dX, dp = linalg.polar_vjp(d.X, d.p, cfg.eps_n, g.H, cfg.polar)
+    return d._replace(X=dX, p=dp, Y1=g.Y1, B2=dB2, D12=dD12, C2=dC2, D21=dD21, X3=dX3, Y3=dY3,
+                      Z3=dZ3, bx=g.bx, bv=g.bv, by=z(de.by, d.by), Y2=g.Y2)
 
 
 def _d22_map(cfg, X3, Y3, Z3):
@@ -395,58 +498,11 @@ def _lipschitz_terms(cfg, d):
     return _LipCache(D22, N, K, Nw, mQ, mR, Rg, linalg.solve(Rg, mR))
 
 
-def _direct_to_explicit_vjp(cfg, cache, d_explicit):
-    d = cache.direct
-    xp = array_namespace(d.X)
-    nx, nv = cfg.nx, cfg.nv
-    de = d_explicit
-    z = lambda g, like: xp.zeros_like(like) if g is None else g  # noqa: E731
-
-    # [A B1 B2] = E^-1 [F B1~ B2~]
-    dAB = xp.concat([z(de.A, cache.F), z(de.B1, cache.B1t), z(de.B2, d.B2)], axis=1)
-    dE, drhs = linalg.solve_vjp(cache.E, cache.AB, dAB)
-    dF, dB1t, dB2 = drhs[:, :nx], drhs[:, nx:nx + nv], drhs[:, nx + nv:]
-    # row scalings by Lambda^-1 = 2 / diag(H22)
-    dC1 = z(de.C1, cache.C1t)
-    dD11 = z(None if de.phi is None else de.phi.D11, cache.D11t)
-    dD12e = z(de.D12, d.D12)
-    s = _column(cache.lam_inv)
-    dlam_inv = (xp.sum(dC1 * cache.C1t, axis=1) + xp.sum(dD11 * cache.D11t, axis=1)
-                + xp.sum(dD12e * d.D12, axis=1))
-    dD12 = s * dD12e
-    I_v = linalg.eye_like(nv, d.X)
-    dD11t = s * dD11
-    dH22 = -xp.tril(dD11t, k=-1) - I_v * (0.5 * cache.lam_inv**2 * dlam_inv)
-    dH21 = -(s * dC1)
-    dH11 = 0.5 * dE
-    dP = (0.5 / cfg.abar**2) * dE
-    zeros = lambda m, k: xp.zeros((m, k), dtype=d.X.dtype)  # noqa: E731
-    dH = xp.concat([
-        xp.concat([dH11, zeros(nx, nv), zeros(nx, nx)], axis=1),
-        xp.concat([dH21, dH22, zeros(nv, nx)], axis=1),
-        xp.concat([dF, dB1t, dP], axis=1),
-    ], axis=0)
-    out = dict(Y1=0.5 * (dE - dE.mT), bx=z(de.bx, d.bx), bv=z(de.bv, d.bv))
-    if cfg.layer == "full":
-        out["Y2"] = dD11t - dD11t.mT
-    if cfg.identity_output:
-        out.update(C2=None, D21=None, D22=None, by=None)
-    else:
-        out.update(C2=z(de.C2, d.C2), D21=z(de.D21, d.D21), by=z(de.by, d.by))
-    if cfg.kind == "contracting":
-        if not cfg.identity_output:
-            out["D22"] = z(de.D22, d.D22)
-    else:
-        dB2, dD12 = _lipschitz_terms_vjp(cfg, d, cache.lip, dH, z(de.D22, cache.lip.D22), dB2, dD12, out)
-    out["X"], out["p"] = linalg.polar_vjp(d.X, d.p, cfg.eps_n, dH, cfg.polar)
-    out.update(B2=dB2, D12=dD12)
-    return d._replace(**out)
-
-
-def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
+def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dC2, dD21, dB2, dD12):
     """Back through ``H += m_Q^T m_Q / gamma + m_R^T R_gamma^-1 m_R`` and the ``D22`` map.
 
-    Adds to ``out["C2"]``, ``out["D21"]`` and sets ``X3, Y3, Z3``; returns ``(dB2, dD12)``.
+    Takes the cotangents ``dC2, dD21, dB2, dD12`` gathered so far and returns them with this
+    term's share added, and ``dX3, dY3, dZ3`` (None with ``d22="zero"``).
     """
     g = cfg.gamma
     nx, nv = cfg.nx, cfg.nv
@@ -456,28 +512,45 @@ def _lipschitz_terms_vjp(cfg, d, lip, dH, dD22, dB2, dD12, out):
     dC2t, dD21t = dmR[:, :nx], dmR[:, nx:nx + nv]
     dB2 = dB2 + dmR[:, nx + nv:].mT
     dD12 = dD12 - dD21t.mT
-    out["C2"] = out["C2"] + dmQ[:, :nx] - (lip.D22 @ dC2t) / g
-    out["D21"] = out["D21"] + dmQ[:, nx:nx + nv] - (lip.D22 @ dD21t) / g
+    dC2 = dC2 + dmQ[:, :nx] - (lip.D22 @ dC2t) / g
+    dD21 = dD21 + dmQ[:, nx:nx + nv] - (lip.D22 @ dD21t) / g
+    dX3 = dY3 = dZ3 = None
     if cfg.d22 == "free":
         dD22 = dD22 - (d.C2 @ dC2t.mT + d.D21 @ dD21t.mT + lip.D22 @ (dRg + dRg.mT)) / g
-        out["X3"], out["Y3"], out["Z3"] = _d22_map_vjp(cfg, d, lip.K, lip.Nw, g * dD22)
-    return dB2, dD12
+        dX3, dY3, dZ3 = _d22_map_vjp(cfg, d, lip.K, lip.Nw, g * dD22)
+    return dC2, dD21, dB2, dD12, dX3, dY3, dZ3
 
 
-# A supply rate other than a fixed gamma: the gamma-Lipschitz map at gamma = 1 (the unit-gain core)
-# mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
+# A supply rate other than a fixed gamma (kind="qsr", or learn_gamma): the gamma-Lipschitz map at
+# gamma = 1 (the unit-gain core) mapped back by supply.transform, (Q1)-(Q3) of docs/derivations/qsr.md.
+
+
+def _supply_map(cfg, d):
+    return supply.supply_map(cfg, d, _lipschitz_map)
+
+
+def _supply_map_vjp(cfg, cache, de):
+    return supply.supply_map_vjp(cfg, cache, de, _lipschitz_map_vjp)
+
+
+_KINDS = {
+    "contracting": (_contracting_map, _contracting_map_vjp),
+    "lipschitz": (_lipschitz_map, _lipschitz_map_vjp),
+    "qsr": (_supply_map, _supply_map_vjp),
+}
+
+
+def _kind(cfg):
+    """``(map, map_vjp)`` of ``cfg``'s kind; a learned gamma goes through the supply map."""
+    return _KINDS["qsr"] if cfg.learn_gamma else _KINDS[cfg.kind]
 
 
 def _map(cfg, direct):
-    if cfg.kind == "qsr" or cfg.learn_gamma:
-        return supply.supply_map(cfg, direct, _direct_to_explicit)
-    return _direct_to_explicit(cfg, direct)
+    return _kind(cfg)[0](cfg, direct)
 
 
 def _map_vjp(cfg, cache, d_explicit):
-    if cfg.kind == "qsr" or cfg.learn_gamma:
-        return supply.supply_map_vjp(cfg, cache, d_explicit, _direct_to_explicit_vjp)
-    return _direct_to_explicit_vjp(cfg, cache, d_explicit)
+    return _kind(cfg)[1](cfg, cache, d_explicit)
 
 
 # --- the rest of the model protocol, shared with every feedback model (feedback_model.py) --------

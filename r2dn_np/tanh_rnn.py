@@ -26,9 +26,9 @@ import math
 from typing import ClassVar, NamedTuple
 
 import numpy as np
-from array_api_compat import array_namespace, device
+from array_api_compat import array_namespace
 
-from .core import _validate
+from .core import _validate, allocator, kernels
 from .core._config import JSONConfig
 from .loop._rnn import (
     Cache,
@@ -56,6 +56,8 @@ __all__ = [
     "step",
     "value_and_grad",
 ]
+
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (core/kernels.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,23 +160,50 @@ def forward(cfg, explicit, x0, U):
 
 def _forward(cfg, explicit, x0, U):
     x0 = check_sequence(cfg, x0, U, explicit.W)
-    H = _rollout(cfg, explicit, x0, U)
-    return H[-1, ...], decode(cfg, explicit, H), Cache(U, H, None)
+    with kernels.single_blas(U):
+        H = _rollout(cfg, explicit, x0, U)
+        return H[-1, ...], decode(cfg, explicit, H), Cache(U, H, None)
 
 
 def _rollout(cfg, explicit, h0, X):
+    """The recurrence, in the time-loop conventions of ``loop/feedback.py``: the input
+    projection hoisted out of the loop, products by ``mm``, each step written in place into a
+    buffer from the allocator. ``_reference_step`` is the same step in plain array code."""
     xp = array_namespace(X)
-    T, B, n_in = (int(s) for s in X.shape)
-    N = cfg.n_units
+    T, B, _ = (int(s) for s in X.shape)
+    m = kernels.native(X)
     UX = input_projection(explicit, X)
-    H = xp.empty((T + 1, B, N), dtype=X.dtype, device=device(X))
+    H = allocator.empty(xp, (T + 1, B, cfg.n_units), X.dtype)
     H[0, ...] = h0
-    h = h0
     Wt = explicit.W.mT
     for t in range(T):
-        h = xp.tanh(h @ Wt + UX[t, ...])
-        H[t + 1, ...] = h
+        kernels.bias_act(m, "tanh", mm(H[t, ...], Wt), UX[t, ...], out=H[t + 1, ...])
     return H
+
+
+# The reference: one step of the recurrence and its VJP in the plainest array code, one chain-rule
+# fact per line, on trusted inputs. The fast loops above and below are tested against a Python
+# loop over these (tests/test_reference_steps.py); read these first.
+
+
+def _reference_step(cfg, explicit, h, x):
+    """``h_next = tanh(W h + U x + b)``; rows are batch entries."""
+    z = h @ explicit.W.mT + x @ explicit.U.mT + explicit.b
+    return array_namespace(h).tanh(z)
+
+
+def _reference_step_vjp(cfg, explicit, h, x, dh_next):
+    """Back through :func:`_reference_step`: ``(d_explicit, dh, dx)`` given ``dh_next``
+    (``d_explicit``'s decoder fields None: the step does not use them)."""
+    xp = array_namespace(h)
+    h_next = _reference_step(cfg, explicit, h, x)
+    dz = dh_next * (1.0 - h_next * h_next)  # h_next = tanh(z), tanh' = 1 - tanh^2
+    dW = dz.mT @ h  # z = h W^T + ...
+    dU = dz.mT @ x  # z = ... + x U^T + ...
+    db = xp.sum(dz, axis=0)  # z = ... + b, on every row
+    dh = dz @ explicit.W  # z = h W^T + ...
+    dx = dz @ explicit.U  # z = ... + x U^T + ...
+    return Explicit(dW, dU, db, None, None), dh, dx
 
 
 def step(cfg, explicit, x, u):
@@ -200,25 +229,31 @@ def backward(cfg, explicit, cache, dY, dxT=None):
 
 
 def _backward(cfg, explicit, cache, dY, dxT):
+    with kernels.single_blas(dY):
+        return _bptt(cfg, explicit, cache, dY, dxT)
+
+
+def _bptt(cfg, explicit, cache, dY, dxT):
+    """The reverse loop propagates only the state adjoint; every weight gradient is one product
+    over all T*B rows after it. ``_reference_step_vjp`` is one step of it in plain array code."""
     X, H = cache.X, cache.H
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
     N = cfg.n_units
+    m = kernels.native(X)
     dD, dby, a, dH_out = decode_backward(cfg, explicit, H, dY, dxT)
-    dZ = xp.empty((T, B, N), dtype=X.dtype, device=device(X))
+    dZ = allocator.empty(xp, (T, B, N), X.dtype)
     W = explicit.W
     for t in range(T - 1, -1, -1):
-        h = H[t + 1, ...]
-        dz = a * (1.0 - h * h)
-        dZ[t, ...] = dz
-        a = dz @ W
+        kernels.times_slope(m, "tanh", a, H[t + 1, ...], out=dZ[t, ...])
+        a = mm(dZ[t, ...], W)
         if dH_out is not None and t > 0:
-            a = a + dH_out[t - 1, ...]
+            a += dH_out[t - 1, ...]
     dZ_rows = xp.reshape(dZ, (T * B, N))
-    dW = dZ_rows.mT @ xp.reshape(H[:T, ...], (T * B, N))
-    dU = dZ_rows.mT @ xp.reshape(X, (T * B, n_in))
+    dW = mm(dZ_rows.mT, xp.reshape(H[:T, ...], (T * B, N)))
+    dU = mm(dZ_rows.mT, xp.reshape(X, (T * B, n_in)))
     db = xp.sum(dZ_rows, axis=0)
-    dX = xp.reshape(dZ_rows @ explicit.U, (T, B, n_in))
+    dX = xp.reshape(mm(dZ_rows, explicit.U), (T, B, n_in))
     return Explicit(dW, dU, db, dD, dby), a, dX
 
 

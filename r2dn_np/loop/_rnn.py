@@ -1,5 +1,10 @@
 """What the Lipschitz RNN and the tanh RNN share: option checks, the cache, the input checks, the
-hoisted input projection and the decoder with its VJP. Private: the models are the public face."""
+hoisted input projection and the decoder with its VJP. Private: the models are the public face.
+
+The RNNs' loops follow the time-loop conventions of ``feedback.py``: products by ``mm`` (which
+goes to cuBLAS directly while a CUDA graph is recorded), buffers from ``core/allocator``, each
+step written in place, and whole-sequence products (input projection, decoder, weight gradients)
+outside the loop, here."""
 
 from __future__ import annotations
 
@@ -7,9 +12,11 @@ from typing import NamedTuple, Optional
 
 from array_api_compat import array_namespace, device
 
-from ..core import _validate
+from ..core import _validate, kernels
 
 DECODERS = ("last", "sequence")
+
+mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (core/kernels.py)
 
 
 def check_sizes(cfg):
@@ -64,7 +71,7 @@ def input_projection(explicit, X):
     """``U x_t + b`` for all T*B rows at once, outside the time loop: ``(T, B, N)``."""
     xp = array_namespace(X)
     T, B, n_in = (int(s) for s in X.shape)
-    return xp.reshape(xp.reshape(X, (T * B, n_in)) @ explicit.U.mT + explicit.b, (T, B, -1))
+    return xp.reshape(mm(xp.reshape(X, (T * B, n_in)), explicit.U.mT) + explicit.b, (T, B, -1))
 
 
 def decode(cfg, explicit, H):
@@ -72,9 +79,9 @@ def decode(cfg, explicit, H):
     xp = array_namespace(H)
     T = int(H.shape[0]) - 1
     if cfg.decoder == "last":
-        return (H[T, ...] @ explicit.D.mT + explicit.by)[None, ...]
+        return (mm(H[T, ...], explicit.D.mT) + explicit.by)[None, ...]
     B, N = int(H.shape[1]), int(H.shape[2])
-    Y = xp.reshape(H[1:, ...], (T * B, N)) @ explicit.D.mT + explicit.by
+    Y = mm(xp.reshape(H[1:, ...], (T * B, N)), explicit.D.mT) + explicit.by
     return xp.reshape(Y, (T, B, cfg.n_out))
 
 
@@ -86,13 +93,13 @@ def decode_backward(cfg, explicit, H, dY, dxT):
     T, B, N = int(H.shape[0]) - 1, int(H.shape[1]), int(H.shape[2])
     if cfg.decoder == "last":
         dy = dY[0, ...]
-        a = dy @ explicit.D
+        a = mm(dy, explicit.D)
         dH_out = None
-        dD, dby = dy.mT @ H[T, ...], xp.sum(dy, axis=0)
+        dD, dby = mm(dy.mT, H[T, ...]), xp.sum(dy, axis=0)
     else:
         dY_rows = xp.reshape(dY, (T * B, cfg.n_out))
-        dD = dY_rows.mT @ xp.reshape(H[1:, ...], (T * B, N))
-        dH_out = xp.reshape(dY_rows @ explicit.D, (T, B, N))
+        dD = mm(dY_rows.mT, xp.reshape(H[1:, ...], (T * B, N)))
+        dH_out = xp.reshape(mm(dY_rows, explicit.D), (T, B, N))
         a, dby = dH_out[T - 1, ...], xp.sum(dY_rows, axis=0)
     if dxT is not None:
         a = a + dxT

@@ -24,10 +24,10 @@ from typing import Callable, NamedTuple
 
 from array_api_compat import array_namespace, device
 
-from ..core import _validate, kernels, tree
+from ..core import _validate, kernels, linalg, tree
 from . import compiled, feedback, parallel
 
-__all__ = ["Spec", "Functions", "functions"]
+__all__ = ["Spec", "Functions", "functions", "identity_output"]
 
 
 class Spec(NamedTuple):
@@ -256,3 +256,12 @@ def functions(spec):
         fn.__module__ = f"r2dn_np.{spec.name}"
         fn.__qualname__ = fn.__name__
     return fns
+
+
+
+def identity_output(cfg, like):
+    """``(C2, D21, D22, by)`` of the fixed output map ``y = x`` (``identity_output=True``, which
+    needs ``ny == nx``): ``C2 = I`` and zeros, on ``like``'s namespace, dtype and device."""
+    xp = array_namespace(like)
+    zeros = lambda *shape: xp.zeros(shape, dtype=like.dtype, device=device(like))  # noqa: E731
+    return linalg.eye_like(cfg.nx, like), zeros(cfg.ny, cfg.nv), zeros(cfg.ny, cfg.nu), zeros(cfg.ny)
