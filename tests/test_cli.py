@@ -261,14 +261,11 @@ def test_the_best_preset_is_paper_then_refinement():
         best, paper = sysid.PRESETS["best"][dataset], sysid.PRESETS["paper"][dataset]
         assert best.refine.iterations >= 200 and paper.refine is None
         assert dataclasses.replace(best, refine=None) == paper, dataset
-    args = cli._parser().parse_args(["sysid", "--preset", "best"])
     opts = sysid.PRESETS["best"]["boucwen"].options
-    refine = cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts)
+    refine = sysid.refine_options(None, sysid.PRESETS["best"]["boucwen"], opts)
     assert (refine.iterations, refine.washout, refine.val_samples) == (2000, opts.washout, opts.val_samples)
-    args.refine = 0
-    assert cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts) is None
-    args.refine = 7
-    assert cli._refine_options(args, sysid.PRESETS["quick"]["boucwen"], opts).iterations == 7
+    assert sysid.refine_options(0, sysid.PRESETS["best"]["boucwen"], opts) is None
+    assert sysid.refine_options(7, sysid.PRESETS["quick"]["boucwen"], opts).iterations == 7
     assert "refine 2000" in cli._presets_help()
 
 
