@@ -207,7 +207,7 @@ def _sweep_flag(message):
 
 
 def _sweep(args):
-    from .experiments import sweep
+    from .experiments import sweep, sweep_report
 
     def names(text):
         return [s.strip() for s in text.split(",") if s.strip()]
@@ -228,15 +228,15 @@ def _sweep(args):
     except (ValueError, TypeError) as exc:
         raise UserError(_sweep_flag(str(exc))) from None
     missing = sum(s is None for s in summaries)
-    rows = sweep.table(summaries)
+    rows = sweep_report.table(summaries)
     if not rows:
         raise UserError(f"--root {args.root}: none of the {len(runs)} runs of this grid has finished there "
                         "with this code (run the same command without --table)")
-    md, csv_path = sweep.write_table(rows, args.root)
+    md, csv_path = sweep_report.write_table(rows, args.root)
     png = os.path.join(args.root, "curves.png")
-    plotted = sweep.plot_curves(summaries, png)
+    plotted = sweep_report.plot_curves(summaries, png)
     say("")
-    say(sweep.markdown(rows))
+    say(sweep_report.markdown(rows))
     say(f"\nwrote {md}, {csv_path}" + (f", {png}" if plotted else ""))
     if not plotted:
         say("no plot: matplotlib is not installed (pip install 'r2dn_np[plots]')")
