@@ -454,3 +454,36 @@ def test_sysid_and_sweep_refuse_to_overwrite_the_data_they_read(tmp_path, capsys
                   str(root), "--table"], capsys)
     assert f"--root {root / 'table.md'} is the same file as --data-dir {level1}" in err
     assert level1.read_bytes() == before and (out / "model.npz").read_bytes() == before
+
+
+def test_the_command_line_shares_passes_by_default_and_the_library_does_not(tmp_path, monkeypatch):
+    """``r2dn sysid`` asks for ``workers="auto"`` unless ``--workers`` or ``R2DN_WORKERS`` says
+    otherwise; the library's settings default to None (``R2DN_WORKERS``, else serial)."""
+    seen = []
+
+    def capture(settings, **kwargs):
+        seen.append(settings.workers)
+        raise ValueError("captured")
+
+    monkeypatch.setattr(sysid, "run", capture)
+    monkeypatch.delenv("R2DN_WORKERS", raising=False)
+    argv = ["sysid", "--preset", "tiny", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 1 and cli.main(argv + ["--workers", "2"]) == 1
+    monkeypatch.setenv("R2DN_WORKERS", "1")
+    assert cli.main(argv) == 1
+    assert seen == ["auto", 2, None]
+    assert sysid.SysidSettings().workers is None
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(dataset="nope"), "^dataset must be one of"),
+    (dict(model="lstm"), "^model must be one of"),
+    (dict(preset="huge"), "^preset must be one of"),
+    (dict(workers=0), "^workers must be an integer >= 1"),
+    (dict(val=("v.csv",)), "^val describes your records and needs data"),
+    (dict(data=("a.csv",), dataset="f16"), "^data and dataset f16: give one of them"),
+    (dict(epochs=0), "^epochs must be"),
+])
+def test_sysid_settings_name_the_bad_field(fields, match):
+    with pytest.raises(ValueError, match=match):
+        sysid.SysidSettings(**fields)

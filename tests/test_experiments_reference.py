@@ -72,3 +72,23 @@ def test_sweep_gives_the_numbers_of_before(tmp_path, monkeypatch):
     want = _reference()["sweep"]
     assert sorted(got) == sorted(want)
     assert [d for key in want for d in differences(got[key], want[key], where=key)] == []
+
+
+def test_the_library_call_is_the_command(tmp_path, monkeypatch):
+    """``sysid.run`` from Python gives the command's numbers and writes what it returns."""
+    from r2dn_np.experiments import sysid
+
+    monkeypatch.delenv("R2DN_WORKERS", raising=False)
+    settings = sysid.SysidSettings(dataset="pendulum", preset="tiny", out=str(tmp_path / "out"),
+                                   cache_dir=str(tmp_path / "cache"), quiet=True)
+    lines = []
+    result = sysid.run(settings, log=lines.append)
+    assert differences(numbers(result.results), _reference()["sysid"]["pendulum"]) == []
+    assert (tmp_path / "out" / "results.json").read_text(encoding="utf-8") == result.to_json()
+    assert result.results["arguments"]["workers"] is None and result.certificate_holds
+    assert lines[0].startswith("r2dn sysid: r2dn (contracting) on data set pendulum, preset tiny")
+    table = result.table()
+    assert "multisine" in table and "certificate (contracting): holds" in table and "3 epochs in" in table
+    assert all(os.path.isfile(p) for p in result.files())
+    with pytest.raises(ValueError, match="^out .*: holds a run's results .* add resume to continue"):
+        sysid.run(settings)

@@ -79,10 +79,12 @@ AUTO = "auto"
 def check_workers(workers, name="workers"):
     """``workers`` as :func:`resolve` takes it: None, a positive int or ``"auto"``; ValueError
     naming ``name`` otherwise."""
-    if workers is None or workers == AUTO:
+    if workers is None or (isinstance(workers, str) and workers == AUTO):
         return workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"{name} must be a positive integer (1: serial), 'auto' or None; got {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"{name} must be an integer >= 1 (1: serial), 'auto' or None; got {workers!r}")
+    if workers < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (1: serial), 'auto' or None; got {workers}")
     return workers
 
 
