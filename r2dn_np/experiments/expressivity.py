@@ -37,6 +37,7 @@ from ..core.backend import namespace, to_numpy
 from ..interface import io
 from ..training import losses, optim
 from ..training.train import RECURRENT_MODELS, get_model
+from ._result import JSONResult
 
 __all__ = ["PRESETS", "ExpressivitySettings", "ExpressivityResult", "run", "target_map", "model_config",
            "loss_and_grads", "nrmse", "sweep_size"]
@@ -144,7 +145,7 @@ class ExpressivitySettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ExpressivityResult:
+class ExpressivityResult(JSONResult):
     """What :func:`run` found: ``curve`` the last batch's training loss per epoch, ``seconds``
     and ``cpu_seconds`` per epoch, ``nrmse`` the test NRMSE (u = 1), ``params`` the number of
     free parameters, ``resumed_from`` the epochs found done in the checkpoint."""
@@ -163,9 +164,6 @@ class ExpressivityResult:
     @property
     def epochs(self):
         return len(self.curve)
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=1)
 
     def table(self):
         return (f"{self.model:5} {self.size:7} params {self.params:7d} seed {self.seed}: NRMSE {self.nrmse:.4f} "

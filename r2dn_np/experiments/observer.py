@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from typing import NamedTuple
@@ -36,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
+from ._result import NOT_JSON, JSONResult
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace, resolve_dtype, to_numpy
@@ -353,12 +353,12 @@ class ObserverSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ObserverResult:
+class ObserverResult(JSONResult):
     """What :func:`run` found; ``seconds_per_epoch`` and ``cpu_seconds_per_epoch`` leave out the
     first epoch (compilation, caches) where there are more. ``cfg`` and ``direct`` are the
     trained observer (not in :meth:`to_json`)."""
 
-    model: str
+    model: str = dataclasses.field(metadata=NOT_JSON)
     config: dict
     losses: list
     seconds: list
@@ -368,15 +368,8 @@ class ObserverResult:
     cpu_seconds_per_epoch: float
     final_train_loss: float
     val_nrmse: float
-    cfg: object = dataclasses.field(repr=False, compare=False, default=None)
-    direct: object = dataclasses.field(repr=False, compare=False, default=None)
-
-    def to_dict(self):
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "cfg",
-                                                                                                  "direct")}
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=1)
+    cfg: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+    direct: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
 
     def table(self):
         return (f"{self.model}: {self.seconds_per_epoch:.3f} s/epoch ({self.cpu_seconds_per_epoch:.3f} CPU s), final "

@@ -576,36 +576,31 @@ _OBSERVER_TINY = dict(T=600, chunks=3, epochs=2, val_T=40, nodes=11)
 _YOULA_TINY = dict(tiny=True, epochs=2, T=40, batch=4)
 
 
-def observer_task(run, folder, context):
-    """One observer of the PDE observer experiment; the curve is the training loss per epoch."""
-    tiny = dict(_OBSERVER_TINY) if run.preset == "tiny" else {}
-    if run.epochs:
-        tiny["epochs"] = run.epochs
-    settings = observer.ObserverSettings(run.model, "quick" if run.preset == "tiny" else run.preset, run.seed,
-                                         **tiny)
-    log, fh = _log_file(folder)
-    with fh:
-        r = observer.run(settings, log=log)
-    _write_json(os.path.join(folder, "results.json"), {"preset": settings.preset, "settings": settings.schedule(),
-                                                       run.model: r.to_dict()})
-    return {"seconds_per_epoch": r.seconds_per_epoch, "cpu_seconds_per_epoch": r.cpu_seconds_per_epoch,
-            "curve": r.losses, "test_metric": r.val_nrmse, "epochs": len(r.losses), "resumed_from": 0}
+def _paper_task(experiment, settings_class, tiny, curve, metric):
+    """The task of one model of a paper experiment (``observer``, ``youla``): its ``run`` at
+    the preset (``tiny``: the ``quick`` preset with the overrides ``tiny``), its results in the
+    run's ``results.json``, the summary's curve and metric the result's fields ``curve`` and
+    ``metric``."""
+    def task(run, folder, context):
+        over = dict(tiny) if run.preset == "tiny" else {}
+        if run.epochs:
+            over["epochs"] = run.epochs
+        settings = settings_class(run.model, "quick" if run.preset == "tiny" else run.preset, run.seed, **over)
+        log, fh = _log_file(folder)
+        with fh:
+            r = experiment.run(settings, log=log)
+        _write_json(os.path.join(folder, "results.json"), {"preset": settings.preset,
+                                                           "settings": settings.schedule(), run.model: r.to_dict()})
+        return {"seconds_per_epoch": r.seconds_per_epoch, "cpu_seconds_per_epoch": r.cpu_seconds_per_epoch,
+                "curve": getattr(r, curve), "test_metric": getattr(r, metric), "epochs": len(getattr(r, curve)),
+                "resumed_from": 0}
+
+    task.__name__ = task.__qualname__ = f"{experiment.__name__.rsplit('.', 1)[-1]}_task"
+    return task
 
 
-def youla_task(run, folder, context):
-    """One policy of the Youla control experiment; the curve is the test loss per epoch."""
-    tiny = dict(_YOULA_TINY) if run.preset == "tiny" else {}
-    if run.epochs:
-        tiny["epochs"] = run.epochs
-    settings = youla.YoulaSettings(run.model, "quick" if run.preset == "tiny" else run.preset, run.seed, **tiny)
-    log, fh = _log_file(folder)
-    with fh:
-        r = youla.run(settings, log=log)
-    _write_json(os.path.join(folder, "results.json"), {"preset": settings.preset, "settings": settings.schedule(),
-                                                       run.model: r.to_dict()})
-    return {"seconds_per_epoch": r.seconds_per_epoch, "cpu_seconds_per_epoch": r.cpu_seconds_per_epoch,
-            "curve": r.test_losses, "test_metric": r.final_test_loss, "epochs": len(r.test_losses),
-            "resumed_from": 0}
+observer_task = _paper_task(observer, observer.ObserverSettings, _OBSERVER_TINY, "losses", "val_nrmse")
+youla_task = _paper_task(youla, youla.YoulaSettings, _YOULA_TINY, "test_losses", "final_test_loss")
 
 
 register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper", "best"),

@@ -163,7 +163,8 @@ def _records(name, u, y):
 
 
 def fit(u, y, *, u_val=None, y_val=None, fs=None, model="r2dn", kind="contracting", gamma=10.0, preset="quick",
-        epochs=None, seed=0, dtype="float64", backend=None, input_names=None, output_names=None, log=None):
+        epochs=None, seed=0, dtype="float64", backend=None, input_names=None, output_names=None, log=None,
+        workers=None):
     """Train a robust recurrent model on input-output records.
 
     Parameters
@@ -178,12 +179,15 @@ def fit(u, y, *, u_val=None, y_val=None, fs=None, model="r2dn", kind="contractin
     preset : ``"tiny"`` (seconds), ``"quick"``, ``"paper"`` or ``"best"`` (paper, then whole-record
         refinement; ``r2dn sysid --help``).
     log : callable receiving one progress line per epoch (``print``, say).
+    workers : processes sharing each gradient pass: an int, ``"auto"`` (one per core for large
+        passes), or None: ``R2DN_WORKERS``, else this process only (``r2dn_np.loop.parallel``).
 
     Returns
     -------
     train.Model, with ``simulate(u)``, ``save(path)``, ``certify()`` and, in ``metadata``, the
     training history.
     """
+    parallel.check_workers(workers)
     train_recs = _records("u, y", u, y)
     val_recs = _records("u_val, y_val", u_val, y_val) if u_val is not None or y_val is not None else None
     nu, ny = train_recs[0].u.shape[1], train_recs[0].y.shape[1]
@@ -198,14 +202,15 @@ def fit(u, y, *, u_val=None, y_val=None, fs=None, model="r2dn", kind="contractin
     p, opts, _ = settings_for_records(preset, data, model, epochs, seed, dtype)
     cfg = make_config(module, nu=nu, nx=p.nx, nv=p.nv, ny=ny, hidden=p.hidden, kind=kind,
                        gamma=gamma if kind == "lipschitz" else None, **p.model)
-    result = train.fit(module, cfg, data, opts, backend=backend, log=log)
+    result = train.fit(module, cfg, data, opts, backend=backend, log=log, workers=workers)
     meta = {"dataset": "user", "input_names": list(inputs), "output_names": list(outputs), "fs": fs,
             "preset": preset, "best_epoch": result.best_epoch, "best_val_nrmse": result.best_val_nrmse,
             "history": result.history}
     params = result.params
     if p.refine is not None:  # preset best: whole-record refinement, scored as the Adam stage scored
         refine = dataclasses.replace(p.refine, washout=opts.washout, val_samples=opts.val_samples)
-        params, meta["refine"] = train.refine(module, cfg, params, data, result.scaler, refine, log=log)
+        params, meta["refine"] = train.refine(module, cfg, params, data, result.scaler, refine, log=log,
+                                              workers=workers)
     return train.Model(module, cfg, params, result.scaler, meta)
 
 

@@ -27,7 +27,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from typing import NamedTuple
@@ -36,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
+from ._result import NOT_JSON, JSONResult
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace
@@ -318,12 +318,12 @@ class YoulaSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class YoulaResult:
+class YoulaResult(JSONResult):
     """What :func:`run` found; ``seconds_per_epoch`` and ``cpu_seconds_per_epoch`` leave out the
     first epoch where there are more; ``test_losses`` has one value before each epoch and one
     after the last. ``cfg`` and ``direct`` are the trained policy (not in :meth:`to_json`)."""
 
-    model: str
+    model: str = dataclasses.field(metadata=NOT_JSON)
     config: dict
     train_losses: list
     test_losses: list
@@ -332,15 +332,8 @@ class YoulaResult:
     seconds_per_epoch: float
     cpu_seconds_per_epoch: float
     final_test_loss: float
-    cfg: object = dataclasses.field(repr=False, compare=False, default=None)
-    direct: object = dataclasses.field(repr=False, compare=False, default=None)
-
-    def to_dict(self):
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("model", "cfg",
-                                                                                                  "direct")}
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=1)
+    cfg: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+    direct: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
 
     def table(self):
         return (f"{self.model}: {self.seconds_per_epoch:.2f} s/epoch ({self.cpu_seconds_per_epoch:.2f} CPU s), final "
