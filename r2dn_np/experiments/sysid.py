@@ -371,11 +371,11 @@ def _load_data(s, preset, say, flag):
             say(f"  {note}")
         return data
     entry = registry.get(s.dataset)
-    if entry.describe is None:
+    what, seconds = entry.describe(preset.data)
+    if entry.needs_data_dir:
         if s.data_dir:
-            say(f"data: reading {entry.name} from {s.data_dir}")
+            say(f"data: reading {what} from {s.data_dir} (about {max(1, round(seconds))} s)")
     else:
-        what, seconds = entry.describe(preset.data)
         say(f"data: {what}; generating takes about {max(1, round(seconds))} s of CPU the first time (more on a "
             f"busy machine), then it is read from the cache ({s.cache_dir or _sim.default_cache_dir()})")
     return entry.load(preset.data, s.data_dir, s.cache_dir)
