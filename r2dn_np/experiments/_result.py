@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-__all__ = ["JSONResult", "NOT_JSON"]
+import numpy as np
+
+__all__ = ["JSONResult", "NOT_JSON", "per_epoch"]
 
 # metadata of a result's field that is not one of its numbers (the trained model, say)
 NOT_JSON = {"json": False}
@@ -20,3 +22,9 @@ class JSONResult:
 
     def to_json(self):
         return json.dumps(self.to_dict(), indent=1)
+
+
+def per_epoch(seconds):
+    """The mean of ``seconds`` per epoch leaving out the first epoch (compilation, warm caches)
+    where there are more."""
+    return float(np.mean(seconds[1:] or seconds))

@@ -35,7 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
-from ._result import NOT_JSON, JSONResult
+from ._result import NOT_JSON, JSONResult, per_epoch
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace, resolve_dtype, to_numpy
@@ -394,7 +394,5 @@ def run(settings, *, data=None, log=None):
     res = fit(cfg, data, p["epochs"], lr=p["lr"], min_lr=p["min_lr"], patience=p["patience"], seed=s.seed,
               log=None if log is None else epoch_line)
     _, _, err = validate(cfg, res.direct, T=p["val_T"], seed=s.seed + 1, nodes=s.nodes)
-    later = res.seconds[1:] or res.seconds
-    later_cpu = res.cpu_seconds[1:] or res.cpu_seconds
     return ObserverResult(s.model, cfg.to_dict(), res.losses, res.seconds, res.cpu_seconds, res.lrs,
-                          float(np.mean(later)), float(np.mean(later_cpu)), res.losses[-1], err, cfg, res.direct)
+                          per_epoch(res.seconds), per_epoch(res.cpu_seconds), res.losses[-1], err, cfg, res.direct)

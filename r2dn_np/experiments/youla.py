@@ -35,7 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
-from ._result import NOT_JSON, JSONResult
+from ._result import NOT_JSON, JSONResult, per_epoch
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace
@@ -353,7 +353,5 @@ def run(settings, *, log=None):
 
     res = fit(cfg, p["epochs"], batch=p["batch"], T=p["T"], segments=p["segments"], lr=p["lr"],
               decay_epochs=p["decay_epochs"], clip=p["clip"], seed=s.seed, log=None if log is None else epoch_line)
-    later = res.seconds[1:] or res.seconds
-    later_cpu = res.cpu_seconds[1:] or res.cpu_seconds
     return YoulaResult(s.model, cfg.to_dict(), res.train_losses, res.test_losses, res.seconds, res.cpu_seconds,
-                       float(np.mean(later)), float(np.mean(later_cpu)), res.test_losses[-1], cfg, res.direct)
+                       per_epoch(res.seconds), per_epoch(res.cpu_seconds), res.test_losses[-1], cfg, res.direct)
