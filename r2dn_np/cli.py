@@ -24,25 +24,23 @@ import argparse
 import codecs
 import csv
 import dataclasses
-import json
 import os
-import platform
 import shlex
 import sys
 import textwrap
-import time
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .checks import certificates, verify
-from .interface import io
-from .training import linear, train
+from .checks import verify
 from .core import supply
-from .experiments import sysid
 from .core.backend import BackendError, namespace, to_backend
-from .data import files, sequences
+from .data import files, registry, sequences
+from .experiments import _guard, sysid
+from .interface import io
+from .loop import parallel
+from .training import train
 
 __all__ = ["main"]
 
@@ -55,443 +53,35 @@ class UserError(Exception):
     """A problem with the command's inputs, reported in one line."""
 
 
-def _same_file(a, b):
-    """Whether paths ``a`` and ``b`` name one file: the same path once links are resolved, or the
-    same inode (a hard link)."""
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet)
-        return False
-
-
-def _refuse_overwrite(writes, reads):
-    """Refuse before any work when a file the command would write is a file it reads.
-
-    ``writes`` and ``reads`` are ``(flag, path)`` pairs; the error names both flags and paths.
-    """
-    for wflag, wpath in writes:
-        for rflag, rpath in reads:
-            if _same_file(wpath, rpath):
-                raise UserError(f"{wflag} {wpath} is the same file as {rflag} {rpath}: refusing to overwrite "
-                                f"a file this command reads; choose another {wflag}")
-
-
-def _sysid_writes(out):
-    """``(flag, path)`` of the files ``r2dn sysid`` writes into ``out``, the plots per test set
-    included (as they exist there now)."""
-    import glob
-
-    fixed = [os.path.join(out, name) for name in _RUN_FILES + ("loss.png",)]
-    return [("--out", p) for p in fixed + glob.glob(os.path.join(out, "prediction_*.png"))]
-
-
-def _sysid_reads(args):
-    """``(flag, path)`` of the files ``r2dn sysid`` reads: the user's records, or the data set's."""
-    if args.data:
-        return [(flag, p) for flag, paths in (("--data", args.data), ("--val", args.val), ("--test", args.test))
-                for p in paths or ()]
-    return _data_files([args.dataset], args.data_dir, args.cache_dir)
-
-
-def _data_files(datasets, data_dir, cache_dir):
-    """``(flag, path)`` of the existing files that loading ``datasets`` may read: the F-16
-    records in ``--data-dir`` and the simulated data sets' cache files."""
-    import glob
-
-    from .data import _sim, f16
-
-    found = []
-    for dataset in datasets:
-        if dataset == "f16" and data_dir and os.path.isdir(data_dir):
-            found += [("--data-dir", p) for p in glob.glob(os.path.join(data_dir, f16.PATTERN))]
-        elif dataset != "f16":
-            cache = cache_dir or _sim.default_cache_dir()
-            flag = "--cache-dir" if cache_dir else "the data cache"
-            if os.path.isdir(cache):
-                found += [(flag, p) for p in glob.glob(os.path.join(cache, f"{dataset}-*.npz"))]
-    return found
-
-
-def _published(dataset):
-    """Published test NRMSEs per output to print beside ours: ``{test set: {model: (...)}}``."""
-    if dataset == "f16":
-        from .data import f16
-
-        return f16.PUBLISHED
-    return {}
-
-
-def _per_output_table(tests, output_names, label, published):
-    """Lines of a table of NRMSE per output and their mean: model, linear, published models."""
-    width = max(14, *(len(n) + 2 for n in output_names))
-    rows = []
-    for name, r in tests.items():
-        rows.append((f"{name}  {label}", list(r["nrmse_per_output"].values())))
-        rows.append((f"{name}  linear", list(r["linear_nrmse_per_output"].values())))
-        rows += [(f"{name}  {model}", list(values)) for model, values in published.get(name, {}).items()]
-    first = max(len(r[0]) for r in rows) + 2
-    lines = [f"{'NRMSE per output':<{first}}" + "".join(f"{n:>{width}}" for n in output_names) + f"{'mean':>{width}}"]
-    for head, values in rows:
-        lines.append(f"{head:<{first}}" + "".join(f"{v:>{width}.4f}" for v in values) + f"{np.mean(values):>{width}.4f}")
-    return lines
-
-
-def _boucwen_benchmark(module, cfg, result, baseline, label):
-    """The Bouc-Wen benchmark's figure of merit for the model and the linear baseline, beside
-    the published results: ``[(method, RMSE in m, source)]``, ours first."""
-    from .data import boucwen
-
-    def model(u):
-        return train.simulate(module, cfg, result.params, [sequences.Record(u, u)], result.scaler)[0]
-
-    return [(label, boucwen.official_rmse(model), "this run"),
-            ("linear output-error", boucwen.official_rmse(lambda u: linear.simulate(baseline, u)), "this run"),
-            *boucwen.PUBLISHED]
-
-
-def _plot(folder, data, predictions, linear_predictions, washout, label):
-    """``prediction_<test set>.png`` per test set; ``{test set: file name}``, empty without matplotlib."""
-    from .experiments import plots
-
-    written = {}
-    unit = "s" if data.info.get("fs_given", True) else "samples"
-    for name, rec in data.test.items():
-        file = f"prediction_{_safe_name(name)}.png"
-        title = (f"{data.name}, test '{name}': free run from the zero state, {rec.y.shape[0]} samples; "
-                 f"scores after a washout of {washout} samples")
-        if not plots.prediction(os.path.join(folder, file), title, rec.y, predictions[name], linear_predictions[name],
-                                data.fs, washout, data.output_names, label, unit):
-            return {}
-        written[name] = file
-    return written
-
-
-def _safe_name(text):
-    """``text`` with only letters, digits, ``-``, ``_`` and ``.`` (for file and folder names)."""
-    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text)).strip("-.")
-    return out or "data"
-
-
-# what r2dn sysid writes; a folder holding one of them holds a run's results
-_RUN_FILES = ("results.json", "model.npz", "checkpoint.npz", "refine_checkpoint.npz")
-
-
-def _default_out(args):
-    """``runs/sysid-<data set>-<model>[-<kind>]``: runs on other data or models never share a folder."""
-    name = args.dataset if not args.data else os.path.splitext(os.path.basename(args.data[0]))[0]
-    kind = "" if args.kind == "contracting" else f"-{args.kind}"
-    return os.path.join("runs", f"sysid-{_safe_name(name)}-{args.model}{kind}")
-
-
-def _check_out_folder(args):
-    """Refuse to write into a folder holding another run's results (unless --overwrite or --resume)."""
-    held = [f for f in _RUN_FILES if os.path.exists(os.path.join(args.out, f))]
-    if held and not (args.overwrite or args.resume):
-        raise UserError(f"--out {args.out}: holds a run's results ({', '.join(held)}); choose another --out, add "
-                        "--resume to continue that run, or --overwrite to replace it")
-
-
-def _check_resumable(path, model, opts, fields):
-    """With --resume, refuse a checkpoint of another run before any data are generated."""
-    if not os.path.exists(path):
-        return
-    try:
-        fingerprint = io.read_arrays(path)[1].get("fingerprint") or {}
-    except (io.FormatError, OSError) as exc:
-        raise UserError(f"{path}: cannot be resumed ({exc}); choose another --out or --overwrite") from None
-    config = fingerprint.get("config") or {}
-    differ = [k for k, v in fields.items() if v is not None and k in config and config[k] != json.loads(json.dumps(v))]
-    if fingerprint.get("model") != model:
-        differ.insert(0, "model")
-    elif fingerprint.get("options") != json.loads(json.dumps(dataclasses.asdict(opts))):
-        theirs = fingerprint.get("options") or {}
-        differ += [k for k, v in dataclasses.asdict(opts).items() if theirs.get(k) != v]
-    if differ:
-        raise UserError(f"--resume: {path} is a checkpoint of a different run ({', '.join(differ[:4])} differ); "
-                        "choose another --out, or --overwrite to start again there")
-
-
-def _expected_seconds(dataset, preset):
-    """What generating ``dataset`` under ``preset`` makes and roughly how long it takes (CPU)."""
-    d = preset.data
-    if dataset == "boucwen":
-        from .data import boucwen
-
-        s = boucwen.Settings(**d)
-        seconds = (s.n_train + 1) * 0.8 * s.period / 8192 * (s.transient_periods + 1) / 2 + 6 * s.sweep_seconds / 204
-        return (f"{s.n_train + 1} multisine records of {s.period} samples and a {s.sweep_seconds:g} s sine sweep, "
-                f"simulated at 15 kHz", seconds)
-    from .data import pendulum
-
-    s = pendulum.Settings(**d)
-    return f"{s.n_train + 1} pendulum records of {s.period} samples", 1.0
-
-
-def _load_data(args, preset):
-    from .data import boucwen, f16, pendulum
-
-    if args.data:
-        read = {"inputs": _names(args.inputs), "outputs": _names(args.outputs), "record_column": args.record_column,
-                "time_column": args.time_column, "fs_column": args.fs_column}
-        parts = [files.load_records(paths, flag=flag, **read) if paths else None
-                 for paths, flag in ((args.data, "--data"), (args.val, "--val"), (args.test, "--test"))]
-        data, notes = files.dataset(_safe_name(os.path.splitext(os.path.basename(args.data[0]))[0]), *parts,
-                                    fs=args.fs)
-        for note in notes:
-            say(f"  {note}")
-        return data
-    if args.dataset == "f16":
-        if args.data_dir:
-            say(f"data: reading the seven F-16 records from {args.data_dir} (about a second)")
-        return f16.load(args.data_dir)
-    cache = args.cache_dir
-    what, seconds = _expected_seconds(args.dataset, preset)
-    say(f"data: {what}; generating takes about {max(1, round(seconds))} s of CPU the first time (more on a busy "
-        f"machine), then it is read from the cache ({cache or _sim_cache_dir()})")
-    if args.dataset == "boucwen":
-        return boucwen.load(boucwen.Settings(**preset.data), cache_dir=cache)
-    return pendulum.load(pendulum.Settings(**preset.data), cache_dir=cache)
-
-
-def _sim_cache_dir():
-    from .data import _sim
-
-    return _sim.default_cache_dir()
-
-
 def _names(text):
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
-CONVENTIONS = {
-    "test": "free run from the model's zero state over the whole test record; the first {washout} samples "
-            "(washout) are not scored",
-    "official_test": "steady state: the periodic test input is run twice from the zero state and the second "
-                     "period scored, all 8192 samples (the benchmark's figure of merit)",
-    "from_rest": "test rmse_from_rest: free run from the model's zero state over the whole test record, every "
-                 "sample scored (no washout)",
-}
+def _workers(args):
+    """``--workers``, else ``R2DN_WORKERS`` where it is set, else ``"auto"``: the command line
+    shares large gradient passes among the cores (a library call does only when asked)."""
+    if args.workers is not None:
+        return args.workers
+    return None if os.environ.get(parallel.ENV, "").strip() else parallel.AUTO
+
+
+def _sysid_settings(args):
+    """The :class:`~r2dn_np.experiments.sysid.SysidSettings` that ``r2dn sysid``'s arguments say."""
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(sysid.SysidSettings)}
+    fields.update(inputs=_names(args.inputs), outputs=_names(args.outputs), workers=_workers(args),
+                  data=args.data and tuple(args.data), val=args.val and tuple(args.val),
+                  test=args.test and tuple(args.test))
+    return sysid.SysidSettings(**fields)
 
 
 def _sysid(args):
-    files_mode = bool(args.data)
-    preset = sysid.PRESETS[args.preset]["files" if files_mode else args.dataset].for_model(args.model)
-    xp = namespace(args.backend)  # BackendError before any work
-    module = train.get_model(args.model)
-    what = f"your records ({', '.join(args.data)})" if files_mode else f"data set {args.dataset}"
-    kind = args.kind + (f", gamma={args.gamma:g}" if args.kind == "lipschitz" else "")
-    say(f"r2dn sysid: {args.model} ({kind}) on {what}, preset {args.preset}; results in {args.out}")
-    _refuse_overwrite(_sysid_writes(args.out), _sysid_reads(args))  # even with --overwrite
-    _check_out_folder(args)
-    os.makedirs(args.out, exist_ok=True)  # an unwritable folder fails here, before any work
-    checkpoint = os.path.join(args.out, "checkpoint.npz")
-    start = time.perf_counter()
-
-    fields = dict(nx=preset.nx, nv=preset.nv, hidden=preset.hidden, kind=args.kind,
-                  gamma=args.gamma if args.kind == "lipschitz" else None, **preset.model)
-    if not files_mode:
-        opts = dataclasses.replace(preset.options, seed=args.seed, dtype=args.dtype,
-                                   **({"epochs": args.epochs} if args.epochs else {}))
-        if args.resume and not args.overwrite:
-            _check_resumable(checkpoint, args.model, opts, fields)
-    data = _load_data(args, preset)
-    if files_mode:
-        preset, opts, notes = sysid.settings(args.preset, data, args.model, args.epochs, args.seed, args.dtype)
-        for note in notes:
-            say(f"  {note}")
-        if args.resume and not args.overwrite:
-            _check_resumable(checkpoint, args.model, opts, fields)
-    rate = f"fs={data.fs:g} Hz" if data.info.get("fs_given", True) else "fs unknown (times in samples)"
-    say(f"data: {data.name}, {len(data.train)} training record(s) of {data.train[0].u.shape[0]} samples, "
-        f"{len(data.val)} validation, {len(data.test)} test; inputs {', '.join(data.input_names)}; outputs "
-        f"{', '.join(data.output_names)}; {rate}  ({time.perf_counter() - start:.1f} s)")
-
-    cfg = sysid.make_config(module, nu=data.nu, ny=data.ny, **fields)
-
-    t0 = time.perf_counter()
-    say(f"linear baseline: fitting output-error models of orders 1 to {preset.linear_order} ...")
-    baseline = linear.fit(data.train, data.val, max_order=preset.linear_order, washout=opts.washout)
-    say(f"linear baseline: order {baseline.order} per output (best on validation; {time.perf_counter() - t0:.1f} s)")
-
-    say(f"training {args.model} ({kind}), preset {args.preset}: {opts.epochs} epochs"
-        f"{' (resuming from ' + checkpoint + ' if it is there)' if args.resume else ''}")
-    t0 = time.perf_counter()
-    result = train.fit(module, cfg, data, opts, backend=xp, checkpoint=checkpoint,
-                       resume=args.resume and not args.overwrite, log=None if args.quiet else say,
-                       workers=args.workers)
-    train_seconds = time.perf_counter() - t0
-    refined = _refine(args, module, cfg, preset, opts, data, result)
-    if refined is not None:
-        result = result._replace(params=refined["params"])
-
-    names = list(data.test)
-    records = [data.test[n] for n in names]
-    preds = dict(zip(names, train.simulate(module, cfg, result.params, records, result.scaler)))
-    lin_preds = {n: linear.simulate(baseline, data.test[n].u) for n in names}
-    tests = {}
-    for n in names:
-        model_nrmse, model_rmse = train.evaluate([preds[n]], [data.test[n]], opts.washout)
-        lin_nrmse, lin_rmse = train.evaluate([lin_preds[n]], [data.test[n]], opts.washout)
-        per_output = {
-            key: dict(zip(data.output_names, sequences.nrmse_per_output(p, data.test[n].y, opts.washout).tolist()))
-            for key, p in (("nrmse_per_output", preds[n]), ("linear_nrmse_per_output", lin_preds[n]))}
-        tests[n] = {"nrmse": model_nrmse, "rmse": model_rmse, "linear_nrmse": lin_nrmse, "linear_rmse": lin_rmse,
-                    "rmse_from_rest": sequences.rmse(preds[n], data.test[n].y),
-                    "linear_rmse_from_rest": sequences.rmse(lin_preds[n], data.test[n].y), **per_output}
-    published = _published(data.name)
-    label = f"{args.model.upper()} ({cfg.kind})"
-    benchmark = _boucwen_benchmark(module, cfg, result, baseline, label) if data.name == "boucwen" else None
-
-    explicit, cache = module.direct_to_explicit(cfg, result.params)
-    report = certificates.certify(cfg, explicit, cache)
-    model_path = os.path.join(args.out, "model.npz")
-    io.save(model_path, cfg, result.params, metadata={"scaler": result.scaler.to_dict(), "dataset": data.name,
-                                                       "input_names": list(data.input_names),
-                                                       "output_names": list(data.output_names),
-                                                       "fs": data.fs, "washout": opts.washout})
-
-    seconds = result.history["seconds"]
-    done = result.epochs_run - result.resumed_from
-    here = seconds[result.resumed_from:]
-    results = {
-        "r2dn_np_version": __version__,
-        "arguments": vars(args),
-        "dataset": data.name, "data_info": data.info, "fs": data.fs,
-        "model": args.model, "config": cfg.to_dict(), "preset": args.preset,
-        "options": dataclasses.asdict(opts), "backend": args.backend or "numpy", "dtype": args.dtype,
-        "seed": args.seed, "epochs_run": result.epochs_run, "epochs_this_run": done,
-        "resumed_from": result.resumed_from, "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early, "best_val_nrmse": result.best_val_nrmse,
-        "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
-        "train_seconds": train_seconds, "total_seconds": time.perf_counter() - start,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "blas_threads": _thread_pools()},
-        "conventions": {"test": CONVENTIONS["test"].format(washout=opts.washout), "from_rest": CONVENTIONS["from_rest"],
-                        **({"official_test": CONVENTIONS["official_test"]} if benchmark else {})},
-        "test": tests, "washout": opts.washout, "output_names": list(data.output_names),
-        "published": {n: {m: dict(zip(data.output_names, v)) for m, v in p.items()} for n, p in published.items()},
-        "official_test": None if benchmark is None else {
-            "metric": "simulation RMSE [m] over all 8192 samples of the official multisine test, steady state",
-            "rows": [{"method": m, "rmse": r, "source": src} for m, r, src in benchmark]},
-        "linear": baseline.to_dict(),
-        "certificate": {"holds": report.holds, "margin": report.margin, "cond_H": report.cond_H,
-                        "checks": [c._asdict() for c in report.checks]},
-        "history": result.history, "files": {"model": "model.npz", "checkpoint": "checkpoint.npz"},
-        "refine": None if refined is None else _refine_summary(refined, module, cfg, data, opts, tests, benchmark),
-    }
-    plotted = _plot(args.out, data, preds, lin_preds, opts.washout, label)
-    if plotted:
-        results["files"]["plots"] = plotted
-        from .experiments import plots
-
-        plots.loss_curve(os.path.join(args.out, "loss.png"), result.history,
-                         f"{data.name}: {label}, preset {args.preset}, seed {args.seed}", result.best_epoch)
-        results["files"]["loss_plot"] = "loss.png"
-    with io.atomic_write(os.path.join(args.out, "results.json")) as fh:
-        fh.write(json.dumps(results, indent=2, default=float).encode("utf-8"))
-
-    say("")
-    units = data.output_names[0] if data.ny == 1 else "the outputs' units"
-    say(f"test: {results['conventions']['test']}")
-    w = max(12, *(len(n) for n in tests))
-    say(f"{'test set':<{w}} {'NRMSE':>8} {'linear':>8}   {'RMSE':>10} {'linear':>10}   (NRMSE = RMSE / std of "
-        f"the true output; RMSE in {units})")
-    for n, r in tests.items():
-        say(f"{n:<{w}} {r['nrmse']:>8.4f} {r['linear_nrmse']:>8.4f}   {r['rmse']:>10.3e} {r['linear_rmse']:>10.3e}")
-    if data.ny > 1:
-        say("")
-        for line in _per_output_table(tests, data.output_names, args.model.upper(), published):
-            say(line)
-    if benchmark is not None:
-        say("\nBouc-Wen benchmark, official multisine test: simulation RMSE over all 8192 samples [m], in steady "
-            "state\n(the input run twice from the zero state, the second period scored; so it differs from the "
-            "multisine row above)")
-        for method, rmse, source in benchmark:
-            say(f"  {method:<22} {rmse:.2e}   {source}")
-        say("from rest (the input run once from the zero state, every sample scored): RMSE [m] "
-            + "; ".join(f"{n} {r['rmse_from_rest']:.2e} (linear {r['linear_rmse_from_rest']:.2e})"
-                        for n, r in tests.items()))
-    if refined is not None:
-        _say_refined(results["refine"], results["official_test"])
-    say(f"\ncertificate ({cfg.kind}): {'holds' if report.holds else 'FAILS'}")
-    say(report.table())
-    mean_here = f"{float(np.mean(here)):.2f} s/epoch" if here else "no epoch left to run"
-    say(f"\n{done} epoch{'' if done == 1 else 's'} in {train_seconds:.0f} s ({mean_here})"
-        + (f", resumed after epoch {result.resumed_from} ({result.epochs_run} in all)" if result.resumed_from else "")
-        + f"; best validation NRMSE {result.best_val_nrmse:.4f} at epoch {result.best_epoch}")
-    written = [os.path.join(args.out, "results.json"), model_path]
-    if plotted:
-        written += [os.path.join(args.out, f) for f in plotted.values()] + [os.path.join(args.out, "loss.png")]
-    say(f"wrote {', '.join(written)}")
+    result = sysid.run(_sysid_settings(args), log=say, arguments=vars(args), flag=_guard.as_flag)
+    say(result.table())
+    plotted = "plots" in result.results["files"]
+    say(f"wrote {', '.join(result.files())}")
     if not plotted:
         say("no plots: matplotlib is not installed (pip install 'r2dn_np[plots]')")
-    return 0 if report.holds else 1
-
-
-def _refine_options(args, preset, opts):
-    """The refinement of this run (the preset's, or ``--refine N`` iterations), or None."""
-    refine = preset.refine
-    if args.refine is not None:
-        refine = None if args.refine == 0 else dataclasses.replace(refine or train.RefineOptions(),
-                                                                   iterations=args.refine)
-    # the loss and the validation of the Adam stage, so the start is scored as Adam scored it
-    return None if refine is None else dataclasses.replace(refine, washout=opts.washout,
-                                                           val_samples=opts.val_samples)
-
-
-def _refine(args, module, cfg, preset, opts, data, result):
-    """Whole-record refinement after Adam, when the preset or ``--refine`` asks for it:
-    ``{"params", "adam_params", "scaler", "history", "seconds", "options"}``, or None."""
-    options = _refine_options(args, preset, opts)
-    if options is None:
-        return None
-    say(f"whole-record refinement: L-BFGS-B, at most {options.iterations} iterations on the simulation error of "
-        f"whole training records (the Adam result is iteration 0)")
-    t0 = time.perf_counter()
-    params, history = train.refine(module, cfg, result.params, data, result.scaler, options,
-                                   log=None if args.quiet else say, workers=args.workers,
-                                   checkpoint=os.path.join(args.out, "refine_checkpoint.npz"),
-                                   resume=args.resume and not args.overwrite)
-    return {"params": params, "adam_params": result.params, "scaler": result.scaler, "history": history,
-            "seconds": time.perf_counter() - t0, "options": options}
-
-
-def _refine_summary(refined, module, cfg, data, opts, tests, benchmark):
-    """``results.json``'s ``refine``: options, history, time, and the Adam result's test scores
-    beside the refined model's (and the Bouc-Wen figure of merit)."""
-    names = list(data.test)
-    preds = train.simulate(module, cfg, refined["adam_params"], [data.test[n] for n in names], refined["scaler"])
-    before = {}
-    for n, p in zip(names, preds):
-        nrmse, rmse = train.evaluate([p], [data.test[n]], opts.washout)
-        before[n] = {"nrmse": nrmse, "rmse": rmse, "rmse_from_rest": sequences.rmse(p, data.test[n].y)}
-    out = {"options": dataclasses.asdict(refined["options"]), "history": refined["history"],
-           "checkpoint": "refine_checkpoint.npz",
-           "seconds": refined["seconds"], "test_before": before,
-           "test_after": {n: {k: tests[n][k] for k in ("nrmse", "rmse", "rmse_from_rest")} for n in names}}
-    if benchmark is not None:
-        from .data import boucwen
-
-        out["official_rmse_before"] = boucwen.official_rmse(lambda u: train.simulate(
-            module, cfg, refined["adam_params"], [sequences.Record(u, u)], refined["scaler"])[0])
-        out["official_rmse_after"] = benchmark[0][1]
-    return out
-
-
-def _say_refined(summary, official):
-    h = summary["history"]
-    say(f"\nwhole-record refinement: {h['iterations']} L-BFGS-B iterations, {h['evaluations'][-1]} loss-and-gradient "
-        f"passes in {summary['seconds']:.0f} s ({h['message']}); training loss {h['loss'][0]:.4e} -> "
-        f"{h['loss'][-1]:.4e}, validation NRMSE {h['val_nrmse'][0]:.4f} -> {h['best_val_nrmse']:.4f} (iteration "
-        f"{h['best_iteration']} kept)")
-    for n, before in summary["test_before"].items():
-        after = summary["test_after"][n]
-        say(f"  test {n}: NRMSE {before['nrmse']:.4f} after Adam -> {after['nrmse']:.4f} refined")
-    if official is not None:
-        say(f"  official multisine test (steady state): RMSE {summary['official_rmse_before']:.3e} m after Adam -> "
-            f"{summary['official_rmse_after']:.3e} m refined")
+    return 0 if result.certificate_holds else 1
 
 
 SIZES = [(1, 2, 3, 1), (2, 4, 6, 2), (3, 8, 8, 1)]
@@ -564,8 +154,8 @@ def _write_output(path, y, names):
 def _simulate(args):
     if not args.out.lower().endswith((".csv", ".npz")):
         raise UserError(f"--out {args.out}: must end in .csv or .npz (the format to write)")
-    _refuse_overwrite([("--out", args.out)], [("--params", args.params), ("--input", args.input)]
-                      + ([("--warmup", args.warmup)] if args.warmup else []))
+    _guard.refuse_overwrite([("out", args.out)], [("params", args.params), ("input", args.input)]
+                            + ([("warmup", args.warmup)] if args.warmup else []), _guard.as_flag)
     if os.path.isdir(args.input):
         raise UserError(f"--input {args.input}: is a folder; expected a file of input records (.csv or .npz)")
     model = train.load_model(args.params, backend=args.backend)
@@ -617,7 +207,7 @@ def _sweep_flag(message):
 
 
 def _sweep(args):
-    from .experiments import sweep
+    from .experiments import sweep, sweep_report
 
     def names(text):
         return [s.strip() for s in text.split(",") if s.strip()]
@@ -625,8 +215,9 @@ def _sweep(args):
     try:
         runs = sweep.grid(names(args.tasks), names(args.models), args.seeds, args.preset, names(args.kinds),
                           gamma=args.gamma, epochs=args.epochs)
-        tables = [("--root", os.path.join(args.root, n)) for n in ("table.md", "table.csv", "curves.png")]
-        _refuse_overwrite(tables, _data_files(("f16", "boucwen", "pendulum"), args.data_dir, args.cache_dir))
+        tables = [("root", os.path.join(args.root, n)) for n in ("table.md", "table.csv", "curves.png")]
+        data = [f for d in registry.DATASETS.values() for f in d.files(args.data_dir, args.cache_dir)]
+        _guard.refuse_overwrite(tables, data, _guard.as_flag)
         if args.table:
             summaries = sweep.gather(runs, args.root)
         else:
@@ -637,15 +228,15 @@ def _sweep(args):
     except (ValueError, TypeError) as exc:
         raise UserError(_sweep_flag(str(exc))) from None
     missing = sum(s is None for s in summaries)
-    rows = sweep.table(summaries)
+    rows = sweep_report.table(summaries)
     if not rows:
         raise UserError(f"--root {args.root}: none of the {len(runs)} runs of this grid has finished there "
                         "with this code (run the same command without --table)")
-    md, csv_path = sweep.write_table(rows, args.root)
+    md, csv_path = sweep_report.write_table(rows, args.root)
     png = os.path.join(args.root, "curves.png")
-    plotted = sweep.plot_curves(summaries, png)
+    plotted = sweep_report.plot_curves(summaries, png)
     say("")
-    say(sweep.markdown(rows))
+    say(sweep_report.markdown(rows))
     say(f"\nwrote {md}, {csv_path}" + (f", {png}" if plotted else ""))
     if not plotted:
         say("no plot: matplotlib is not installed (pip install 'r2dn_np[plots]')")
@@ -709,9 +300,9 @@ def _parser():
                                      "with a linear model, certify it", formatter_class=_Help,
                        description="Train a robust recurrent model, compare it with the best linear model and "
                                    "certify it.", epilog=_presets_help())
-    s.add_argument("--dataset", choices=("boucwen", "pendulum", "f16"), default=None,
-                   help="built-in data set: boucwen (simulated as the benchmark makes it), pendulum (simulated), "
-                        "f16 (the benchmark's files, --data-dir) (default: boucwen, unless --data is given)")
+    s.add_argument("--dataset", choices=registry.names(), default=None,
+                   help="built-in data set: " + ", ".join(f"{d.name} ({d.help})" for d in registry.DATASETS.values())
+                        + " (default: boucwen, unless --data is given)")
     s.add_argument("--data", nargs="+", metavar="FILE",
                    help="your training records instead of a data set: CSV files with a header naming the columns, "
                         "or .npz files (arrays as columns); one record per file, or per value of --record-column")
@@ -761,8 +352,8 @@ def _parser():
 
     s.add_argument("--threads", type=int, default=None, help=_THREADS_HELP)
     s.add_argument("--workers", type=int, default=None,
-                   help="processes sharing each gradient pass (default: one per core for large passes, "
-                        "or R2DN_WORKERS; r2dn_np.loop.parallel)")
+                   help="processes sharing each gradient pass (default: R2DN_WORKERS, else one per core for "
+                        "large passes; r2dn_np.loop.parallel)")
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds",
                        formatter_class=_Help)
@@ -832,11 +423,6 @@ def _thread_limit(threads):
     return None if any(os.environ.get(v) for v in _THREAD_VARS) else 1
 
 
-def _thread_pools():
-    """``{library: threads}`` of the thread pools in use now (for results.json)."""
-    return {f"{p['user_api']}:{p['internal_api']}": p["num_threads"] for p in threadpool_info()}
-
-
 _PATH_FLAGS = ("out", "data_dir", "cache_dir", "params", "input", "root", "warmup")
 
 
@@ -894,7 +480,7 @@ def _resolve_sysid_arguments(args):
     if (args.fs is not None or args.fs_column) and args.time_column:
         raise UserError("--fs and --time-column both give the sampling rate; give one of them")
     if args.out is None:
-        args.out = _default_out(args)
+        args.out = sysid.default_out(args)
 
 
 def _interrupted(args, argv):

@@ -7,8 +7,8 @@ The target is
 
 with x ~ U(-30, 30) and u ~ U(-1, 1). Each model has nu = nx = ny = 1 and is trained so that
 its state update from (x, u) gives x+ (one time-step, MSE on the next state). Models: the
-R2DN of the timing study (nv 16, LBDN 6 x nh, relu) and, where ``r2dn_np.ren`` exists, the
-REN (nv, tanh). Reported: test NRMSE on 2048 points (x evenly spaced on [-30, 30], u = 1)
+R2DN of the timing study (nv 16, LBDN 6 x nh, relu) and the REN (nv, tanh); the training and
+the scoring are ``r2dn_np.experiments.expressivity`` (one size, one seed per call). Reported: test NRMSE on 2048 points (x evenly spaced on [-30, 30], u = 1)
 against parameter count and against training time; NRMSE = RMS error / RMS of the target.
 
     python scripts/expressivity.py --quick --out runs/expressivity        # minutes
@@ -23,92 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
-from array_api_compat import array_namespace  # noqa: E402
 
-from r2dn_np.training import losses, optim  # noqa: E402
-from r2dn_np import r2dn
-from r2dn_np.core import tree
-from r2dn_np.core.backend import namespace, to_numpy  # noqa: E402
+from r2dn_np.experiments import expressivity  # noqa: E402
 
-try:
-    from r2dn_np import ren
-except ImportError:
-    ren = None
-
-PRESETS = {
-    "quick": dict(epochs=30, batches=32, batch=512, lr=3e-3, decay_every=20, seeds=1,
-                  r2dn=(8, 32, 96), ren=(20, 60, 200)),
-    "full": dict(epochs=1500, batches=128, batch=512, lr=1e-3, decay_every=500, seeds=5,
-                 r2dn=(8, 16, 24, 32, 48, 64, 80, 96), ren=(20, 30, 40, 60, 80, 100, 128, 200)),
-}
-
-
-def target_map(x, u):
-    """The one-step map to learn (NumPy, elementwise)."""
-    s = x + u
-    return (0.2 * np.sin(x) + 0.05 * np.cos(2 * s) + 0.05 * np.sin(3 * s)
-            + 0.075 * np.sin(4 * s) * np.arctan(0.1 * s**2) + 0.05 * x + u)
-
-
-def models(p):
-    out = [("r2dn", r2dn, r2dn.Config(1, 1, 16, 1, hidden=(nh,) * 6, activation="relu"), f"nh={nh}")
-           for nh in p["r2dn"]]
-    if ren is not None:
-        out += [("ren", ren, ren.Config(1, 1, nv, 1, activation="tanh"), f"nv={nv}") for nv in p["ren"]]
-    return out
-
-
-def next_state(mod, cfg, explicit, x, u):
-    """``x+`` from ``x, u : (N, 1)`` with one step of the model; also its cache."""
-    xT, Y, cache = mod.forward(cfg, explicit, x, u[None, ...])
-    return xT, Y, cache
-
-
-def loss_and_grads(mod, cfg, direct, x, u, x_next):
-    explicit, map_cache = mod.direct_to_explicit(cfg, direct)
-    xT, Y, cache = next_state(mod, cfg, explicit, x, u)
-    value, dxT = losses.mse(xT, x_next)
-    d_explicit, _, _ = mod.backward(cfg, explicit, cache, array_namespace(Y).zeros_like(Y), dxT)
-    return value, mod.direct_to_explicit_vjp(cfg, map_cache, d_explicit)
-
-
-def nrmse(mod, cfg, direct, put):
-    x = np.linspace(-30.0, 30.0, 2048)[:, None]
-    u = np.ones_like(x)
-    explicit, _ = mod.direct_to_explicit(cfg, direct)
-    pred = np.asarray(to_numpy(next_state(mod, cfg, explicit, put(x), put(u))[0]))
-    truth = target_map(x, u)
-    return float(np.sqrt(np.mean((pred - truth) ** 2)) / np.sqrt(np.mean(truth**2)))
-
-
-def train(mod, cfg, seed, p, xp, dtype):
-    rng = np.random.default_rng(1000 + seed)
-    direct = mod.init(cfg, seed, backend=xp, dtype=dtype)
-    dt = tree.leaves(direct)[0].dtype
-    put = lambda a: xp.astype(xp.asarray(a), dt)  # noqa: E731
-    state = optim.adam_init(direct)
-    wall = cpu = 0.0
-    history = []
-    step = 0
-    for epoch in range(p["epochs"]):
-        lr = optim.exponential_decay(epoch, p["lr"], 0.1, p["decay_every"])
-        t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(p["batches"]):
-            x = rng.uniform(-30.0, 30.0, (p["batch"], 1))
-            u = rng.uniform(-1.0, 1.0, (p["batch"], 1))
-            value, grads = loss_and_grads(mod, cfg, direct, put(x), put(u), put(target_map(x, u)))
-            direct, state = optim.adam_step(direct, grads, state, lr=lr)
-            step += 1
-        wall += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        history.append(float(value))
-    return direct, dict(train_wall_s=wall, train_cpu_s=cpu, final_loss=history[-1],
-                        nrmse=nrmse(mod, cfg, direct, put), steps=step)
+PRESETS = expressivity.PRESETS
 
 
 def plot(path, rows):
@@ -148,27 +70,21 @@ def main(argv=None):
     ap.add_argument("--models", default="r2dn,ren", help="comma-separated subset of r2dn,ren")
     ap.add_argument("--out", default=None, help="path prefix for the CSV and PNG")
     args = ap.parse_args(argv)
-    p = dict(PRESETS["quick" if args.quick else args.preset])
-    if args.epochs:
-        p["epochs"] = args.epochs
-    if args.seeds:
-        p["seeds"] = args.seeds
-    if args.decay_every:
-        p["decay_every"] = args.decay_every
-    xp = namespace(args.backend)
-    if ren is None:
-        print("note: r2dn_np.ren is not importable here; REN rows skipped")
-    print(f"preset {p}")
+    preset = "quick" if args.quick else args.preset
+    p = PRESETS[preset]
+    print(f"preset {dict(p, **{k: v for k, v in vars(args).items() if k in ('epochs', 'seeds', 'decay_every') and v})}")
     rows = []
-    wanted = {m.strip() for m in args.models.split(",")}
-    for model, mod, cfg, label in [m for m in models(p) if m[0] in wanted]:
-        for seed in range(p["seeds"]):
-            direct, stats = train(mod, cfg, seed, p, xp, args.dtype)
-            row = dict(model=model, size=label, params=tree.size(direct), seed=seed, **stats)
-            rows.append(row)
-            print(f"{model:5} {label:7} params {row['params']:7d} seed {seed}: NRMSE {row['nrmse']:.4f} "
-                  f"loss {row['final_loss']:.2e}  {row['train_cpu_s']:7.1f} s CPU "
-                  f"({row['train_wall_s']:.1f} s wall)", flush=True)
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        for size in p[model]:
+            for seed in range(args.seeds or p["seeds"]):
+                settings = expressivity.ExpressivitySettings(model, preset=preset, size=size, seed=seed,
+                                                             epochs=args.epochs, decay_every=args.decay_every,
+                                                             backend=args.backend, dtype=args.dtype)
+                r = expressivity.run(settings)
+                rows.append(dict(model=model, size=r.size, params=r.params, seed=seed,
+                                 train_wall_s=float(sum(r.seconds)), train_cpu_s=float(sum(r.cpu_seconds)),
+                                 final_loss=r.curve[-1], nrmse=r.nrmse, steps=r.steps))
+                print(r.table(), flush=True)
     if args.out:
         os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
         keys = list(rows[0])

@@ -49,50 +49,36 @@ def _main(argv):
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    p = dict(observer.PRESETS[args.preset])
-    for key in ("epochs", "T", "chunks"):
-        if getattr(args, key) is not None:
-            p[key] = getattr(args, key)
-    if args.val_T is not None:
-        p["val_T"] = args.val_T
+    settings = {m: observer.ObserverSettings(m, args.preset, args.seed, args.epochs, args.T, args.chunks, args.val_T,
+                                             args.nodes) for m in args.models.split(",")}
+    p = next(iter(settings.values())).schedule()
     os.makedirs(args.out, exist_ok=True)
-    data = observer.make_data(p["T"], p["chunks"], seed=args.seed, nodes=args.nodes)
-    results = {"preset": args.preset, "settings": {k: v for k, v in p.items() if k not in ("r2dn", "ren")}}
+    data = observer.make_data(p["T"], p["chunks"], seed=args.seed, nodes=args.nodes)  # one data set for all
+    results = {"preset": args.preset, "settings": p}
     fits = {}
-    for model in args.models.split(","):
-        cfg = observer.model_config(model, nodes=args.nodes, preset=args.preset)
-        res = observer.fit(cfg, data, p["epochs"], lr=p["lr"], min_lr=p["min_lr"], patience=p["patience"],
-                           seed=args.seed, log=lambda e, v, s, lr, m=model: print(
-                               f"{m} epoch {e + 1}: loss {v:.3e} ({s:.2f} s, lr {lr:.1e})", flush=True))
-        Xi, Xhat, err = observer.validate(cfg, res.direct, T=p["val_T"], seed=args.seed + 1, nodes=args.nodes)
-        later = res.seconds[1:] or res.seconds
-        later_cpu = res.cpu_seconds[1:] or res.cpu_seconds
-        results[model] = dict(
-            config=cfg.to_dict(), losses=res.losses, seconds=res.seconds, cpu_seconds=res.cpu_seconds,
-            lrs=res.lrs, seconds_per_epoch=float(np.mean(later)), cpu_seconds_per_epoch=float(np.mean(later_cpu)),
-            final_train_loss=res.losses[-1], val_nrmse=err)
-        fits[model] = (cfg, res, Xi)
-        print(f"{model}: {results[model]['seconds_per_epoch']:.3f} s/epoch "
-              f"({results[model]['cpu_seconds_per_epoch']:.3f} CPU s), final loss {res.losses[-1]:.3e}, "
-              f"validation NRMSE {err:.4f}", flush=True)
+    for model, s in settings.items():
+        res = observer.run(s, data=data, log=lambda line: print(line, flush=True))
+        results[model] = res.to_dict()
+        fits[model] = res
+        print(res.table(), flush=True)
     if "r2dn" in fits and "ren" in fits:
         results["ren_over_r2dn_cpu_time_per_epoch"] = (results["ren"]["cpu_seconds_per_epoch"]
                                                        / results["r2dn"]["cpu_seconds_per_epoch"])
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     if not args.no_plots:
-        plots(args.out, fits, args.seed)
+        plots(args.out, fits, args.seed, p["val_T"])
     return results
 
 
-def plots(out, fits, seed):
+def plots(out, fits, seed, val_T):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for model, (_, res, _) in fits.items():
+    for model, res in fits.items():
         ax.plot(np.cumsum(res.cpu_seconds), res.losses, label=model.upper())
     ax.set_xlabel("training CPU time (s)")
     ax.set_ylabel("training loss")
@@ -104,10 +90,11 @@ def plots(out, fits, seed):
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     rng = np.random.default_rng(seed)
-    for model, (cfg, res, Xi) in fits.items():
+    for model, res in fits.items():
+        cfg = res.cfg
         for k in range(3):
             x0 = np.zeros((1, cfg.nx)) if k == 0 else rng.uniform(-1, 2, (1, cfg.nx))
-            _, Xhat, _ = observer.validate(cfg, res.direct, T=Xi.shape[0], seed=seed + 1, x0=x0, nodes=cfg.nx)
+            Xi, Xhat, _ = observer.validate(cfg, res.direct, T=val_T, seed=seed + 1, x0=x0, nodes=cfg.nx)
             err = np.sqrt(np.mean((Xhat - Xi) ** 2, axis=1))
             ax.plot(err, color="C0" if model == "r2dn" else "C1", alpha=0.8,
                     label=f"{model.upper()}" if k == 0 else None)

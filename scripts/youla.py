@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from r2dn_np import r2dn, ren  # noqa: E402
 from r2dn_np.experiments import youla  # noqa: E402
 
 
@@ -37,36 +36,18 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="small policies (tests)")
     args = ap.parse_args(argv)
-    p = dict(youla.PRESETS[args.preset])
-    for key in ("epochs", "T", "batch"):
-        if getattr(args, key) is not None:
-            p[key] = getattr(args, key)
+    settings = {m: youla.YoulaSettings(m, args.preset, args.seed, args.epochs, args.T, args.batch, args.tiny)
+                for m in args.models.split(",")}
     os.makedirs(args.out, exist_ok=True)
     results = {"preset": args.preset, "threads": args.threads,
-               "settings": {k: v for k, v in p.items() if k not in ("r2dn", "ren")}}
+               "settings": next(iter(settings.values())).schedule()}
     fits = {}
     with threadpool_limits(args.threads):
-        for model in args.models.split(","):
-            if args.tiny:
-                cfg = (r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(8,), activation="tanh", init="long_memory")
-                       if model == "r2dn" else ren.Config(nu=1, nx=3, nv=8, ny=1, activation="tanh",
-                                                          init="long_memory"))
-            else:
-                cfg = youla.model_config(model, args.preset)
-            res = youla.fit(cfg, p["epochs"], batch=p["batch"], T=p["T"], segments=p["segments"], lr=p["lr"],
-                            decay_epochs=p["decay_epochs"], clip=p["clip"], seed=args.seed,
-                            log=lambda e, tr, te, s, m=model: print(
-                                f"{m} epoch {e + 1}: train {tr:.4f}, test (before) {te:.4f} ({s:.2f} s)", flush=True))
-            later = res.seconds[1:] or res.seconds
-            later_cpu = res.cpu_seconds[1:] or res.cpu_seconds
-            results[model] = dict(
-                config=cfg.to_dict(), train_losses=res.train_losses, test_losses=res.test_losses,
-                seconds=res.seconds, cpu_seconds=res.cpu_seconds, seconds_per_epoch=float(np.mean(later)),
-                cpu_seconds_per_epoch=float(np.mean(later_cpu)), final_test_loss=res.test_losses[-1])
+        for model, s in settings.items():
+            res = youla.run(s, log=lambda line: print(line, flush=True))
+            results[model] = res.to_dict()
             fits[model] = res
-            print(f"{model}: {results[model]['seconds_per_epoch']:.2f} s/epoch "
-                  f"({results[model]['cpu_seconds_per_epoch']:.2f} CPU s), final test loss "
-                  f"{res.test_losses[-1]:.4f}", flush=True)
+            print(res.table(), flush=True)
     if "r2dn" in fits and "ren" in fits:
         results["ren_over_r2dn_cpu_time_per_epoch"] = (results["ren"]["cpu_seconds_per_epoch"]
                                                        / results["r2dn"]["cpu_seconds_per_epoch"])

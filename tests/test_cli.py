@@ -261,14 +261,11 @@ def test_the_best_preset_is_paper_then_refinement():
         best, paper = sysid.PRESETS["best"][dataset], sysid.PRESETS["paper"][dataset]
         assert best.refine.iterations >= 200 and paper.refine is None
         assert dataclasses.replace(best, refine=None) == paper, dataset
-    args = cli._parser().parse_args(["sysid", "--preset", "best"])
     opts = sysid.PRESETS["best"]["boucwen"].options
-    refine = cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts)
+    refine = sysid.refine_options(None, sysid.PRESETS["best"]["boucwen"], opts)
     assert (refine.iterations, refine.washout, refine.val_samples) == (2000, opts.washout, opts.val_samples)
-    args.refine = 0
-    assert cli._refine_options(args, sysid.PRESETS["best"]["boucwen"], opts) is None
-    args.refine = 7
-    assert cli._refine_options(args, sysid.PRESETS["quick"]["boucwen"], opts).iterations == 7
+    assert sysid.refine_options(0, sysid.PRESETS["best"]["boucwen"], opts) is None
+    assert sysid.refine_options(7, sysid.PRESETS["quick"]["boucwen"], opts).iterations == 7
     assert "refine 2000" in cli._presets_help()
 
 
@@ -457,3 +454,36 @@ def test_sysid_and_sweep_refuse_to_overwrite_the_data_they_read(tmp_path, capsys
                   str(root), "--table"], capsys)
     assert f"--root {root / 'table.md'} is the same file as --data-dir {level1}" in err
     assert level1.read_bytes() == before and (out / "model.npz").read_bytes() == before
+
+
+def test_the_command_line_shares_passes_by_default_and_the_library_does_not(tmp_path, monkeypatch):
+    """``r2dn sysid`` asks for ``workers="auto"`` unless ``--workers`` or ``R2DN_WORKERS`` says
+    otherwise; the library's settings default to None (``R2DN_WORKERS``, else serial)."""
+    seen = []
+
+    def capture(settings, **kwargs):
+        seen.append(settings.workers)
+        raise ValueError("captured")
+
+    monkeypatch.setattr(sysid, "run", capture)
+    monkeypatch.delenv("R2DN_WORKERS", raising=False)
+    argv = ["sysid", "--preset", "tiny", "--out", str(tmp_path / "o")]
+    assert cli.main(argv) == 1 and cli.main(argv + ["--workers", "2"]) == 1
+    monkeypatch.setenv("R2DN_WORKERS", "1")
+    assert cli.main(argv) == 1
+    assert seen == ["auto", 2, None]
+    assert sysid.SysidSettings().workers is None
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(dataset="nope"), "^dataset must be one of"),
+    (dict(model="lstm"), "^model must be one of"),
+    (dict(preset="huge"), "^preset must be one of"),
+    (dict(workers=0), "^workers must be an integer >= 1"),
+    (dict(val=("v.csv",)), "^val describes your records and needs data"),
+    (dict(data=("a.csv",), dataset="f16"), "^data and dataset f16: give one of them"),
+    (dict(epochs=0), "^epochs must be"),
+])
+def test_sysid_settings_name_the_bad_field(fields, match):
+    with pytest.raises(ValueError, match=match):
+        sysid.SysidSettings(**fields)

@@ -75,13 +75,17 @@ def test_workers_are_controllable(monkeypatch):
     explicit, _ = r2dn.direct_to_explicit(cfg, r2dn.init(cfg, 0))
     U = np.zeros((3, 64, 1))
     monkeypatch.delenv(parallel.ENV, raising=False)
-    assert parallel.resolve(None, U, explicit) == 1  # a tiny model: dispatch-bound, serial
+    assert parallel.resolve("auto", U, explicit) == 1  # a tiny model: dispatch-bound, serial
     assert parallel.resolve(4, U, explicit) == 4
     assert parallel.resolve(4, U[:, :3], explicit) == 3  # never more shards than sequences
     monkeypatch.setattr(parallel, "AUTO_MIN_WORK", 1)
     monkeypatch.setattr(parallel, "_cores", lambda: 2)
+    assert parallel.resolve("auto", U, explicit) == 2
+    assert parallel.resolve("auto", U[:, :15], explicit) == 1  # fewer than AUTO_MIN_ROWS per shard
+    # a library call starts no process unless asked: the default is serial, even where auto shards
+    assert parallel.resolve(None, U, explicit) == 1
+    monkeypatch.setenv(parallel.ENV, "auto")
     assert parallel.resolve(None, U, explicit) == 2
-    assert parallel.resolve(None, U[:, :15], explicit) == 1  # fewer than AUTO_MIN_ROWS per shard
     monkeypatch.setenv(parallel.ENV, "1")
     assert parallel.resolve(None, U, explicit) == 1
     _, _, cache = r2dn.forward(cfg, explicit, None, U)
@@ -148,8 +152,8 @@ def test_a_script_leaves_no_process_behind(tmp_path):
         "import warnings; warnings.simplefilter('error')\n"
         "import numpy as np\n"
         "from r2dn_np import r2dn\n"
-        "from r2dn_np.loop import parallel\n"
         "from r2dn_np.training import losses\n"
+        "from r2dn_np.loop import parallel\n"
         "cfg = r2dn.Config(1, 2, 3, 1, hidden=(4,))\n"
         "U = np.ones((5, 6, 1))\n"
         "v, g = r2dn.value_and_grad(cfg, r2dn.init(cfg, 0), None, U, lambda Y: losses.mse(Y, 0 * Y), workers=2)\n"
@@ -182,6 +186,33 @@ def test_training_with_workers_is_the_serial_training():
         np.testing.assert_allclose(b, a, rtol=1e-7, atol=1e-9)
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
         train.fit(r2dn, cfg, data, opts, workers=0)
+
+
+def test_library_training_shards_only_when_asked(monkeypatch):
+    """``train.fit`` and ``train.refine`` without ``workers`` (and without ``R2DN_WORKERS``) run
+    every pass in this process, even a pass that ``"auto"`` would share; ``"auto"`` shares it."""
+    from r2dn_np.training import train
+    from r2dn_np.data import pendulum
+
+    data = pendulum.load(pendulum.Settings(period=256, n_train=2, transient=100), cache_dir=False)
+    cfg = r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(6,))
+    opts = train.Options(epochs=1, chunk=64, window=32, batch=16, lr=1e-2, washout=8, seed=3)
+    monkeypatch.delenv(parallel.ENV, raising=False)
+    monkeypatch.setattr(parallel, "AUTO_MIN_WORK", 1)  # "auto" would share every pass of this model
+    monkeypatch.setattr(parallel, "AUTO_MIN_ROWS", 1)  # (refinement passes the two records at once)
+    monkeypatch.setattr(parallel, "_cores", lambda: 2)
+
+    def sharded(*args, **kwargs):
+        raise AssertionError("a pass was sharded")
+
+    monkeypatch.setattr(parallel, "forward", sharded)
+    result = train.fit(r2dn, cfg, data, opts)
+    train.refine(r2dn, cfg, result.params, data, result.scaler, train.RefineOptions(iterations=1, washout=8))
+    with pytest.raises(AssertionError, match="a pass was sharded"):
+        train.fit(r2dn, cfg, data, opts, workers="auto")
+    with pytest.raises(AssertionError, match="a pass was sharded"):
+        train.refine(r2dn, cfg, result.params, data, result.scaler, train.RefineOptions(iterations=1, washout=8),
+                     workers="auto")
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from r2dn_np import cli
-from r2dn_np.experiments import sweep
+from r2dn_np.experiments import sweep, sweep_report
 
 distributed = pytest.importorskip("distributed", reason="the sweep extra (pip install 'r2dn_np[sweep]')")
 
@@ -62,14 +62,14 @@ def test_a_sweep_completes_and_its_table_matches_serial_runs(swept, tmp_path):
         assert os.path.isfile(os.path.join(folder, "checkpoint.npz"))
         assert s["settings"] == r.settings() and len(s["curve"]) == s["epochs"] == 3 and s["seconds_per_epoch"] > 0
     serial = sweep.run(runs, tmp_path, serial=True, log=None)
-    got, want = sweep.table(report.summaries), sweep.table(serial.summaries)
+    got, want = sweep_report.table(report.summaries), sweep_report.table(serial.summaries)
     assert [(r["model"], r["seeds"]) for r in got] == [("r2dn", [0, 1]), ("ren", [0, 1])]
     for g, w in zip(got, want):
         np.testing.assert_allclose(g["test_metric"], w["test_metric"], rtol=1e-12)
         assert g["time_ratio"] > 0 and g["seconds_per_epoch"][0] > 0
     for a, b in zip(report.summaries, serial.summaries):
         np.testing.assert_allclose(a["curve"], b["curve"], rtol=1e-12)
-    md, csv_path = sweep.write_table(got, tmp_path / "table")
+    md, csv_path = sweep_report.write_table(got, tmp_path / "table")
     text = _text(md)
     assert text.count("| expressivity | tiny |") == 2 and "±" in text
     rows = _text(csv_path).splitlines()
@@ -97,7 +97,7 @@ def test_a_run_of_other_code_is_not_mixed_in(swept, tmp_path, monkeypatch):
     now = sweep.run([run], tmp_path, serial=True, log=None)
     assert now.ran == 1 and now.summaries[0]["code_version"] == real
     assert len(os.listdir(os.path.dirname(run.folder(str(tmp_path), real)))) == 2  # side by side, never merged
-    (row,) = sweep.table(sweep.gather([run], tmp_path))
+    (row,) = sweep_report.table(sweep.gather([run], tmp_path))
     assert row["seeds"] == [run.seed] and row["test_metric"][0] == now.summaries[0]["test_metric"]
     # other settings are other runs too
     assert sweep.Run("expressivity", "tiny", "r2dn", epochs=4).fingerprint(real) != run.fingerprint(real)
@@ -168,7 +168,7 @@ def test_cli_errors_name_the_flag(tmp_path, capsys, argv, flag):
 def test_sysid_f16_needs_its_data_folder(tmp_path):
     (run,) = sweep.grid(["sysid-f16"], ["r2dn"], 1, "tiny")
     report = sweep.run([run], tmp_path, serial=True, log=None)
-    assert "data_dir must name the F-16 BenchmarkData folder" in report.failed[run]
+    assert "data_dir must name the f16 data folder" in report.failed[run]
     assert "ValueError" in _text(os.path.join(run.folder(str(tmp_path), sweep.code_version(run.task)), "error.txt"))
 
 
@@ -212,7 +212,7 @@ def test_the_paper_experiments_run_as_sweep_tasks(tmp_path):
     for summary in summaries:
         assert np.isfinite(summary["test_metric"]) and summary["seconds_per_epoch"] > 0
         assert len(summary["curve"]) == summary["epochs"] >= 2
-    rows = sweep.table(summaries)
+    rows = sweep_report.table(summaries)
     assert {r["task"] for r in rows} == {"observer", "youla"}
 
 

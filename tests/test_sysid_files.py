@@ -138,7 +138,7 @@ def test_default_folder_names_data_and_model_and_is_never_shared(user_files, tmp
     assert cli.main(argv + ["--kind", "lipschitz"]) == 0
     assert (tmp_path / "runs" / "sysid-train-r2dn-lipschitz" / "model.npz").exists()
     args = argparse.Namespace(data=None, dataset="f16", kind="contracting", model="ren")
-    assert cli._default_out(args) == os.path.join("runs", "sysid-f16-ren")
+    assert sysid.default_out(args) == os.path.join("runs", "sysid-f16-ren")
 
 
 def test_resume_of_another_run_is_refused_before_data_generation(tmp_path, monkeypatch, capsys):

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import NamedTuple
@@ -34,13 +35,14 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
+from ._result import NOT_JSON, JSONResult, per_epoch
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace, resolve_dtype, to_numpy
 
 __all__ = [
     "pde_step", "simulate", "measure", "Chunk", "make_data", "model_config", "loss_and_grad",
-    "FitResult", "fit", "estimate", "nrmse", "validate", "PRESETS",
+    "FitResult", "fit", "estimate", "nrmse", "validate", "PRESETS", "ObserverSettings", "ObserverResult", "run",
 ]
 
 # the paper's settings ("paper") and a few-minute version of them ("quick"), per model
@@ -314,3 +316,83 @@ def validate(cfg, direct, T=2001, seed=1, x0=None, nodes=None):
     Xhat = np.asarray(to_numpy(estimate(cfg, direct, y, x0)))[:, 0, :]
     return Xi, Xhat, nrmse(Xi, Xhat)
 
+
+
+# ---- the experiment as one call ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserverSettings:
+    """One observer of the experiment: ``model`` (``"r2dn"``, ``"ren"``) at ``preset``'s sizes
+    and schedule (``PRESETS``; ``epochs``, ``T``, ``chunks`` and ``val_T`` override it) on a PDE
+    of ``nodes`` points; ``seed`` of the data and the initial weights (validation: ``seed + 1``)."""
+
+    model: str
+    preset: str = "quick"
+    seed: int = 0
+    epochs: int | None = None
+    T: int | None = None
+    chunks: int | None = None
+    val_T: int | None = None
+    nodes: int = 51
+
+    def __post_init__(self):
+        _validate.one_of("model", self.model, ("r2dn", "ren"))
+        _validate.one_of("preset", self.preset, tuple(PRESETS))
+        object.__setattr__(self, "seed", _validate.seed("seed", self.seed))
+        for name in ("epochs", "T", "chunks", "val_T"):
+            if getattr(self, name) is not None:
+                _validate.positive_int(name, getattr(self, name))
+        _check_nodes(self.nodes)
+
+    def schedule(self):
+        """The preset's settings with this run's overrides (sizes left out)."""
+        p = {k: v for k, v in PRESETS[self.preset].items() if k not in ("r2dn", "ren")}
+        p.update({k: getattr(self, k) for k in ("epochs", "T", "chunks", "val_T") if getattr(self, k) is not None})
+        return p
+
+
+@dataclasses.dataclass(frozen=True)
+class ObserverResult(JSONResult):
+    """What :func:`run` found; ``seconds_per_epoch`` and ``cpu_seconds_per_epoch`` leave out the
+    first epoch (compilation, caches) where there are more. ``cfg`` and ``direct`` are the
+    trained observer (not in :meth:`to_json`)."""
+
+    model: str = dataclasses.field(metadata=NOT_JSON)
+    config: dict
+    losses: list
+    seconds: list
+    cpu_seconds: list
+    lrs: list
+    seconds_per_epoch: float
+    cpu_seconds_per_epoch: float
+    final_train_loss: float
+    val_nrmse: float
+    cfg: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+    direct: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+
+    def table(self):
+        return (f"{self.model}: {self.seconds_per_epoch:.3f} s/epoch ({self.cpu_seconds_per_epoch:.3f} CPU s), final "
+                f"loss {self.final_train_loss:.3e}, validation NRMSE {self.val_nrmse:.4f}")
+
+
+def run(settings, *, data=None, log=None):
+    """Train one observer and validate it closed-loop; ``data`` : the training chunks
+    (``make_data`` of the settings' ``T``, ``chunks``, ``seed`` and ``nodes``; made when None).
+    ``log`` : callable receiving a line per epoch."""
+    if not isinstance(settings, ObserverSettings):
+        raise TypeError(f"settings must be an observer.ObserverSettings; got {type(settings).__name__}")
+    _validate.callable_or_none("log", log)
+    s, p = settings, settings.schedule()
+    if data is None:
+        data = make_data(p["T"], p["chunks"], seed=s.seed, nodes=s.nodes)
+    cfg = model_config(s.model, nodes=s.nodes, preset=s.preset)
+
+    def epoch_line(e, v, sec, lr):
+        log(f"{s.model} epoch {e + 1}: loss {v:.3e} ({sec:.2f} s, lr {lr:.1e})")
+
+    res = fit(cfg, data, p["epochs"], lr=p["lr"], min_lr=p["min_lr"], patience=p["patience"], seed=s.seed,
+              log=None if log is None else epoch_line)
+    _, _, err = validate(cfg, res.direct, T=p["val_T"], seed=s.seed + 1, nodes=s.nodes)
+    return ObserverResult(s.model, cfg.to_dict(), res.losses, res.seconds, res.cpu_seconds, res.lrs,
+                          per_epoch(res.seconds), per_epoch(res.cpu_seconds), res.losses[-1], err, cfg, res.direct)

@@ -1,7 +1,6 @@
-"""Multi-seed experiments: a grid of tasks x presets x models x kinds x seeds, run on Dask
-distributed (a local cluster by default, or an existing one), resumable and fingerprinted,
-gathered into the paper's table (mean +- std over seeds of seconds per epoch and of the test
-metric, with the REN/R2DN time ratio) and a plot of learning curves.
+"""Multi-seed experiments, the engine: a grid of tasks x presets x models x kinds x seeds, run on
+Dask distributed (a local cluster by default, or an existing one), resumable and fingerprinted.
+The table and the plot of the finished runs are ``sweep_report``.
 
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3 --preset quick
     r2dn sweep --tasks sysid-boucwen --models r2dn,ren --seeds 3 --preset quick --table
@@ -10,24 +9,26 @@ metric, with the REN/R2DN time ratio) and a plot of learning curves.
 Every run writes its own folder ``ROOT/TASK/PRESET/MODEL-KIND/seedS-FINGERPRINT``: the task's
 files (``r2dn sysid``'s ``results.json``, ``model.npz``, ``checkpoint.npz``, ...), ``run.json``
 (the settings and fingerprint) and, when it has finished, ``summary.json``. The fingerprint
-hashes the run's settings with the code version (the package's source files and the task's own
-files), so results of other code or settings are never resumed, skipped or tabled as these.
+hashes the run's settings with the code version (the package's source files and the files a
+task names), so results of other code or settings are never resumed, skipped or tabled as these.
 A finished run (its ``summary.json``) is not redone; an unfinished one resumes from its
 checkpoint, also when Dask reschedules it after its worker died.
 
 A task is one function ``fn(run, folder, context) -> dict`` registered under a name with
-:func:`register` (see ``docs/sweep.md``). Dask is imported here only, and only when a sweep runs
+:func:`register` (see ``docs/sweep.md``); the built-in ones call the experiments' library
+functions (``sysid.run``, ``expressivity.run``, ``observer.run``, ``youla.run``) in the worker's
+process. Dask is imported here only, and only when a sweep runs
 on a cluster (``pip install 'r2dn_np[sweep]'``); ``serial=True`` runs in this process without it.
 
 Examples
 --------
 >>> import tempfile
->>> from r2dn_np.experiments import sweep
+>>> from r2dn_np.experiments import sweep, sweep_report
 >>> runs = sweep.grid(["expressivity"], ["r2dn", "ren"], seeds=2, preset="tiny")
 >>> len(runs), runs[0].settings()
 (4, {'task': 'expressivity', 'preset': 'tiny', 'model': 'r2dn', 'kind': 'contracting', 'seed': 0, 'epochs': None})
 >>> report = sweep.run(runs, tempfile.mkdtemp(), serial=True, log=None)   # on Dask: drop serial=True
->>> report.ran, [(row["model"], row["seeds"]) for row in sweep.table(report.summaries)]
+>>> report.ran, [(row["model"], row["seeds"]) for row in sweep_report.table(report.summaries)]
 (4, [('r2dn', [0, 1]), ('ren', [0, 1])])
 """
 
@@ -35,14 +36,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import math
 import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import traceback
@@ -52,13 +49,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import __version__
-from ..core import _validate, tree
+from ..core import _validate
+from ..data import registry
 from ..interface import io
-from ..training import optim
-from ..training.train import RECURRENT_MODELS, get_model
+from ..training.train import RECURRENT_MODELS
+from . import expressivity, observer, sysid, youla
 
 __all__ = ["TASKS", "KINDS", "Task", "Run", "Context", "Report", "register", "grid", "code_version", "run",
-           "run_one", "gather", "table", "write_table", "plot_curves"]
+           "run_one", "gather"]
 
 KINDS = ("contracting", "lipschitz")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the whole package
@@ -509,134 +507,8 @@ def gather(runs, root):
     return out
 
 
-def _mean_std(values):
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else math.nan
 
-
-def table(summaries):
-    """Rows of the paper's table from run summaries (:func:`gather`; None entries are skipped):
-    one per task, preset, model and kind, with ``seeds``, ``seconds_per_epoch`` and
-    ``test_metric`` as (mean, std over seeds; std NaN for one seed), and ``time_ratio`` (the
-    REN's mean seconds per epoch over the R2DN's of the same task, preset and kind; None
-    without both)."""
-    if not isinstance(summaries, (list, tuple)):
-        raise TypeError(f"summaries must be a list of run summaries (sweep.gather); got {type(summaries).__name__}")
-    groups = {}
-    for i, s in enumerate(summaries):
-        if s is None:
-            continue
-        if not isinstance(s, dict) or not isinstance(s.get("settings"), dict):
-            raise TypeError(f"summaries[{i}] must be a run summary (a dict with 'settings'); got {type(s).__name__}")
-        st = s["settings"]
-        groups.setdefault((st["task"], st["preset"], st["model"], st["kind"]), []).append(s)
-    rows = []
-    for (task, preset, model, kind), group in groups.items():
-        metric = TASKS[task].metric if task in TASKS else "test metric"
-        rows.append({"task": task, "preset": preset, "model": model, "kind": kind,
-                     "seeds": sorted(s["settings"]["seed"] for s in group), "metric": metric,
-                     "seconds_per_epoch": _mean_std([s["seconds_per_epoch"] for s in group]),
-                     "test_metric": _mean_std([s["test_metric"] for s in group]), "time_ratio": None})
-    for row in rows:
-        ref = {r["model"]: r["seconds_per_epoch"][0] for r in rows
-               if (r["task"], r["preset"], r["kind"]) == (row["task"], row["preset"], row["kind"])}
-        if "ren" in ref and "r2dn" in ref:
-            row["time_ratio"] = ref["ren"] / ref["r2dn"]
-    return rows
-
-
-def _pm(mean, std, fmt):
-    return f"{mean:{fmt}}" + ("" if math.isnan(std) else f" ± {std:{fmt}}")
-
-
-def markdown(rows):
-    """The rows of :func:`table` as a Markdown table."""
-    lines = ["| task | preset | model | kind | seeds | s / epoch | REN / R2DN time | metric | test metric |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        ratio = "" if r["time_ratio"] is None else f"{r['time_ratio']:.2f}"
-        lines.append(f"| {r['task']} | {r['preset']} | {r['model']} | {r['kind']} | {len(r['seeds'])} | "
-                     f"{_pm(*r['seconds_per_epoch'], '.3g')} | {ratio} | {r['metric']} | "
-                     f"{_pm(*r['test_metric'], '.4g')} |")
-    return "\n".join(lines)
-
-
-_CSV_COLUMNS = ("task", "preset", "model", "kind", "seeds", "seconds_per_epoch_mean", "seconds_per_epoch_std",
-                "time_ratio_ren_r2dn", "metric", "test_metric_mean", "test_metric_std")
-
-
-def write_table(rows, folder):
-    """Write ``table.md`` and ``table.csv`` into ``folder``; returns their paths."""
-    folder = _validate.path("folder", folder)
-    os.makedirs(folder, exist_ok=True)
-    md, csv_path = os.path.join(folder, "table.md"), os.path.join(folder, "table.csv")
-    _write_text(md, markdown(rows) + "\n")
-    out = [",".join(_CSV_COLUMNS)]
-    for r in rows:
-        values = (r["task"], r["preset"], r["model"], r["kind"], " ".join(map(str, r["seeds"])),
-                  *r["seconds_per_epoch"], "" if r["time_ratio"] is None else r["time_ratio"], r["metric"],
-                  *r["test_metric"])
-        out.append(",".join(f'"{v}"' if isinstance(v, str) and ("," in v or " " in v) else
-                            ("" if isinstance(v, float) and math.isnan(v) else repr(v) if isinstance(v, float)
-                             else str(v)) for v in values))
-    _write_text(csv_path, "\n".join(out) + "\n")
-    return md, csv_path
-
-
-def _write_text(path, text):
-    with io.atomic_write(path) as fh:
-        fh.write(text.encode("utf-8"))
-
-
-def plot_curves(summaries, path):
-    """Learning curves, mean and band (min to max) over seeds, one panel per task and preset.
-    Returns False without writing when matplotlib is not installed (``r2dn_np[plots]``)."""
-    path = _validate.path("path", path)
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    groups = {}
-    for s in summaries:
-        if s is not None and s.get("curve"):
-            st = s["settings"]
-            groups.setdefault((st["task"], st["preset"]), {}).setdefault(f"{st['model']}-{st['kind']}", []).append(
-                s["curve"])
-    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(5 * max(len(groups), 1), 3.6), squeeze=False)
-    for ax, ((task, preset), curves) in zip(axes[0], sorted(groups.items())):
-        for label, group in sorted(curves.items()):
-            n = min(len(c) for c in group)
-            a = np.array([c[:n] for c in group], dtype=np.float64)
-            epochs = np.arange(1, n + 1)
-            line, = ax.plot(epochs, a.mean(axis=0), label=f"{label} ({len(group)} seeds)")
-            ax.fill_between(epochs, a.min(axis=0), a.max(axis=0), color=line.get_color(), alpha=0.25)
-        ax.set_yscale("log")
-        ax.set_title(f"{task}, {preset}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(TASKS[task].curve if task in TASKS else "curve")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
-
-
-# ---- the tasks -------------------------------------------------------------------------------------------------
-
-
-def _die_with_parent():
-    """A ``preexec_fn`` that makes the child die when the thread that started it dies (Linux's
-    ``PR_SET_PDEATHSIG``), so a killed worker leaves no run writing into a folder that its retry
-    resumes; None elsewhere. Resolved here, before the fork: the child only calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import functools
-
-    return functools.partial(ctypes.CDLL(None, use_errno=True).prctl, 1, signal.SIGKILL)
+# ---- the tasks: each calls an experiment's library function in this process ----------------------------------
 
 
 def _checkpoint_epoch(path):
@@ -647,34 +519,36 @@ def _checkpoint_epoch(path):
         return 0
 
 
+def _log_file(folder):
+    """A ``log`` callable writing lines to the run's ``log.txt``, and the open file."""
+    fh = open(os.path.join(folder, "log.txt"), "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller
+
+    def log(line):
+        print(line, file=fh, flush=True)
+
+    return log, fh
+
+
 def _sysid_task(dataset):
     def task(run, folder, context):
-        if dataset == "f16" and not context.data_dir:
-            raise ValueError("data_dir must name the F-16 BenchmarkData folder for task sysid-f16 (--data-dir)")
+        if registry.get(dataset).needs_data_dir and not context.data_dir:
+            raise ValueError(f"data_dir must name the {dataset} data folder for task sysid-{dataset} (--data-dir)")
         resumed = _checkpoint_epoch(os.path.join(folder, "checkpoint.npz"))
         if os.path.exists(os.path.join(folder, "results.json")):
             os.remove(os.path.join(folder, "results.json"))  # of an attempt that died before its summary
-        cmd = [sys.executable, "-m", "r2dn_np", "sysid", "--dataset", dataset, "--model", run.model,
-               "--kind", run.kind, "--gamma", repr(run.gamma), "--preset", run.preset, "--seed", str(run.seed),
-               "--out", folder, "--resume", "--quiet", "--threads", str(context.blas_threads)]
-        cmd += ["--epochs", str(run.epochs)] if run.epochs else []
-        cmd += ["--data-dir", context.data_dir] if context.data_dir else []
-        cmd += ["--cache-dir", context.cache_dir] if context.cache_dir else []
-        with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, PYTHONPATH=_python_path(), R2DN_WORKERS="1"),
-                                  preexec_fn=_die_with_parent())
-        results = _read_json(os.path.join(folder, "results.json"))
-        if results is None:
-            with open(os.path.join(folder, "log.txt"), encoding="utf-8") as fh:
-                last = (fh.read().strip().splitlines() or [""])[-1]
-            raise RuntimeError(f"r2dn sysid exited with status {proc.returncode}: {last}")
+        # one process per run already: no gradient-pass workers inside it (r2dn_np.loop.parallel)
+        settings = sysid.SysidSettings(dataset=dataset, model=run.model, kind=run.kind, gamma=run.gamma,
+                                       preset=run.preset, seed=run.seed, epochs=run.epochs, out=folder, resume=True,
+                                       quiet=True, data_dir=context.data_dir, cache_dir=context.cache_dir, workers=1)
+        log, fh = _log_file(folder)
+        with fh:
+            results = sysid.run(settings, log=log).results
         test = next(iter(results["test"]))  # boucwen: multisine (the official test), f16: Level6
         refined = results.get("refine")  # preset best: the Adam result's score beside the refined one's
         return {"seconds_per_epoch": results["seconds_per_epoch"], "curve": results["history"]["val_nrmse"],
                 "test_metric": results["test"][test]["nrmse"], "test_set": test, "epochs": results["epochs_run"],
                 "resumed_from": resumed, "certificate_holds": results["certificate"]["holds"],
-                "exit_status": proc.returncode,
+                "exit_status": 0 if results["certificate"]["holds"] else 1,
                 "refine": None if refined is None else {
                     "seconds": refined["seconds"], "iterations": refined["history"]["iterations"],
                     "test_metric_before": refined["test_before"][test]["nrmse"]}}
@@ -686,128 +560,55 @@ def _sysid_task(dataset):
 sysid_boucwen = _sysid_task("boucwen")
 sysid_f16 = _sysid_task("f16")
 
-# one model size of scripts/expressivity.py per model (its presets sweep sizes)
-EXPRESSIVITY_PRESETS = {
-    "tiny": dict(epochs=3, batches=2, batch=64, lr=3e-3, decay_every=20, r2dn=8, ren=20),
-    "quick": dict(epochs=30, batches=32, batch=512, lr=3e-3, decay_every=20, r2dn=32, ren=60),
-    "full": dict(epochs=1500, batches=128, batch=512, lr=1e-3, decay_every=500, r2dn=96, ren=200),
-}
-_EXPRESSIVITY_SCRIPT = "scripts/expressivity.py"
 
-
-def _expressivity_script():
-    name = "_r2dn_np_expressivity_script"
-    if name not in sys.modules:
-        path = os.path.join(_REPO, _EXPRESSIVITY_SCRIPT)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: the expressivity task runs this script of a source checkout "
-                                    "(clone the repository and pip install -e it)")
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
-
-
-def expressivity(run, folder, context):
-    """The expressivity study of ``scripts/expressivity.py`` at one model size, with a checkpoint
+def expressivity_task(run, folder, context):
+    """One model size of the expressivity study (``expressivity.sweep_size``), with a checkpoint
     per epoch; the curve is the last batch's training loss per epoch."""
-    script = _expressivity_script()
-    p = dict(EXPRESSIVITY_PRESETS[run.preset])
-    if run.epochs:
-        p["epochs"] = run.epochs
-    module = get_model(run.model)
-    kw = dict(kind=run.kind, gamma=run.gamma) if run.kind == "lipschitz" else {}
-    if run.model == "r2dn":
-        cfg = module.Config(1, 1, 16, 1, hidden=(p["r2dn"],) * 6, activation="relu", **kw)
-    else:
-        cfg = module.Config(1, 1, p["ren"], 1, activation="tanh", **kw)
-    def put(a):
-        return np.asarray(a, dtype=np.float64)
-
-    path = os.path.join(folder, "checkpoint.npz")
-    direct = module.init(cfg, run.seed, backend="numpy")
-    state, epoch, history, rng_state = optim.adam_init(direct), 0, {"loss": [], "seconds": []}, None
-    if os.path.exists(path):
-        arrays, meta = io.read_arrays(path)
-        if meta.get("settings") != run.settings():
-            raise io.FormatError(f"{path}: checkpoint of another run")
-
-        def part(prefix):
-            return tree.from_paths(direct, {n: arrays[f"{prefix}.{n}"] for n, _ in tree.paths(direct)})
-
-        direct, state = part("params"), optim.AdamState(part("m"), part("v"), int(meta["step"]))
-        epoch, history, rng_state = int(meta["epoch"]), meta["history"], meta["rng"]
-    resumed = epoch
-    rng = np.random.default_rng(1000 + run.seed)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
-    while epoch < p["epochs"]:
-        lr = optim.exponential_decay(epoch, p["lr"], 0.1, p["decay_every"])
-        t0 = time.perf_counter()
-        for _ in range(p["batches"]):
-            x = rng.uniform(-30.0, 30.0, (p["batch"], 1))
-            u = rng.uniform(-1.0, 1.0, (p["batch"], 1))
-            value, grads = script.loss_and_grads(module, cfg, direct, put(x), put(u), put(script.target_map(x, u)))
-            direct, state = optim.adam_step(direct, grads, state, lr=lr)
-        epoch += 1
-        history["loss"].append(float(value))
-        history["seconds"].append(time.perf_counter() - t0)
-        arrays = {f"{prefix}.{n}": np.asarray(v) for prefix, c in (("params", direct), ("m", state.m), ("v", state.v))
-                  for n, v in tree.paths(c)}
-        io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION,
-                                       "settings": run.settings(), "epoch": epoch, "step": state.step,
-                                       "history": history, "rng": rng.bit_generator.state})
-    return {"seconds_per_epoch": float(np.mean(history["seconds"])), "curve": history["loss"],
-            "test_metric": script.nrmse(module, cfg, direct, put), "epochs": epoch, "resumed_from": resumed,
-            "params": tree.size(direct), "size": f"nh={p['r2dn']}" if run.model == "r2dn" else f"nv={p['ren']}"}
+    settings = expressivity.ExpressivitySettings(run.model, run.kind, run.gamma, run.preset, seed=run.seed,
+                                                 epochs=run.epochs)
+    r = expressivity.run(settings, checkpoint=os.path.join(folder, "checkpoint.npz"), record=run.settings())
+    return {"seconds_per_epoch": float(np.mean(r.seconds)), "curve": r.curve, "test_metric": r.nrmse,
+            "epochs": r.epochs, "resumed_from": r.resumed_from, "params": r.params, "size": r.size}
 
 
-# the R2DN paper's generated-data experiments: one model of scripts/observer.py or scripts/youla.py per
-# run (tiny: the tests' sizes); they have no checkpoints, so a run that died starts again
-_EXPERIMENT_TINY = {"observer": ["--T", "600", "--chunks", "3", "--epochs", "2", "--val-T", "40", "--nodes", "11"],
-                    "youla": ["--tiny", "--epochs", "2", "--T", "40", "--batch", "4"]}
+# tiny: the tests' sizes; the experiments have no checkpoints, so a run that died starts again
+_OBSERVER_TINY = dict(T=600, chunks=3, epochs=2, val_T=40, nodes=11)
+_YOULA_TINY = dict(tiny=True, epochs=2, T=40, batch=4)
 
 
-def _experiment_task(name, curve_key, metric_key):
-    script = f"scripts/{name}.py"
-
+def _paper_task(experiment, settings_class, tiny, curve, metric):
+    """The task of one model of a paper experiment (``observer``, ``youla``): its ``run`` at
+    the preset (``tiny``: the ``quick`` preset with the overrides ``tiny``), its results in the
+    run's ``results.json``, the summary's curve and metric the result's fields ``curve`` and
+    ``metric``."""
     def task(run, folder, context):
-        path = os.path.join(_REPO, script)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path}: the {name} task runs this script of a source checkout")
-        preset = "quick" if run.preset == "tiny" else run.preset
-        cmd = [sys.executable, path, "--preset", preset, "--models", run.model, "--seed", str(run.seed),
-               "--out", folder, "--threads", str(context.blas_threads)]
-        cmd += _EXPERIMENT_TINY[name] if run.preset == "tiny" else []
-        cmd += ["--epochs", str(run.epochs)] if run.epochs else []
-        cmd += ["--no-plots"] if name == "observer" else []
-        with open(os.path.join(folder, "log.txt"), "w", encoding="utf-8") as log:
-            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, PYTHONPATH=_python_path(), R2DN_WORKERS="1"),
-                                  preexec_fn=_die_with_parent())
-        results = _read_json(os.path.join(folder, "results.json"))
-        if proc.returncode != 0 or results is None or run.model not in results:
-            raise RuntimeError(f"scripts/{name}.py exited with status {proc.returncode}; see {folder}/log.txt")
-        r = results[run.model]
-        return {"seconds_per_epoch": r["seconds_per_epoch"], "cpu_seconds_per_epoch": r["cpu_seconds_per_epoch"],
-                "curve": r[curve_key], "test_metric": r[metric_key], "epochs": len(r[curve_key]), "resumed_from": 0}
+        over = dict(tiny) if run.preset == "tiny" else {}
+        if run.epochs:
+            over["epochs"] = run.epochs
+        settings = settings_class(run.model, "quick" if run.preset == "tiny" else run.preset, run.seed, **over)
+        log, fh = _log_file(folder)
+        with fh:
+            r = experiment.run(settings, log=log)
+        _write_json(os.path.join(folder, "results.json"), {"preset": settings.preset,
+                                                           "settings": settings.schedule(), run.model: r.to_dict()})
+        return {"seconds_per_epoch": r.seconds_per_epoch, "cpu_seconds_per_epoch": r.cpu_seconds_per_epoch,
+                "curve": getattr(r, curve), "test_metric": getattr(r, metric), "epochs": len(getattr(r, curve)),
+                "resumed_from": 0}
 
-    task.__name__ = task.__qualname__ = f"{name}_task"
+    task.__name__ = task.__qualname__ = f"{experiment.__name__.rsplit('.', 1)[-1]}_task"
     return task
 
 
-observer_task = _experiment_task("observer", "losses", "val_nrmse")
-youla_task = _experiment_task("youla", "test_losses", "final_test_loss")
+observer_task = _paper_task(observer, observer.ObserverSettings, _OBSERVER_TINY, "losses", "val_nrmse")
+youla_task = _paper_task(youla, youla.YoulaSettings, _YOULA_TINY, "test_losses", "final_test_loss")
 
 
 register("sysid-boucwen", sysid_boucwen, presets=("tiny", "quick", "paper", "best"),
          metric="test NRMSE (official multisine)", curve="validation NRMSE")
 register("sysid-f16", sysid_f16, presets=("tiny", "quick", "paper", "best"), metric="test NRMSE (level 6)",
          curve="validation NRMSE")
-register("expressivity", expressivity, presets=tuple(EXPRESSIVITY_PRESETS), metric="test NRMSE (u = 1)",
-         curve="training loss (last batch)", sources=(_EXPRESSIVITY_SCRIPT,))
+register("expressivity", expressivity_task, presets=tuple(expressivity.PRESETS), metric="test NRMSE (u = 1)",
+         curve="training loss (last batch)")
 register("observer", observer_task, presets=("tiny", "quick", "paper"), metric="validation NRMSE (closed loop)",
-         curve="training loss", sources=("scripts/observer.py",))
-register("youla", youla_task, presets=("tiny", "quick", "paper"), metric="test loss",
-         curve="test loss", sources=("scripts/youla.py",))
+         curve="training loss")
+register("youla", youla_task, presets=("tiny", "quick", "paper"), metric="test loss", curve="test loss")

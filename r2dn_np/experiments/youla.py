@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import NamedTuple
@@ -34,13 +35,15 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from ..core import _validate
+from ._result import NOT_JSON, JSONResult, per_epoch
 from ..training import optim
 from .. import r2dn, ren
 from ..core.backend import asarray, namespace
 
 __all__ = [
     "plant", "Plant", "State", "initial_state", "disturbances", "rollout", "loss_and_grad",
-    "Rollout", "FitResult", "fit", "model_config", "PRESETS", "U_MAX", "U_WEIGHT",
+    "Rollout", "FitResult", "fit", "model_config", "tiny_config", "PRESETS", "U_MAX", "U_WEIGHT", "YoulaSettings",
+    "YoulaResult", "run",
 ]
 
 U_MAX = 5.0  # the policy's output is clipped to [-U_MAX, U_MAX]
@@ -271,3 +274,84 @@ def fit(cfg, epochs, batch=64, T=800, segments=4, lr=5e-3, decay_epochs=60, clip
         if log is not None:
             log(epoch, mean, out.test_losses[-1], out.seconds[-1])
     return out._replace(direct=direct)
+
+
+def tiny_config(model):
+    """Small policies of the same kinds, for tests and the sweep's ``tiny`` preset."""
+    _validate.one_of("model", model, ("r2dn", "ren"))
+    if model == "r2dn":
+        return r2dn.Config(nu=1, nx=3, nv=4, ny=1, hidden=(8,), activation="tanh", init="long_memory")
+    return ren.Config(nu=1, nx=3, nv=8, ny=1, activation="tanh", init="long_memory")
+
+
+# ---- the experiment as one call ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class YoulaSettings:
+    """One policy of the experiment: ``model`` (``"r2dn"``, ``"ren"``) at ``preset``'s sizes and
+    schedule (``PRESETS``; ``epochs``, ``T`` and ``batch`` override it; ``tiny``: the small
+    policies of :func:`tiny_config`), ``seed`` of the initial weights and the disturbances."""
+
+    model: str
+    preset: str = "quick"
+    seed: int = 0
+    epochs: int | None = None
+    T: int | None = None
+    batch: int | None = None
+    tiny: bool = False
+
+    def __post_init__(self):
+        _validate.one_of("model", self.model, ("r2dn", "ren"))
+        _validate.one_of("preset", self.preset, tuple(PRESETS))
+        object.__setattr__(self, "seed", _validate.seed("seed", self.seed))
+        for name in ("epochs", "T", "batch"):
+            if getattr(self, name) is not None:
+                _validate.positive_int(name, getattr(self, name))
+        _validate.flag("tiny", self.tiny)
+
+    def schedule(self):
+        """The preset's settings with this run's overrides (sizes left out)."""
+        p = {k: v for k, v in PRESETS[self.preset].items() if k not in ("r2dn", "ren")}
+        p.update({k: getattr(self, k) for k in ("epochs", "T", "batch") if getattr(self, k) is not None})
+        return p
+
+
+@dataclasses.dataclass(frozen=True)
+class YoulaResult(JSONResult):
+    """What :func:`run` found; ``seconds_per_epoch`` and ``cpu_seconds_per_epoch`` leave out the
+    first epoch where there are more; ``test_losses`` has one value before each epoch and one
+    after the last. ``cfg`` and ``direct`` are the trained policy (not in :meth:`to_json`)."""
+
+    model: str = dataclasses.field(metadata=NOT_JSON)
+    config: dict
+    train_losses: list
+    test_losses: list
+    seconds: list
+    cpu_seconds: list
+    seconds_per_epoch: float
+    cpu_seconds_per_epoch: float
+    final_test_loss: float
+    cfg: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+    direct: object = dataclasses.field(repr=False, compare=False, default=None, metadata=NOT_JSON)
+
+    def table(self):
+        return (f"{self.model}: {self.seconds_per_epoch:.2f} s/epoch ({self.cpu_seconds_per_epoch:.2f} CPU s), final "
+                f"test loss {self.final_test_loss:.4f}")
+
+
+def run(settings, *, log=None):
+    """Train one policy; ``log`` : callable receiving a line per epoch."""
+    if not isinstance(settings, YoulaSettings):
+        raise TypeError(f"settings must be a youla.YoulaSettings; got {type(settings).__name__}")
+    _validate.callable_or_none("log", log)
+    s, p = settings, settings.schedule()
+    cfg = tiny_config(s.model) if s.tiny else model_config(s.model, s.preset)
+
+    def epoch_line(e, tr, te, sec):
+        log(f"{s.model} epoch {e + 1}: train {tr:.4f}, test (before) {te:.4f} ({sec:.2f} s)")
+
+    res = fit(cfg, p["epochs"], batch=p["batch"], T=p["T"], segments=p["segments"], lr=p["lr"],
+              decay_epochs=p["decay_epochs"], clip=p["clip"], seed=s.seed, log=None if log is None else epoch_line)
+    return YoulaResult(s.model, cfg.to_dict(), res.train_losses, res.test_losses, res.seconds, res.cpu_seconds,
+                       per_epoch(res.seconds), per_epoch(res.cpu_seconds), res.test_losses[-1], cfg, res.direct)

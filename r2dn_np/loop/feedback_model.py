@@ -75,8 +75,7 @@ def _check_checkpoint(checkpoint_every):
 
 
 def _check_workers(workers):
-    if workers is not None:
-        _validate.positive_int("workers", workers)
+    parallel.check_workers(workers)
 
 
 def _check_jit(jit):
@@ -141,10 +140,10 @@ def functions(spec):
         checkpoint_every : int or None
             ``k`` keeps only every ``k``-th state, and ``backward`` recomputes the rest
             (``r2dn_np.loop.feedback``): less memory, one more rollout.
-        workers : int or None
+        workers : int, "auto" or None
             Processes that share the pass, each on a slice of the batch (``r2dn_np.loop.parallel``;
-            NumPy only); 1 is serial. None: the ``R2DN_WORKERS`` environment variable, else one
-            per core when the batch is large enough to gain.
+            NumPy only); 1 is serial, ``"auto"`` one per core when the batch is large enough to
+            gain. None: the ``R2DN_WORKERS`` environment variable, else serial.
         jit : bool or None
             The compiled time loop for NumPy arrays (``r2dn_np.loop.compiled``, needs Numba): None uses
             it unless ``R2DN_JIT=0``; False runs the array-API loop (the reference).
@@ -224,7 +223,7 @@ def functions(spec):
         loss : callable ``Y -> (value, dY)``, e.g. ``lambda Y: losses.mse(Y, Y_target)``; it must
             return a finite scalar and a finite ``dY`` of exactly ``Y``'s shape and dtype.
         checkpoint_every : int or None, checkpointed BPTT as in ``forward``.
-        workers : int or None, processes sharing the pass as in ``forward``; the loss always sees
+        workers : int, "auto" or None, processes sharing the pass as in ``forward``; the loss always sees
             the whole ``Y``.
         jit : bool or None, the compiled loop as in ``forward``.
 

@@ -18,9 +18,10 @@ exit or by :func:`shutdown`. This process runs its shard with one BLAS thread as
 
 Only NumPy uses workers: CuPy's GPU is one device, and other namespaces (``array_api_strict``)
 run serially. How many processes share a pass (this one included), see :func:`resolve`:
-``workers=`` on the feedback models' ``forward`` and ``value_and_grad``, else the environment
-variable ``R2DN_WORKERS`` (``1`` turns parallel passes off), else automatic: one per available
-core when the pass is large enough to gain (see ``AUTO_MIN_WORK``).
+``workers=`` on the feedback models' ``forward`` and ``value_and_grad`` (and on ``train.fit``,
+``train.refine`` and the experiments), else the environment variable ``R2DN_WORKERS``, else one:
+a library call never starts a process unless asked. ``"auto"`` (the command line's default) is
+one process per available core when the pass is large enough to gain (see ``AUTO_MIN_WORK``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from array_api_compat import array_namespace, is_numpy_namespace
 from . import feedback
 from ..core import tree
 
-__all__ = ["Cache", "resolve", "forward", "backward", "shutdown"]
+__all__ = ["Cache", "AUTO", "check_workers", "resolve", "forward", "backward", "shutdown"]
 
 ENV = "R2DN_WORKERS"
 # Automatic mode shards a pass only when every shard keeps at least this many sequences and the
@@ -72,23 +73,46 @@ def _cores():
         return os.cpu_count() or 1
 
 
+AUTO = "auto"
+
+
+def check_workers(workers, name="workers"):
+    """``workers`` as :func:`resolve` takes it: None, a positive int or ``"auto"``; ValueError
+    naming ``name`` otherwise."""
+    if workers is None or (isinstance(workers, str) and workers == AUTO):
+        return workers
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise TypeError(f"{name} must be an integer >= 1 (1: serial), 'auto' or None; got {workers!r}")
+    if workers < 1:
+        raise ValueError(f"{name} must be an integer >= 1 (1: serial), 'auto' or None; got {workers}")
+    return workers
+
+
+def _from_env():
+    env = os.environ.get(ENV, "").strip()
+    if not env:
+        return None
+    if env != AUTO and (not env.isdigit() or int(env) < 1):
+        raise ValueError(f"{ENV} must be a positive integer (1: serial) or 'auto'; got {env!r}")
+    return env if env == AUTO else int(env)
+
+
 def resolve(workers, U, explicit):
     """How many processes share a pass over ``U : (T, B, nu)`` (1 means serial).
 
-    ``workers`` (a positive int) wins, else ``R2DN_WORKERS``, else automatic: one per available
-    core when ``B * weights >= AUTO_MIN_WORK``, keeping ``AUTO_MIN_ROWS`` sequences per shard.
-    Never more than ``B``; always 1 unless ``U`` is a NumPy array.
+    ``workers`` (a positive int, or ``"auto"``) wins, else ``R2DN_WORKERS`` (the same), else 1:
+    a library call starts no process unless asked (the command line asks for ``"auto"``).
+    ``"auto"``: one per available core when ``B * weights >= AUTO_MIN_WORK``, keeping
+    ``AUTO_MIN_ROWS`` sequences per shard. Never more than ``B``; always 1 unless ``U`` is a
+    NumPy array.
     """
+    check_workers(workers)
     if not is_numpy_namespace(array_namespace(U)):
         return 1
     B = int(U.shape[1])
     if workers is None:
-        env = os.environ.get(ENV, "").strip()
-        if env:
-            if not env.isdigit() or int(env) < 1:
-                raise ValueError(f"{ENV} must be a positive integer (1: serial); got {env!r}")
-            workers = int(env)
-    if workers is not None:
+        workers = _from_env() or 1
+    if workers != AUTO:
         return max(1, min(workers, B))
     if B * tree.size(explicit) < AUTO_MIN_WORK:  # multiply-adds per step and sequence: the weights
         return 1

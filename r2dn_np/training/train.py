@@ -52,7 +52,7 @@ from array_api_compat import array_namespace
 
 from ..core import _validate, tree
 from ..checks import certificates
-from ..loop import graph
+from ..loop import graph, parallel
 from ..interface import io
 from . import optim
 from ..core.backend import asarray, namespace, to_numpy
@@ -508,9 +508,10 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
         same ``cfg``, ``opts`` and data); the result equals an uninterrupted run bit for bit.
     log : callable receiving one progress line per epoch (``print``, say).
     stop_after : stop after this many epochs in this call (for tests of resumption).
-    workers : processes sharing each gradient pass (``r2dn_np.loop.parallel``); None: the model's
-        default (``R2DN_WORKERS``, else one per core for large enough batches); 1: serial. The
-        result is the serial one up to the rounding of the shards' gradient sum.
+    workers : processes sharing each gradient pass (``r2dn_np.loop.parallel``): an int (1:
+        serial), ``"auto"`` (one per core for large enough batches), or None: ``R2DN_WORKERS``,
+        else serial (a library call starts no process unless asked). The result is the serial
+        one up to the rounding of the shards' gradient sum.
 
     Returns
     -------
@@ -527,8 +528,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
     _validate.callable_or_none("log", log)
     if stop_after is not None:
         _validate.nonnegative_int("stop_after", stop_after)
-    if workers is not None:
-        _validate.positive_int("workers", workers)
+    parallel.check_workers(workers)
     xp = namespace(backend)
     if params is not None:
         got = _check_params("params", module, cfg, params, opts.dtype)
@@ -771,7 +771,7 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     sequences.check_sysid_data("data", data, cfg.nu, cfg.ny)
     sequences.check_scaler("scaler", scaler, cfg.nu, cfg.ny)
     _validate.callable_or_none("log", log)
-    kw = {} if workers is None else {"workers": _validate.positive_int("workers", workers)}
+    kw = {} if parallel.check_workers(workers) is None else {"workers": workers}
     if checkpoint is not None:
         checkpoint = _validate.path("checkpoint", checkpoint)
     resume = _validate.flag("resume", resume)
