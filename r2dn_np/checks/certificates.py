@@ -591,10 +591,13 @@ class Table(NamedTuple):
 
 _R2DN_CACHE, _REN_CACHE = ("H", "E", "P"), ("H", "E", "P", "lam_inv")
 _STRUCTURED_CACHE = ("Oa", "Ob", "s", "a", "rho", "kappa", "tau")
-_R2DN_CONTRACTION = ("R2DN contraction LMI{e.at}, balanced max eigenvalue", r2dn_contraction)
-_R2DN_IMPLICIT = "R2DN implicit LMI, min eigenvalue / max|H|"
-_REN_CONTRACTION = ("REN contraction LMI (rate abar), balanced max eigenvalue", ren_contraction)
-_REN_IMPLICIT = "REN implicit LMI, min eigenvalue / max|H|"
+_EIG = "balanced max eigenvalue"
+_R2DN_CONTRACTION = (f"R2DN contraction LMI{{e.at}}, {_EIG}", r2dn_contraction)
+_R2DN_IMPLICIT = ("R2DN implicit LMI, min eigenvalue / max|H|", r2dn_implicit)
+_R2DN_CORE_IMPLICIT = (_R2DN_IMPLICIT[0], r2dn_core_implicit)
+_REN_CONTRACTION = (f"REN contraction LMI (rate abar), {_EIG}", ren_contraction)
+_REN_IMPLICIT = ("REN implicit LMI, min eigenvalue / max|H|", ren_implicit)
+_REN_CORE_IMPLICIT = (_REN_IMPLICIT[0], ren_core_implicit)
 _LEARNED = "gamma-Lipschitz LMI (learned gamma = {e.learned_gamma:.4g})"
 _STRUCTURED = (
     ("R2DN structured ||Omega_a||_2 (T2)", structured_omega_a),
@@ -604,41 +607,29 @@ _STRUCTURED = (
 )
 _PROBES = ("R2DN structured explicit model vs factors on probes, rel. error (T6)", structured_probes)
 _DENSE_C1 = ("R2DN structured contraction LMI (C1) with M = diag(tau^2), max eigenvalue", structured_dense_contraction)
+_DENSE_C2 = ("R2DN structured gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue",
+             structured_dense_lipschitz)
+_SPLITS = ("R2DN structured max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", structured_splits)
 
-# keyed by (the registry's `certificate` of the model, variant(cfg))
+# keyed by (the registry's `certificate` of the model, variant(cfg)); a learned gamma and the
+# (Q, S, R) kind check the model's own supply rate explicitly and its unit-gain core implicitly
 TABLES = {
-    ("r2dn", "contracting"): Table(_R2DN_CACHE, (_R2DN_CONTRACTION, (_R2DN_IMPLICIT, r2dn_implicit))),
+    ("r2dn", "contracting"): Table(_R2DN_CACHE, (_R2DN_CONTRACTION, _R2DN_IMPLICIT)),
     ("r2dn", "lipschitz"): Table(_R2DN_CACHE, (
-        _R2DN_CONTRACTION,
-        ("R2DN gamma-Lipschitz LMI{e.at}, balanced max eigenvalue", r2dn_lipschitz),
-        (_R2DN_IMPLICIT, r2dn_implicit))),
+        _R2DN_CONTRACTION, (f"R2DN gamma-Lipschitz LMI{{e.at}}, {_EIG}", r2dn_lipschitz), _R2DN_IMPLICIT)),
     ("r2dn", "lipschitz, learned gamma"): Table(_R2DN_CACHE, (
-        _R2DN_CONTRACTION,
-        (f"R2DN {_LEARNED}{{e.at}}, balanced max eigenvalue", r2dn_supply),
-        (_R2DN_IMPLICIT, r2dn_core_implicit))),
+        _R2DN_CONTRACTION, (f"R2DN {_LEARNED}{{e.at}}, {_EIG}", r2dn_supply), _R2DN_CORE_IMPLICIT)),
     ("r2dn", "qsr"): Table(_R2DN_CACHE, (
-        _R2DN_CONTRACTION,
-        ("R2DN (Q,S,R) LMI{e.at}, balanced max eigenvalue", r2dn_supply),
-        (_R2DN_IMPLICIT, r2dn_core_implicit))),
-    ("r2dn", "structured contracting"): Table(_STRUCTURED_CACHE, _STRUCTURED + (_PROBES, _DENSE_C1)),
-    ("r2dn", "structured lipschitz"): Table(_STRUCTURED_CACHE, _STRUCTURED + (
-        ("R2DN structured max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", structured_splits),
-        _PROBES,
-        _DENSE_C1,
-        ("R2DN structured gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue", structured_dense_lipschitz))),
-    ("ren", "contracting"): Table(_REN_CACHE, (_REN_CONTRACTION, (_REN_IMPLICIT, ren_implicit))),
+        _R2DN_CONTRACTION, (f"R2DN (Q,S,R) LMI{{e.at}}, {_EIG}", r2dn_supply), _R2DN_CORE_IMPLICIT)),
+    ("r2dn", "structured contracting"): Table(_STRUCTURED_CACHE, (*_STRUCTURED, _PROBES, _DENSE_C1)),
+    ("r2dn", "structured lipschitz"): Table(_STRUCTURED_CACHE, (*_STRUCTURED, _SPLITS, _PROBES, _DENSE_C1, _DENSE_C2)),
+    ("ren", "contracting"): Table(_REN_CACHE, (_REN_CONTRACTION, _REN_IMPLICIT)),
     ("ren", "lipschitz"): Table(_REN_CACHE, (
-        _REN_CONTRACTION,
-        ("REN gamma-Lipschitz LMI, balanced max eigenvalue", ren_lipschitz),
-        (_REN_IMPLICIT, ren_implicit))),
+        _REN_CONTRACTION, (f"REN gamma-Lipschitz LMI, {_EIG}", ren_lipschitz), _REN_IMPLICIT)),
     ("ren", "lipschitz, learned gamma"): Table(_REN_CACHE, (
-        _REN_CONTRACTION,
-        (f"REN {_LEARNED}, balanced max eigenvalue", ren_supply),
-        (_REN_IMPLICIT, ren_core_implicit))),
+        _REN_CONTRACTION, (f"REN {_LEARNED}, {_EIG}", ren_supply), _REN_CORE_IMPLICIT)),
     ("ren", "qsr"): Table(_REN_CACHE, (
-        _REN_CONTRACTION,
-        ("REN (Q,S,R) LMI, balanced max eigenvalue", ren_supply),
-        (_REN_IMPLICIT, ren_core_implicit))),
+        _REN_CONTRACTION, (f"REN (Q,S,R) LMI, {_EIG}", ren_supply), _REN_CORE_IMPLICIT)),
 }
 
 

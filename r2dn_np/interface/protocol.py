@@ -24,17 +24,22 @@ import inspect
 
 from . import registry
 
-__all__ = ["SEQUENCE_MODEL", "EQUILIBRIUM_LAYER", "STATIC_MAP", "SPECS", "missing"]
+__all__ = ["PARAMETERISATION", "SEQUENCE_MODEL", "EQUILIBRIUM_LAYER", "STATIC_MAP", "SPECS", "missing"]
 
-# name -> the leading parameters it must take, in order (None: a type, not a function)
-SEQUENCE_MODEL = {
+# name -> the leading parameters it must take, in order (None: a type, not a function).
+# What every model exports: its containers and the parameterisation, a differentiable stage of its own.
+PARAMETERISATION = {
     "Config": None,
     "Direct": None,
     "Explicit": None,
-    "Grads": None,
     "init": ("cfg", "seed", "backend", "dtype"),
     "direct_to_explicit": ("cfg", "direct"),
     "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
+}
+
+SEQUENCE_MODEL = {
+    **PARAMETERISATION,
+    "Grads": None,
     "forward": ("cfg", "explicit", "x0", "U"),
     "backward": ("cfg", "explicit", "cache", "dY", "dxT"),
     "step": ("cfg", "explicit", "x", "u"),
@@ -42,13 +47,8 @@ SEQUENCE_MODEL = {
 }
 
 EQUILIBRIUM_LAYER = {
-    "Config": None,
-    "Direct": None,
-    "Explicit": None,
+    **PARAMETERISATION,
     "Grads": None,
-    "init": ("cfg", "seed", "backend", "dtype"),
-    "direct_to_explicit": ("cfg", "direct"),
-    "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
     "forward": ("cfg", "explicit", "x", "z0"),
     "backward": ("cfg", "explicit", "cache", "dout"),
     "value_and_grad": ("cfg", "direct", "x", "loss"),
@@ -57,12 +57,7 @@ EQUILIBRIUM_LAYER = {
 
 # a static map w = phi(v) that closes a feedback loop and is saved on its own (the LBDN)
 STATIC_MAP = {
-    "Config": None,
-    "Direct": None,
-    "Explicit": None,
-    "init": ("cfg", "seed", "backend", "dtype"),
-    "direct_to_explicit": ("cfg", "direct"),
-    "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
+    **PARAMETERISATION,
     "forward": ("cfg", "explicit"),
     "backward": ("cfg", "explicit", "cache"),
 }
