@@ -31,8 +31,6 @@ def test_every_registered_module_exports_its_protocol(name):
     assert module.Config.model == name  # the name files are saved under
     assert protocol.missing(module, protocol.SPECS[entry.protocol]) == []
     fields = {f.name: f for f in dataclasses.fields(module.Config)}
-    if entry.width is not None:
-        assert entry.width in fields, f"{name}: width {entry.width!r} is not a Config field"
     if entry.kinds:
         assert fields["kind"].default in entry.kinds
     else:

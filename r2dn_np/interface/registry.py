@@ -4,9 +4,8 @@ Each entry holds the facts about a model that code outside its module needs: the
 under (``Config.model``, which :mod:`~r2dn_np.interface.io` writes into every file), the module
 that defines it, the protocol it follows (:mod:`~r2dn_np.interface.protocol`), whether it is a
 feedback model (an LTI system in feedback with a static map, which ``train.fit``, ``r2dn sysid``,
-``r2dn verify`` and the sweep train and check), its kinds (``Config.kind``), the ``Config`` field
-that one size number of a preset sets, the certificate tables that certify it
-(``checks.certificates.TABLES``) and whether ``flax_interop`` exchanges its parameters with the
+``r2dn verify`` and the sweep train and check), its kinds (``Config.kind``), the certificate tables
+that certify it (``checks.certificates.TABLES``) and whether ``flax_interop`` exchanges its parameters with the
 R2DN authors' Flax models. Adding a model is its module, its line here, its derivation and its
 tests (``docs/contributing.md``).
 
@@ -45,7 +44,6 @@ class Model(NamedTuple):
     protocol: str  # SEQUENCE_MODEL, EQUILIBRIUM_LAYER or STATIC_MAP
     feedback: bool = False  # an LTI system in feedback with a static map: train, sysid, verify, sweep
     kinds: tuple = ()  # the values of Config.kind
-    width: Optional[str] = None  # the Config field a preset's one size number sets (sysid per_model, sweep)
     certificate: Optional[str] = None  # its tables in checks.certificates.TABLES: (certificate, kind)
     flax: bool = False  # flax_interop reads and writes the authors' parameter trees
 
@@ -54,14 +52,14 @@ _FEEDBACK_KINDS = ("contracting", "lipschitz", "qsr")
 
 MODELS = {m.name: m for m in (
     Model("lbdn", "r2dn_np.lbdn", STATIC_MAP),
-    Model("r2dn", "r2dn_np.r2dn", SEQUENCE_MODEL, feedback=True, kinds=_FEEDBACK_KINDS, width="hidden",
-          certificate="r2dn", flax=True),
-    Model("ren", "r2dn_np.ren", SEQUENCE_MODEL, feedback=True, kinds=_FEEDBACK_KINDS, width="nv",
-          certificate="ren", flax=True),
-    Model("lipschitz_rnn", "r2dn_np.lipschitz_rnn", SEQUENCE_MODEL, width="n_units"),
-    Model("tanh_rnn", "r2dn_np.tanh_rnn", SEQUENCE_MODEL, width="n_units"),
-    Model("deq", "r2dn_np.deq", EQUILIBRIUM_LAYER, width="n"),
-    Model("mondeq", "r2dn_np.mondeq", EQUILIBRIUM_LAYER, width="n"),
+    Model("r2dn", "r2dn_np.r2dn", SEQUENCE_MODEL, feedback=True, kinds=_FEEDBACK_KINDS, certificate="r2dn",
+          flax=True),
+    Model("ren", "r2dn_np.ren", SEQUENCE_MODEL, feedback=True, kinds=_FEEDBACK_KINDS, certificate="ren",
+          flax=True),
+    Model("lipschitz_rnn", "r2dn_np.lipschitz_rnn", SEQUENCE_MODEL),
+    Model("tanh_rnn", "r2dn_np.tanh_rnn", SEQUENCE_MODEL),
+    Model("deq", "r2dn_np.deq", EQUILIBRIUM_LAYER),
+    Model("mondeq", "r2dn_np.mondeq", EQUILIBRIUM_LAYER),
 )}
 
 
