@@ -46,6 +46,7 @@ def _module(cfg):
     if isinstance(cfg, r2dn.Config):
         _check_r2dn_config(cfg)
         return r2dn
+    # the registry's other Flax model, the REN (a third needs its own tree reader and writer here)
     if cfg.layer != "acyclic":
         raise ValueError(f"the authors' Flax RENs have the acyclic layer: cfg.layer must be 'acyclic'; "
                          f"got {cfg.layer!r}")
