@@ -53,9 +53,9 @@ from threadpoolctl import threadpool_limits
 
 from .. import __version__
 from ..core import _validate, tree
-from ..interface import io
+from ..interface import io, registry
 from ..training import optim
-from ..training.train import RECURRENT_MODELS, get_model
+from ..training.train import get_model
 
 __all__ = ["TASKS", "KINDS", "Task", "Run", "Context", "Report", "register", "grid", "code_version", "run",
            "run_one", "gather", "table", "write_table", "plot_curves"]
@@ -80,7 +80,7 @@ class Task(NamedTuple):
 TASKS = {}
 
 
-def register(name, function, *, presets, metric, curve, models=RECURRENT_MODELS, sources=()):
+def register(name, function, *, presets, metric, curve, models=registry.names(feedback=True), sources=()):
     """Add a task to :data:`TASKS` (a later registration of the same name replaces it).
 
     Parameters
@@ -199,7 +199,7 @@ def grid(tasks, models, seeds, preset, kinds=("contracting",), *, gamma=10.0, ep
         return list(value)
 
     tasks = names("tasks", tasks, TASKS)
-    models = names("models", models, RECURRENT_MODELS)
+    models = names("models", models, registry.names(feedback=True))
     kinds = names("kinds", kinds, KINDS)
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         seeds = list(range(_validate.positive_int("seeds", seeds)))
