@@ -38,7 +38,7 @@ from .core import supply
 from .core.backend import BackendError, namespace, to_backend
 from .data import files, registry, sequences
 from .experiments import _guard, sysid
-from .interface import io
+from .interface import io, registry as model_registry
 from .loop import parallel
 from .training import train
 
@@ -93,7 +93,7 @@ def _verify(args):
     if args.params:
         loaded = io.load(args.params, backend=args.backend)
         cfg = loaded.config
-        if cfg.model not in train.RECURRENT_MODELS:
+        if cfg.model not in model_registry.names(feedback=True):
             raise UserError(f"{args.params}: holds a {cfg.model!r} model; r2dn verify checks r2dn and ren models")
         module = train.get_model(cfg.model)
         label = f"{cfg.model} {cfg.kind}, nu={cfg.nu} nx={cfg.nx} nv={cfg.nv} ny={cfg.ny} (file)"
@@ -326,7 +326,7 @@ def _parser():
     s.add_argument("--data-dir", help="folder with F16Data_FullMSine_Level*.csv (for --dataset f16)")
     s.add_argument("--cache-dir", help="where simulated data sets are cached (default: ~/.cache/r2dn_np, "
                                        "or R2DN_CACHE_DIR)")
-    s.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn",
+    s.add_argument("--model", choices=model_registry.names(feedback=True), default="r2dn",
                    help="r2dn (LTI system in feedback with an LBDN) or ren (recurrent equilibrium network)")
     s.add_argument("--kind", choices=("contracting", "lipschitz"), default="contracting",
                    help="the guarantee: contracting, or gamma-Lipschitz from input to output (with --gamma)")
@@ -357,7 +357,7 @@ def _parser():
 
     v = sub.add_parser("verify", help="check gradients, certificates, contraction and Lipschitz bounds",
                        formatter_class=_Help)
-    v.add_argument("--model", choices=train.RECURRENT_MODELS, default="r2dn",
+    v.add_argument("--model", choices=model_registry.names(feedback=True), default="r2dn",
                    help="model of the fresh random models checked without --params")
     v.add_argument("--kind", choices=("contracting", "lipschitz", "qsr"), default=None,
                    help="default: contracting and lipschitz; qsr draws a random valid (Q, S, R) per size")

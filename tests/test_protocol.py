@@ -1,17 +1,17 @@
 """Conformance: every sequence model speaks the one protocol of ``r2dn_np.interface.protocol``
-(``docs/protocol.md``), and every equilibrium layer its own.
+(``docs/protocol.md``); that every registered module exports its protocol's names is checked in
+``tests/test_registry.py``.
 
-One parametrised set of checks runs each model through the protocol: exported names and
-parameter order, shapes and dtypes of every result, ``forward`` = repeated ``step``,
-``value_and_grad`` = ``forward`` + ``backward`` + ``direct_to_explicit_vjp``, the gradient of the
-same small loss against finite differences (float64), save/load round trip, and ``r2dn verify``'s
-checks where the model has a certificate.
+One parametrised set of checks runs each model through the protocol: shapes and dtypes of every
+result, ``forward`` = repeated ``step``, ``value_and_grad`` = ``forward`` + ``backward`` +
+``direct_to_explicit_vjp``, the gradient of the same small loss against finite differences
+(float64), save/load round trip, and ``r2dn verify``'s checks where the model has a certificate.
 """
 
 import numpy as np
 import pytest
 
-from r2dn_np.interface import io, protocol
+from r2dn_np.interface import io, protocol, registry
 from r2dn_np.core import tree
 from r2dn_np.checks import verify
 from r2dn_np.checks.testing import check_vjp
@@ -56,12 +56,12 @@ MODELS = {
     "lipschitz_rnn-last": ("lipschitz_rnn", dict(n_in=2, n_units=4, n_out=3, decoder="last")),
     "tanh_rnn": ("tanh_rnn", dict(n_in=2, n_units=4, n_out=2, decoder="sequence")),
 }
-CERTIFIED = {"r2dn", "ren"}
+FEEDBACK = registry.names(feedback=True)
 T, B = 6, 3
 # the feedback models run on both time loops (compiled where Numba imports, and the array-API
 # reference); the RNNs have one
 PATHS = [pytest.param(name, loop, id=f"{name}-{loop}") for name in MODELS
-         for loop in (("compiled", "array-api") if MODELS[name][0] in CERTIFIED else ("array-api",))]
+         for loop in (("compiled", "array-api") if MODELS[name][0] in FEEDBACK else ("array-api",))]
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def on_path(monkeypatch):
 
 
 def build(name, dtype="float64", seed=0):
-    module = protocol.load(MODELS[name][0])
+    module = registry.module(MODELS[name][0])
     cfg = module.Config(**MODELS[name][1])
     return module, cfg, module.init(cfg, seed=seed, dtype=dtype)
 
@@ -95,14 +95,10 @@ def target_for(Y, seed=2):
     return np.random.default_rng(seed).standard_normal(Y.shape).astype(Y.dtype)
 
 
-@pytest.mark.parametrize("module_name", protocol.SEQUENCE_MODELS)
-def test_every_sequence_model_exports_the_protocol(module_name):
-    assert protocol.missing(protocol.load(module_name), protocol.SEQUENCE_MODEL) == []
-
-
-@pytest.mark.parametrize("module_name", protocol.EQUILIBRIUM_LAYERS)
-def test_every_equilibrium_layer_exports_its_protocol(module_name):
-    assert protocol.missing(protocol.load(module_name), protocol.EQUILIBRIUM_LAYER) == []
+def test_every_registered_sequence_model_is_run_here():
+    """A model added to the registry as a sequence model gets these checks only once it has a
+    case above."""
+    assert {module for module, _ in MODELS.values()} == set(registry.names(protocol=registry.SEQUENCE_MODEL))
 
 
 def test_missing_names_a_departure():
@@ -212,7 +208,7 @@ def test_save_and_load_round_trip_exactly(name, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", [n for n in MODELS if MODELS[n][0] in CERTIFIED])
+@pytest.mark.parametrize("name", [n for n in MODELS if MODELS[n][0] in FEEDBACK])
 def test_verify_checks_hold_where_a_certificate_exists(name):
     module, cfg, direct = build(name)
     rows = verify.check_model(module, cfg, direct, seed=0, quick=True)

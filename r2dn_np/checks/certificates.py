@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import NamedTuple
@@ -29,6 +30,7 @@ from typing import NamedTuple
 from array_api_compat import array_namespace
 
 from ..core import _validate, linalg, supply
+from ..interface import registry
 
 __all__ = [
     "Check",
@@ -45,7 +47,11 @@ __all__ = [
     "qsr_lmi",
     "ren_qsr_lmi",
     "balanced_max_eig",
-    "structured_certificate",
+    "Evidence",
+    "Table",
+    "TABLES",
+    "variant",
+    "table",
     "certify",
 ]
 
@@ -324,24 +330,6 @@ def balanced_max_eig(Q, M):
     return float(xp.max(xp.linalg.eigvalsh(linalg.sym(T.mT @ Q @ T))))
 
 
-def _check_certify_inputs(cfg, explicit, cache, tol):
-    from .. import r2dn, ren
-
-    module = {"r2dn": r2dn, "ren": ren}.get(getattr(cfg, "model", None))
-    if module is None or not isinstance(cfg, module.Config):
-        raise TypeError(f"cfg must be an r2dn.Config or a ren.Config; got {type(cfg).__name__}")
-    _validate.container("explicit", explicit, module._templates(cfg)[1])
-    fields = ("H", "E", "P") + (("lam_inv",) if cfg.model == "ren" else ())
-    for field in fields:
-        value = getattr(cache, field, None)
-        if value is None:
-            raise TypeError(f"cache must be the map cache of {cfg.model}.direct_to_explicit; "
-                            f"it has no {field!r}")
-        _validate.array(f"cache.{field}", value, tuple(int(s) for s in value.shape))
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
-        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
-
-
 # --- structured LTI part of the R2DN ((T0)-(T6) of docs/derivations/r2dn.md) -----------------------
 
 STRUCTURED_DENSE_LIMIT = 512  # nx up to which certify also evaluates the dense (C1)/(C2) with M = I
@@ -382,38 +370,185 @@ def _to_base(cfg, explicit, tau):
     return e._replace(**out)
 
 
-def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
-    """The checks of (T6) in ``docs/derivations/r2dn.md`` for an R2DN with a structured LTI part:
-    the two contractions' norms (from their small Gram matrices), the per-state budgets, and the
-    explicit model against the factors on random probes, all in the base coordinates ``T x`` of
-    (T7) where the metric is the identity; for ``nx <= 512`` also the dense (C1)/(C2) there (that
-    is, with ``M = diag(tau^2)``). Returns a :class:`Report`; no nx x nx matrix is formed beyond the
-    explicit ``A`` that the probes multiply."""
+# --- the checks: each reads what it needs from the Evidence and returns (value, bound, sense, why) ----------
+
+IMPLICIT_BOUND = -1e-12  # lambda_min of the implicit form / max|H| must not fall below this
+STRUCTURED_BUDGET = 1.0 + 1e-12  # (T1), (T3): sums of squares that are 1 by construction, plus rounding
+STRUCTURED_PROBE_TOL = 1e-10  # (T6): explicit model against the factors, relative error
+
+
+class Evidence:
+    """What the checks of one :func:`certify` call read, each computed once, when a check first
+    asks for it (a structured LTI part has no ``H``, so never computes the metric from it)."""
+
+    def __init__(self, cfg, explicit, cache, tol):
+        self.cfg, self.explicit, self.cache, self.tol = cfg, explicit, cache, tol
+
+    @functools.cached_property
+    def xp(self):
+        return array_namespace(self.explicit.A)
+
+    @functools.cached_property
+    def eig_H(self):
+        return self.xp.linalg.eigvalsh(_f64(self.cache.H))
+
+    @functools.cached_property
+    def cond_H(self):
+        return float(self.xp.max(self.eig_H) / self.xp.min(self.eig_H))
+
+    @functools.cached_property
+    def M(self):
+        return metric(self.cache)
+
+    @functools.cached_property
+    def explicit_tol(self):
+        # (C5) of docs/derivations/r2dn.md: rounding in the explicit weights grows as cond(H)^2
+        return self.tol * max(1.0, self.cond_H / 1e6) ** 2
+
+    @functools.cached_property
+    def why(self):
+        """Why the explicit forms cannot decide (None when they can)."""
+        if self.cond_H <= EXPLICIT_COND_LIMIT:
+            return None
+        return f"cond(H) = {self.cond_H:.1e} > {EXPLICIT_COND_LIMIT:.0e}, inverting P is not meaningful in float64"
+
+    @functools.cached_property
+    def multiplier(self):
+        """The R2DN's IQC multiplier lambda, weighting |dv|^2 - |dw|^2 in its explicit forms."""
+        if not self.cfg.learn_multiplier:
+            return 1.0
+        return float(self.xp.exp(_f64(self.cache.direct.log_lambda)))
+
+    @property
+    def at(self):
+        return f" at lambda = {self.multiplier:.4g}" if self.cfg.learn_multiplier else ""
+
+    @functools.cached_property
+    def ren_multiplier(self):
+        """The REN's Lambda = diag(H22) / 2, as a vector."""
+        return 1.0 / _f64(self.cache.lam_inv)
+
+    @functools.cached_property
+    def supply(self):
+        """``(Q, S, R)`` of a (Q, S, R) or learned-gamma model, float64 arrays of the namespace."""
+        return tuple(self.xp.asarray(a, dtype=self.xp.float64) for a in supply.matrices(self.cfg, self.cache.direct))
+
+    @property
+    def learned_gamma(self):
+        return float(self.supply[2][0, 0])
+
+    @functools.cached_property
+    def base(self):
+        """A structured R2DN's explicit model in the base coordinates of (T7), where M = I."""
+        return _to_base(self.cfg, self.explicit, _f64(self.cache.tau))
+
+
+def _explicit_form(e, Q):
+    """An explicit form: its balanced largest eigenvalue, counted while cond(H) allows."""
+    return balanced_max_eig(Q, e.M), e.explicit_tol, "<=", e.why
+
+
+def _implicit_form(e, Phi):
+    """The inverse-free form: its smallest eigenvalue relative to the scale of H."""
+    scale_H = float(e.xp.max(e.xp.abs(_f64(e.cache.H))))
+    return float(e.xp.min(e.xp.linalg.eigvalsh(Phi))) / scale_H, IMPLICIT_BOUND, ">=", None
+
+
+def r2dn_contraction(e):
+    """(C1) at the multiplier."""
+    return _explicit_form(e, contracting_lmi(e.explicit, e.M, e.multiplier))
+
+
+def r2dn_lipschitz(e):
+    """(C2) at the multiplier."""
+    return _explicit_form(e, lipschitz_lmi(e.explicit, e.M, e.cfg.gamma, e.multiplier))
+
+
+def r2dn_supply(e):
+    """(Q4) of docs/derivations/qsr.md: the model's own (Q, S, R) inequality."""
+    return _explicit_form(e, qsr_lmi(e.explicit, e.M, *e.supply, e.multiplier))
+
+
+def r2dn_implicit(e):
+    """(C3) or (C4)."""
+    return _implicit_form(e, implicit_lmi(e.cfg, e.cache))
+
+
+def r2dn_core_implicit(e):
+    """(C4) of the unit-gain core a (Q, S, R) or learned-gamma model is built from."""
+    return _implicit_form(e, implicit_lmi(supply.core_config(e.cfg), e.cache))
+
+
+def ren_contraction(e):
+    """(Q1) of docs/derivations/ren.md, at rate abar."""
+    return _explicit_form(e, ren_contracting_lmi(e.explicit, e.M, e.ren_multiplier, e.cfg.abar))
+
+
+def ren_lipschitz(e):
+    """(Q2) of docs/derivations/ren.md."""
+    return _explicit_form(e, ren_lipschitz_lmi(e.explicit, e.M, e.ren_multiplier, e.cfg.gamma, e.cfg.abar))
+
+
+def ren_supply(e):
+    """(Q5) of docs/derivations/qsr.md."""
+    return _explicit_form(e, ren_qsr_lmi(e.explicit, e.M, e.ren_multiplier, *e.supply, e.cfg.abar))
+
+
+def ren_implicit(e):
+    """(Q3) of docs/derivations/ren.md."""
+    return _implicit_form(e, ren_implicit_lmi(e.cfg, e.cache))
+
+
+def ren_core_implicit(e):
+    """(Q3) of the unit-gain core."""
+    return _implicit_form(e, ren_implicit_lmi(supply.core_config(e.cfg), e.cache))
+
+
+def _spectral_norm(G):
+    """``||O||_2`` from a Gram matrix ``G`` of ``O`` (small: its rows or its columns)."""
+    xp = array_namespace(G)
+    return math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(G))))))
+
+
+def structured_omega_a(e):
+    """(T2): Omega_a is a contraction."""
+    Oa = _f64(e.cache.Oa)
+    return _spectral_norm(Oa @ Oa.mT), 1.0, "<=", None
+
+
+def structured_omega_b(e):
+    """(T2): Omega_b is a contraction."""
+    Ob = _f64(e.cache.Ob)
+    return _spectral_norm(Ob.mT @ Ob), 1.0, "<=", None
+
+
+def structured_state_budget(e):
+    """(T1): a_i^2 / s_i + rho_i^2 <= 1 for every state."""
+    s, a, rho = (_f64(getattr(e.cache, k)) for k in ("s", "a", "rho"))
+    return float(e.xp.max(a * a / s + rho * rho)), STRUCTURED_BUDGET, "<=", None
+
+
+def structured_input_budget(e):
+    """(T1): s_i + kappa_i^2 <= 1 for every state."""
+    s, kappa = _f64(e.cache.s), _f64(e.cache.kappa)
+    return float(e.xp.max(s + kappa * kappa)), STRUCTURED_BUDGET, "<=", None
+
+
+def structured_splits(e):
+    """(T3): the splits of the input and of the output are rotations."""
+    cu, su, cy, sy = (float(_f64(t)) for t in e.cache.splits)
+    return max(cu * cu + su * su, cy * cy + sy * sy), STRUCTURED_BUDGET, "<=", None
+
+
+def structured_probes(e, probes=4, seed=0):
+    """(T6): the explicit model against the factors on random probe rows, relative error."""
     import numpy as np
 
-    xp = array_namespace(cache.Oa)
-    checks = []
-
-    def add(name, value, bound, sense, why_not=None):
-        checks.append(judge(f"R2DN structured {name}", value, bound, sense, why_not))
-
-    Oa, Ob = _f64(cache.Oa), _f64(cache.Ob)
-    norm_a = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Oa @ Oa.mT))))))
-    norm_b = math.sqrt(max(0.0, float(xp.max(xp.linalg.eigvalsh(linalg.sym(Ob.mT @ Ob))))))
-    add("||Omega_a||_2 (T2)", norm_a, 1.0, "<=")
-    add("||Omega_b||_2 (T2)", norm_b, 1.0, "<=")
-    s, a, rho, kappa = (_f64(getattr(cache, k)) for k in ("s", "a", "rho", "kappa"))
-    add("max_i a_i^2/s_i + rho_i^2 (T1)", float(xp.max(a * a / s + rho * rho)), 1.0 + 1e-12, "<=")
-    add("max_i s_i + kappa_i^2 (T1)", float(xp.max(s + kappa * kappa)), 1.0 + 1e-12, "<=")
-    if cfg.kind == "lipschitz":
-        cu, su, cy, sy = (float(_f64(t)) for t in cache.splits)
-        add("max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", max(cu * cu + su * su, cy * cy + sy * sy), 1.0 + 1e-12, "<=")
-    rng = np.random.default_rng(seed)
-    draw = lambda n: xp.asarray(rng.standard_normal((probes, n)))  # noqa: E731
-    z, w, u = draw(cfg.nx), draw(cfg.nv), draw(cfg.nu)
-    base = _to_base(cfg, explicit, _f64(cache.tau))
+    cfg, xp, base = e.cfg, e.xp, e.base
     lip = cfg.kind == "lipschitz"
-    x_next, v, y = _structured_signals(cfg, cache, z, w, u)
+    rng = np.random.default_rng(seed)
+    z, w, u = (xp.asarray(rng.standard_normal((probes, n))) for n in (cfg.nx, cfg.nv, cfg.nu))
+    x_next, v, y = _structured_signals(cfg, e.cache, z, w, u)
     got = [z @ base.A.mT + w @ base.B1.mT + (u @ base.B2.mT if lip else 0.0),
            z @ base.C1.mT + (u @ base.D12.mT if lip else 0.0)]
     want = [x_next, v]
@@ -422,23 +557,127 @@ def structured_certificate(cfg, explicit, cache, tol=1e-10, probes=4, seed=0):
         want.append(y)
     scale = sum(float(xp.sqrt(xp.sum(t * t))) for t in (z, w, u))
     err = max(float(xp.max(xp.abs(g - h))) for g, h in zip(got, want)) / scale
-    add("explicit model vs factors on probes, rel. error (T6)", err, 1e-10, "<=")
-    if cfg.nx <= STRUCTURED_DENSE_LIMIT:
-        I = linalg.eye_like(cfg.nx, Oa)
-        add("contraction LMI (C1) with M = diag(tau^2), max eigenvalue",
-            balanced_max_eig(contracting_lmi(base, I), I), tol, "<=")
-        if lip:
-            add("gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue",
-                balanced_max_eig(lipschitz_lmi(base, I, cfg.gamma), I), tol, "<=")
-    return report(checks)
+    return err, STRUCTURED_PROBE_TOL, "<=", None
+
+
+def structured_dense_contraction(e):
+    """(C1) with M = diag(tau^2), while nx is small enough for a dense eigenvalue problem."""
+    if e.cfg.nx > STRUCTURED_DENSE_LIMIT:
+        return None
+    I = linalg.eye_like(e.cfg.nx, e.base.A)
+    return balanced_max_eig(contracting_lmi(e.base, I), I), e.tol, "<=", None
+
+
+def structured_dense_lipschitz(e):
+    """(C2) with M = diag(tau^2), while nx is small enough."""
+    if e.cfg.nx > STRUCTURED_DENSE_LIMIT:
+        return None
+    I = linalg.eye_like(e.cfg.nx, e.base.A)
+    return balanced_max_eig(lipschitz_lmi(e.base, I, e.cfg.gamma), I), e.tol, "<=", None
+
+
+# --- the tables: per (certificate, variant) the cache fields it reads and its checks, run in order ---------
+
+
+class Table(NamedTuple):
+    """The certificate of one model kind: the map-cache fields it reads (checked before any
+    arithmetic) and its ``(name, check)`` pairs, run in order. A name is a ``str.format``
+    template over the :class:`Evidence` ``e``; a check returns ``(value, bound, sense, why)``,
+    ``why`` saying why it cannot decide (None when it can), or None where it does not apply."""
+
+    cache: tuple
+    checks: tuple
+
+
+_R2DN_CACHE, _REN_CACHE = ("H", "E", "P"), ("H", "E", "P", "lam_inv")
+_STRUCTURED_CACHE = ("Oa", "Ob", "s", "a", "rho", "kappa", "tau")
+_EIG = "balanced max eigenvalue"
+_R2DN_CONTRACTION = (f"R2DN contraction LMI{{e.at}}, {_EIG}", r2dn_contraction)
+_R2DN_IMPLICIT = ("R2DN implicit LMI, min eigenvalue / max|H|", r2dn_implicit)
+_R2DN_CORE_IMPLICIT = (_R2DN_IMPLICIT[0], r2dn_core_implicit)
+_REN_CONTRACTION = (f"REN contraction LMI (rate abar), {_EIG}", ren_contraction)
+_REN_IMPLICIT = ("REN implicit LMI, min eigenvalue / max|H|", ren_implicit)
+_REN_CORE_IMPLICIT = (_REN_IMPLICIT[0], ren_core_implicit)
+_LEARNED = "gamma-Lipschitz LMI (learned gamma = {e.learned_gamma:.4g})"
+_STRUCTURED = (
+    ("R2DN structured ||Omega_a||_2 (T2)", structured_omega_a),
+    ("R2DN structured ||Omega_b||_2 (T2)", structured_omega_b),
+    ("R2DN structured max_i a_i^2/s_i + rho_i^2 (T1)", structured_state_budget),
+    ("R2DN structured max_i s_i + kappa_i^2 (T1)", structured_input_budget),
+)
+_PROBES = ("R2DN structured explicit model vs factors on probes, rel. error (T6)", structured_probes)
+_DENSE_C1 = ("R2DN structured contraction LMI (C1) with M = diag(tau^2), max eigenvalue", structured_dense_contraction)
+_DENSE_C2 = ("R2DN structured gamma-Lipschitz LMI (C2) with M = diag(tau^2), max eigenvalue",
+             structured_dense_lipschitz)
+_SPLITS = ("R2DN structured max(c_u^2 + s_u^2, c_y^2 + s_y^2) (T3)", structured_splits)
+
+# keyed by (the registry's `certificate` of the model, variant(cfg)); a learned gamma and the
+# (Q, S, R) kind check the model's own supply rate explicitly and its unit-gain core implicitly
+TABLES = {
+    ("r2dn", "contracting"): Table(_R2DN_CACHE, (_R2DN_CONTRACTION, _R2DN_IMPLICIT)),
+    ("r2dn", "lipschitz"): Table(_R2DN_CACHE, (
+        _R2DN_CONTRACTION, (f"R2DN gamma-Lipschitz LMI{{e.at}}, {_EIG}", r2dn_lipschitz), _R2DN_IMPLICIT)),
+    ("r2dn", "lipschitz, learned gamma"): Table(_R2DN_CACHE, (
+        _R2DN_CONTRACTION, (f"R2DN {_LEARNED}{{e.at}}, {_EIG}", r2dn_supply), _R2DN_CORE_IMPLICIT)),
+    ("r2dn", "qsr"): Table(_R2DN_CACHE, (
+        _R2DN_CONTRACTION, (f"R2DN (Q,S,R) LMI{{e.at}}, {_EIG}", r2dn_supply), _R2DN_CORE_IMPLICIT)),
+    ("r2dn", "structured contracting"): Table(_STRUCTURED_CACHE, (*_STRUCTURED, _PROBES, _DENSE_C1)),
+    ("r2dn", "structured lipschitz"): Table(_STRUCTURED_CACHE, (*_STRUCTURED, _SPLITS, _PROBES, _DENSE_C1, _DENSE_C2)),
+    ("ren", "contracting"): Table(_REN_CACHE, (_REN_CONTRACTION, _REN_IMPLICIT)),
+    ("ren", "lipschitz"): Table(_REN_CACHE, (
+        _REN_CONTRACTION, (f"REN gamma-Lipschitz LMI, {_EIG}", ren_lipschitz), _REN_IMPLICIT)),
+    ("ren", "lipschitz, learned gamma"): Table(_REN_CACHE, (
+        _REN_CONTRACTION, (f"REN {_LEARNED}, {_EIG}", ren_supply), _REN_CORE_IMPLICIT)),
+    ("ren", "qsr"): Table(_REN_CACHE, (
+        _REN_CONTRACTION, (f"REN (Q,S,R) LMI, {_EIG}", ren_supply), _REN_CORE_IMPLICIT)),
+}
+
+
+def variant(cfg):
+    """The second key of ``cfg``'s table: its kind, except that a learned gamma is certified as
+    the supply rate it is (``docs/derivations/qsr.md``) and a structured LTI part by its own
+    checks ((T6) of ``docs/derivations/r2dn.md``)."""
+    if getattr(cfg, "learn_gamma", False):
+        return f"{cfg.kind}, learned gamma"
+    if getattr(cfg, "structured", False):
+        return f"structured {cfg.kind}"
+    return cfg.kind
+
+
+def table(cfg):
+    """The :class:`Table` that certifies ``cfg``'s model.
+
+    Raises
+    ------
+    TypeError
+        ``cfg`` is not the Config of a model with a certificate here.
+    """
+    certified = tuple(n for n, m in registry.MODELS.items() if m.certificate)
+    model = getattr(cfg, "model", None)
+    if model not in certified or not isinstance(cfg, registry.module(model).Config):
+        raise TypeError(f"cfg must be the Config of a certified model {certified}; got {type(cfg).__name__}")
+    return TABLES[(registry.get(model).certificate, variant(cfg))]
+
+
+def _check_certify_inputs(cfg, explicit, cache, tol, fields):
+    module = registry.module(cfg.model)
+    _validate.container("explicit", explicit, module._templates(cfg)[1])
+    for field in fields:
+        value = getattr(cache, field, None)
+        if value is None:
+            raise TypeError(f"cache must be the map cache of {cfg.model}.direct_to_explicit; it has no {field!r}")
+        _validate.array(f"cache.{field}", value, tuple(int(s) for s in value.shape))
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0; got {tol!r}")
 
 
 def certify(cfg, explicit, cache, tol=1e-10):
-    """Check a model's certificates and report by what margin they hold.
+    """Check a model's certificates and report by what margin they hold: the checks of its
+    :class:`Table` in :data:`TABLES`, in order.
 
     Parameters
     ----------
-    cfg : the model's Config (an R2DN's or a REN's; ``cfg.model`` picks the certificates).
+    cfg : the model's Config (an R2DN's or a REN's; its model and :func:`variant` pick the table).
     explicit : the explicit model to certify (its weights enter the explicit forms).
     cache : the map cache from ``direct_to_explicit`` (gives ``H, E, P`` and the implicit form).
     tol : bound on the balanced largest eigenvalue of the explicit forms when
@@ -455,61 +694,12 @@ def certify(cfg, explicit, cache, tol=1e-10):
         ``cfg`` is not an R2DN's or a REN's, ``explicit`` does not fit it, or ``explicit`` or the
         matrices of ``cache`` hold NaN or Inf (no certificate can be read from those).
     """
-    if getattr(cfg, "model", None) == "r2dn" and getattr(cfg, "structured", False):
-        from .. import r2dn
-
-        _validate.container("explicit", explicit, r2dn._templates(cfg)[1])
-        if not isinstance(cache, r2dn.StructuredCache):
-            raise TypeError("cache must be the map cache of r2dn.direct_to_explicit for a structured LTI part")
-        return structured_certificate(cfg, explicit, cache, tol)
-    _check_certify_inputs(cfg, explicit, cache, tol)
-    xp = array_namespace(cache.E)
-    H = _f64(cache.H)
-    eigH = xp.linalg.eigvalsh(H)
-    cond_H = float(xp.max(eigH) / xp.min(eigH))
-    scale_H = float(xp.max(xp.abs(H)))
-    M = metric(cache)
-    explicit_tol = tol * max(1.0, cond_H / 1e6) ** 2
-    why = None if cond_H <= EXPLICIT_COND_LIMIT else (
-        f"cond(H) = {cond_H:.1e} > {EXPLICIT_COND_LIMIT:.0e}, inverting P is not meaningful in float64")
-    prefix = "REN" if cfg.model == "ren" else "R2DN"
+    t = table(cfg)
+    _check_certify_inputs(cfg, explicit, cache, tol, t.cache)
+    e = Evidence(cfg, explicit, cache, tol)
     checks = []
-
-    def add(name, value, bound, sense, why_not=None):
-        checks.append(judge(f"{prefix} {name}", value, bound, sense, why_not))
-
-    transformed = cfg.kind == "qsr" or cfg.learn_gamma
-    if transformed:
-        # a unit-gain core mapped back to the supply rate: the explicit form is the (Q, S, R)
-        # inequality of the model itself, the implicit form the core's (docs/derivations/qsr.md)
-        q, s_, r = (xp.asarray(a, dtype=xp.float64) for a in supply.matrices(cfg, cache.direct))
-        supply_name = ("(Q,S,R) LMI" if cfg.kind == "qsr"
-                       else f"gamma-Lipschitz LMI (learned gamma = {float(r[0, 0]):.4g})")
-    if cfg.model == "ren":
-        lam_ren = 1.0 / _f64(cache.lam_inv)
-        add("contraction LMI (rate abar), balanced max eigenvalue",
-            balanced_max_eig(ren_contracting_lmi(explicit, M, lam_ren, cfg.abar), M), explicit_tol, "<=", why)
-        if transformed:
-            add(f"{supply_name}, balanced max eigenvalue",
-                balanced_max_eig(ren_qsr_lmi(explicit, M, lam_ren, q, s_, r, cfg.abar), M), explicit_tol, "<=", why)
-        elif cfg.kind == "lipschitz":
-            add("gamma-Lipschitz LMI, balanced max eigenvalue",
-                balanced_max_eig(ren_lipschitz_lmi(explicit, M, lam_ren, cfg.gamma, cfg.abar), M),
-                explicit_tol, "<=", why)
-        implicit = ren_implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
-    else:
-        # a learned IQC multiplier lambda weights |dv|^2 - |dw|^2 in the explicit forms
-        lam = float(xp.exp(_f64(cache.direct.log_lambda))) if cfg.learn_multiplier else 1.0
-        at = f" at lambda = {lam:.4g}" if cfg.learn_multiplier else ""
-        add(f"contraction LMI{at}, balanced max eigenvalue",
-            balanced_max_eig(contracting_lmi(explicit, M, lam), M), explicit_tol, "<=", why)
-        if transformed:
-            add(f"{supply_name}{at}, balanced max eigenvalue",
-                balanced_max_eig(qsr_lmi(explicit, M, q, s_, r, lam), M), explicit_tol, "<=", why)
-        elif cfg.kind == "lipschitz":
-            add(f"gamma-Lipschitz LMI{at}, balanced max eigenvalue",
-                balanced_max_eig(lipschitz_lmi(explicit, M, cfg.gamma, lam), M), explicit_tol, "<=", why)
-        implicit = implicit_lmi(supply.core_config(cfg) if transformed else cfg, cache)
-    lam = float(xp.min(xp.linalg.eigvalsh(implicit))) / scale_H
-    add("implicit LMI, min eigenvalue / max|H|", lam, -1e-12, ">=")
-    return report(checks, cond_H)
+    for name, check in t.checks:
+        result = check(e)
+        if result is not None:
+            checks.append(judge(name.format(e=e), *result))
+    return report(checks, e.cond_H if "H" in t.cache else float("nan"))

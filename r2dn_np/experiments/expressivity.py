@@ -36,7 +36,8 @@ from ..core import _validate, tree
 from ..core.backend import namespace, to_numpy
 from ..interface import io
 from ..training import losses, optim
-from ..training.train import RECURRENT_MODELS, get_model
+from ..interface import registry as model_registry
+from ..training.train import get_model
 from ._result import JSONResult
 
 __all__ = ["PRESETS", "ExpressivitySettings", "ExpressivityResult", "run", "target_map", "model_config",
@@ -122,7 +123,7 @@ class ExpressivitySettings:
     dtype: str = "float64"
 
     def __post_init__(self):
-        _validate.one_of("model", self.model, RECURRENT_MODELS)
+        _validate.one_of("model", self.model, model_registry.names(feedback=True))
         _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
         _validate.one_of("preset", self.preset, tuple(PRESETS))

@@ -51,8 +51,7 @@ from threadpoolctl import threadpool_limits
 from .. import __version__
 from ..core import _validate
 from ..data import registry
-from ..interface import io
-from ..training.train import RECURRENT_MODELS
+from ..interface import io, registry as model_registry
 from . import expressivity, observer, sysid, youla
 
 __all__ = ["TASKS", "KINDS", "Task", "Run", "Context", "Report", "register", "grid", "code_version", "run",
@@ -78,7 +77,7 @@ class Task(NamedTuple):
 TASKS = {}
 
 
-def register(name, function, *, presets, metric, curve, models=RECURRENT_MODELS, sources=()):
+def register(name, function, *, presets, metric, curve, models=model_registry.names(feedback=True), sources=()):
     """Add a task to :data:`TASKS` (a later registration of the same name replaces it).
 
     Parameters
@@ -197,7 +196,7 @@ def grid(tasks, models, seeds, preset, kinds=("contracting",), *, gamma=10.0, ep
         return list(value)
 
     tasks = names("tasks", tasks, TASKS)
-    models = names("models", models, RECURRENT_MODELS)
+    models = names("models", models, model_registry.names(feedback=True))
     kinds = names("kinds", kinds, KINDS)
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         seeds = list(range(_validate.positive_int("seeds", seeds)))

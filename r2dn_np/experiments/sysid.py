@@ -31,7 +31,7 @@ from ..checks import certificates
 from ..core import _validate
 from ..core.backend import namespace
 from ..data import _sim, files, registry, sequences
-from ..interface import io
+from ..interface import io, registry as model_registry
 from ..loop import parallel
 from ..training import linear, train
 from . import _guard
@@ -286,7 +286,7 @@ class SysidSettings:
             if given:
                 raise ValueError(f"{given[0]} describes your records and needs data")
             object.__setattr__(self, "dataset", registry.get(self.dataset or "boucwen").name)
-        _validate.one_of("model", self.model, train.RECURRENT_MODELS)
+        _validate.one_of("model", self.model, model_registry.names(feedback=True))
         _validate.one_of("kind", self.kind, ("contracting", "lipschitz"))
         object.__setattr__(self, "gamma", _validate.positive_float("gamma", self.gamma))
         _validate.one_of("preset", self.preset, tuple(PRESETS))

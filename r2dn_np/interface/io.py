@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import json
 import os
 import tempfile
@@ -37,24 +36,13 @@ import numpy as np
 
 from ..core import _validate, tree
 from ..core.backend import namespace, to_numpy
+from . import registry
 
 __all__ = ["FormatError", "Loaded", "save", "load", "write_arrays", "read_arrays", "read_npz", "atomic_write"]
 
 FORMAT = "r2dn_np"
 FORMAT_VERSION = 1
 _META_KEY = "__meta__"
-
-# model name (Config.model) -> module that defines Config and init
-MODELS = {
-    "lbdn": "r2dn_np.lbdn",
-    "r2dn": "r2dn_np.r2dn",
-    "ren": "r2dn_np.ren",
-    "lipschitz_rnn": "r2dn_np.lipschitz_rnn",
-    "tanh_rnn": "r2dn_np.tanh_rnn",
-    "deq": "r2dn_np.deq",
-    "mondeq": "r2dn_np.mondeq",
-}
-
 
 class FormatError(ValueError):
     """A file is not a valid r2dn_np parameter file, or does not match its model."""
@@ -195,10 +183,10 @@ def save(path, config, params, metadata=None):
         another shape), dtypes other than one of float32 / float64, NaN or Inf.
     """
     model = getattr(config, "model", None)
-    if model not in MODELS or not hasattr(config, "to_dict"):
-        raise TypeError(f"config must be the Config of one of the models {sorted(MODELS)}; "
+    if not isinstance(model, str) or model not in registry.MODELS or not hasattr(config, "to_dict"):
+        raise TypeError(f"config must be the Config of one of the models {sorted(registry.MODELS)}; "
                         f"got {type(config).__name__}")
-    module = importlib.import_module(MODELS[model])
+    module = registry.module(model)
     if not isinstance(config, module.Config):
         raise TypeError(f"config must be a {model}.Config; got {type(config).__name__}")
     template = module.init(config, seed=0, backend="numpy")
@@ -243,9 +231,9 @@ def load(path, backend=None):
     model = meta.get("model")
     if model is None and "checkpoint" in str(meta.get("kind", "")):
         raise FormatError(f"{path}: is a training checkpoint, not a model; use the model.npz beside it")
-    if model not in MODELS:
-        raise FormatError(f"{path}: unknown model kind {model!r}; expected one of {sorted(MODELS)}")
-    module = importlib.import_module(MODELS[model])
+    if not isinstance(model, str) or model not in registry.MODELS:
+        raise FormatError(f"{path}: unknown model kind {model!r}; expected one of {sorted(registry.MODELS)}")
+    module = registry.module(model)
     try:
         config = module.Config.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as exc:

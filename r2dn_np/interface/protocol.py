@@ -1,66 +1,73 @@
 """The model protocols, in code: what every sequence model and every equilibrium layer exports.
 
-Every sequence model module (``r2dn``, ``ren``, ``lipschitz_rnn``, ``tanh_rnn``) exports the names
-of :data:`SEQUENCE_MODEL` with these parameters, in this order, so any of them can be swapped for
-another (``docs/protocol.md``). Shapes are time-major: ``U : (T, B, nu)``, ``x0 : (B, nx)`` (None
-means zeros), ``Y : (T_out, B, ny)``; ``cfg.nu``, ``cfg.nx``, ``cfg.ny`` give the sizes. The
-equilibrium layers (``deq``, ``mondeq``) export :data:`EQUILIBRIUM_LAYER`.
+Every sequence model module exports the names of :data:`SEQUENCE_MODEL` with these parameters, in
+this order, so any of them can be swapped for another (``docs/protocol.md``). Shapes are
+time-major: ``U : (T, B, nu)``, ``x0 : (B, nx)`` (None means zeros), ``Y : (T_out, B, ny)``;
+``cfg.nu``, ``cfg.nx``, ``cfg.ny`` give the sizes. The equilibrium layers export
+:data:`EQUILIBRIUM_LAYER`, the static maps :data:`STATIC_MAP`. Which model follows which is the
+registry's ``protocol`` field (:mod:`~r2dn_np.interface.registry`); :data:`SPECS` maps it to its
+spec.
 
 :func:`missing` lists where a module departs from a protocol; the conformance test
-(``tests/test_protocol.py``) runs it on every model.
+(``tests/test_registry.py``) runs it on every registered model.
 
 Examples
 --------
->>> from r2dn_np.interface import protocol
->>> from r2dn_np import r2dn
->>> protocol.missing(r2dn, protocol.SEQUENCE_MODEL)
+>>> from r2dn_np.interface import protocol, registry
+>>> protocol.missing(registry.module("r2dn"), protocol.SEQUENCE_MODEL)
 []
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 
-__all__ = ["SEQUENCE_MODEL", "SEQUENCE_MODELS", "EQUILIBRIUM_LAYER", "EQUILIBRIUM_LAYERS", "missing", "load"]
+from . import registry
 
-# name -> the leading parameters it must take, in order (None: a type, not a function)
-SEQUENCE_MODEL = {
+__all__ = ["PARAMETERISATION", "SEQUENCE_MODEL", "EQUILIBRIUM_LAYER", "STATIC_MAP", "SPECS", "missing"]
+
+# name -> the leading parameters it must take, in order (None: a type, not a function).
+# What every model exports: its containers and the parameterisation, a differentiable stage of its own.
+PARAMETERISATION = {
     "Config": None,
     "Direct": None,
     "Explicit": None,
-    "Grads": None,
     "init": ("cfg", "seed", "backend", "dtype"),
     "direct_to_explicit": ("cfg", "direct"),
     "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
+}
+
+SEQUENCE_MODEL = {
+    **PARAMETERISATION,
+    "Grads": None,
     "forward": ("cfg", "explicit", "x0", "U"),
     "backward": ("cfg", "explicit", "cache", "dY", "dxT"),
     "step": ("cfg", "explicit", "x", "u"),
     "value_and_grad": ("cfg", "direct", "x0", "U", "loss"),
 }
 
-SEQUENCE_MODELS = ("r2dn", "ren", "lipschitz_rnn", "tanh_rnn")
-
 EQUILIBRIUM_LAYER = {
-    "Config": None,
-    "Direct": None,
-    "Explicit": None,
+    **PARAMETERISATION,
     "Grads": None,
-    "init": ("cfg", "seed", "backend", "dtype"),
-    "direct_to_explicit": ("cfg", "direct"),
-    "direct_to_explicit_vjp": ("cfg", "cache", "d_explicit"),
     "forward": ("cfg", "explicit", "x", "z0"),
     "backward": ("cfg", "explicit", "cache", "dout"),
     "value_and_grad": ("cfg", "direct", "x", "loss"),
     "residual": ("cfg", "explicit", "x", "z"),
 }
 
-EQUILIBRIUM_LAYERS = ("deq", "mondeq")
+# a static map w = phi(v) that closes a feedback loop and is saved on its own (the LBDN)
+STATIC_MAP = {
+    **PARAMETERISATION,
+    "forward": ("cfg", "explicit"),
+    "backward": ("cfg", "explicit", "cache"),
+}
 
-
-def load(name):
-    """The module ``r2dn_np.<name>``."""
-    return importlib.import_module(f"r2dn_np.{name}")
+# the registry's protocol field -> its spec
+SPECS = {
+    registry.SEQUENCE_MODEL: SEQUENCE_MODEL,
+    registry.EQUILIBRIUM_LAYER: EQUILIBRIUM_LAYER,
+    registry.STATIC_MAP: STATIC_MAP,
+}
 
 
 def missing(module, spec):

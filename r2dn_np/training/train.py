@@ -5,7 +5,7 @@ checkpoints from which training resumes exactly as if it had not stopped.
 
 The model enters as a module with the library's common interface (``Config``, ``init``,
 ``direct_to_explicit``, ``direct_to_explicit_vjp``, ``forward``, ``backward``), so any
-recurrent model of the package trains here: ``get_model("r2dn")``, ``get_model("ren")``.
+feedback model of the registry trains here: ``get_model("r2dn")``, ``get_model("ren")``.
 
 One epoch: every training record is cut into chunks of ``chunk`` samples (from a random
 offset below ``window``), the chunks are shuffled into minibatches of ``batch`` parallel
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import math
 import os
@@ -53,7 +52,7 @@ from array_api_compat import array_namespace
 from ..core import _validate, tree
 from ..checks import certificates
 from ..loop import graph, parallel
-from ..interface import io
+from ..interface import io, registry
 from . import optim
 from ..core.backend import asarray, namespace, to_numpy
 from ..data import sequences
@@ -61,7 +60,6 @@ from ..data import sequences
 __all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "refine", "simulate", "evaluate",
            "load_model", "pretrained", "check_input", "save_checkpoint", "load_checkpoint"]
 
-RECURRENT_MODELS = ("r2dn", "ren")
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.training.train checkpoint"
 _REFINE_KIND = "r2dn_np.training.train refinement checkpoint"
@@ -70,15 +68,14 @@ PRETRAINED_PREFIX = "pretrained:"
 
 
 def get_model(name):
-    """The module of a recurrent model by name (``"r2dn"`` or ``"ren"``).
+    """The module of a feedback model by name (``registry.names(feedback=True)``: ``"r2dn"``, ``"ren"``).
 
     Raises
     ------
     ValueError
-        Unknown name.
+        Unknown name, or a model this module does not train.
     """
-    _validate.one_of("model", name, RECURRENT_MODELS)
-    return importlib.import_module(io.MODELS[name])
+    return registry.module(name, feedback=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -433,8 +430,9 @@ def load_model(path, backend=None):
         path = pretrained(path[len(PRETRAINED_PREFIX):])
     loaded = io.load(path, backend=backend)
     cfg = loaded.config
-    if cfg.model not in RECURRENT_MODELS:
-        raise io.FormatError(f"{path}: holds a {cfg.model!r} model; only {' and '.join(RECURRENT_MODELS)} "
+    feedback = registry.names(feedback=True)
+    if cfg.model not in feedback:
+        raise io.FormatError(f"{path}: holds a {cfg.model!r} model; only {' and '.join(feedback)} "
                              "models simulate input records")
     if "scaler" not in loaded.metadata:
         # refuse rather than assume unscaled data: a wrong guess gives plausible-looking nonsense
