@@ -137,7 +137,7 @@ class ExpressivitySettings:
 
     def schedule(self):
         """The preset's schedule with this run's overrides."""
-        p = {k: v for k, v in PRESETS[self.preset].items() if k not in ("seeds", "r2dn", "ren")}
+        p = {k: v for k, v in PRESETS[self.preset].items() if k != "seeds" and k not in model_registry.names(feedback=True)}
         p.update({k: getattr(self, k) for k in ("epochs", "decay_every") if getattr(self, k)})
         return p
 
