@@ -5,6 +5,7 @@ malformed arrays and fields), an atomic write, and checkpoints written by the co
 
 import dataclasses
 import os
+import pathlib
 import re
 import shutil
 
@@ -222,3 +223,11 @@ def test_a_refine_checkpoint_of_the_code_before_loads_and_resumes_as_a_new_one(d
     assert h_old["resumed_from"] == 1 and h_old["iterations"] == 6
     assert h_old["loss"] == h_new["loss"] and h_old["val_nrmse"] == h_new["val_nrmse"]
     _same(p_old, p_new)
+
+
+def test_fit_refuses_a_truncated_checkpoint_naming_it(data, tmp_path):
+    ck = tmp_path / "checkpoint.npz"
+    raw = pathlib.Path(OLD, "fit_epoch2.npz").read_bytes()
+    ck.write_bytes(raw[:len(raw) - 100])
+    with pytest.raises(io.FormatError, match="^" + re.escape(f"{ck}: not a readable .npz file")):
+        train.fit(r2dn, CFG, data, OPTS, checkpoint=ck, resume=True)

@@ -784,7 +784,8 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     def validate(p):
         return evaluate(simulate(module, cfg, p, val_records, scaler), val_records, options.washout)[0]
 
-    # what a checkpoint must match to be continued; not the iterations (a run may be extended)
+    # what a checkpoint must match to be continued; not the iterations (a run may be extended). The
+    # kind is in it too, as in the files written before training/checkpoint.py, which still resume
     fingerprint = json.loads(json.dumps({
         "kind": _REFINE_KIND, "config": cfg.to_dict(), "model": cfg.model, "scaler": scaler.to_dict(),
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("iterations", "max_seconds")},
