@@ -149,8 +149,6 @@ CASES = [
     ("check-input-complex", lambda: train.check_input("u", U + 1j, 1), TypeError, "u"),
     ("check-input-nu-zero", lambda: train.check_input("u", U, 0), ValueError, "nu"),
     ("load-model-path-int", lambda: train.load_model(5), TypeError, "path"),
-    ("save-checkpoint-state", lambda: train.save_checkpoint("x.npz", CFG, None, {}), TypeError, "state"),
-    ("load-checkpoint-path", lambda: train.load_checkpoint(None, r2dn, CFG, {"options": {}}, np), TypeError, "path"),
     # --- sequences -----------------------------------------------------------------------------
     ("chunk-offsets-count", lambda: sequences.chunk([REC], 10, offsets=[0, 1]), ValueError, "offsets"),
     ("chunk-offsets-neg", lambda: sequences.chunk([REC], 10, offsets=[-1]), ValueError, "offsets[0]"),

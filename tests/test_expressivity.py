@@ -2,6 +2,7 @@
 from its checkpoint ending where an uninterrupted one ends, and its settings' checks."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -40,8 +41,19 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_ends(tmp_path):
     alone = expressivity.run(settings)
     assert resumed.resumed_from == 2 and resumed.curve == alone.curve and resumed.nrmse == alone.nrmse
     other = expressivity.ExpressivitySettings("r2dn", preset="tiny", size=4, epochs=3, seed=1)
-    with pytest.raises(io.FormatError, match="checkpoint of another run"):
+    with pytest.raises(io.FormatError, match=r"checkpoint of a different run \(seed: 0 in the file, 1 here\); delete it"):
         expressivity.run(other, checkpoint=path)
+
+
+def test_a_checkpoint_of_the_format_before_is_refused(tmp_path):
+    # the layout run() wrote before r2dn_np.training.checkpoint: settings, no kind
+    settings = expressivity.ExpressivitySettings("r2dn", preset="tiny", size=4, epochs=3)
+    path = tmp_path / "checkpoint.npz"
+    io.write_arrays(path, {"params.X": np.zeros(1)}, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION,
+                                                      "settings": {}, "epoch": 1, "step": 2, "history": {}})
+    want = f"{path}: not a r2dn_np.experiments.expressivity checkpoint (its kind is None); delete it"
+    with pytest.raises(io.FormatError, match=re.escape(want)):
+        expressivity.run(settings, checkpoint=path)
 
 
 @pytest.mark.parametrize("fields, error, match", [

@@ -25,7 +25,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 
@@ -36,6 +35,7 @@ from ..core import _validate, tree
 from ..core.backend import namespace, to_numpy
 from ..interface import io
 from ..training import losses, optim
+from ..training import checkpoint as _checkpoint  # the module; "checkpoint" is run's path argument
 from ..interface import registry as model_registry
 from ..training.train import get_model
 from ._result import JSONResult
@@ -171,12 +171,32 @@ class ExpressivityResult(JSONResult):
                 f"loss {self.curve[-1]:.2e}  {sum(self.cpu_seconds):7.1f} s CPU ({sum(self.seconds):.1f} s wall)")
 
 
-def _save(path, settings, direct, state, epoch, history, rng):
-    arrays = {f"{prefix}.{n}": np.asarray(to_numpy(v)) for prefix, c in (("params", direct), ("m", state.m),
-                                                                          ("v", state.v)) for n, v in tree.paths(c)}
-    io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION,
-                                   "settings": settings, "epoch": epoch, "step": state.step, "history": history,
-                                   "rng": rng.bit_generator.state})
+# what a checkpoint of run() must have been written with; files of the format before
+# r2dn_np.training.checkpoint carry no kind and are refused as not of this kind
+CHECKPOINT_KIND = "r2dn_np.experiments.expressivity checkpoint"
+
+
+def _save(path, record, direct, state, epoch, history, rng):
+    _checkpoint.write(path, CHECKPOINT_KIND, record, {"params": direct, "adam_m": state.m, "adam_v": state.v},
+                     {"epoch": epoch, "adam_step": state.step, "history": history, "rng": rng.bit_generator.state})
+
+
+def _load(path, record, direct, xp):
+    """``(direct, Adam state, epoch, history, rng state)`` of a checkpoint of the same run."""
+    keys = ("loss", "seconds", "cpu_seconds")
+
+    def history_ok(h):
+        return isinstance(h, dict) and all(isinstance(h.get(k), list) for k in keys) and \
+            len({len(h[k]) for k in keys}) == 1
+
+    ck = _checkpoint.read(path, CHECKPOINT_KIND, record, {"params": direct, "adam_m": direct, "adam_v": direct},
+                         fields={"epoch": _checkpoint.count, "adam_step": _checkpoint.count, "history": history_ok,
+                                 "rng": lambda v: isinstance(v, dict) and "bit_generator" in v}, xp=xp)
+    t, f = ck.trees, ck.fields
+    if len(f["history"]["loss"]) != f["epoch"]:
+        raise io.FormatError(f"{path}: checkpoint field 'history' does not hold {f['epoch']} epochs")
+    return (t["params"], optim.AdamState(t["adam_m"], t["adam_v"], f["adam_step"]), f["epoch"],
+            {k: list(f["history"][k]) for k in keys}, f["rng"])
 
 
 def run(settings, *, checkpoint=None, log=None, record=None):
@@ -206,16 +226,7 @@ def run(settings, *, checkpoint=None, log=None, record=None):
     state, epoch, rng_state = optim.adam_init(direct), 0, None
     history = {"loss": [], "seconds": [], "cpu_seconds": []}
     if checkpoint is not None and os.path.exists(checkpoint):
-        arrays, meta = io.read_arrays(checkpoint)
-        if meta.get("settings") != json.loads(json.dumps(record)):
-            raise io.FormatError(f"{checkpoint}: checkpoint of another run")
-
-        def part(prefix):
-            return tree.from_paths(direct, {n: put(arrays[f"{prefix}.{n}"]) for n, _ in tree.paths(direct)})
-
-        direct, state = part("params"), optim.AdamState(part("m"), part("v"), int(meta["step"]))
-        epoch, history, rng_state = int(meta["epoch"]), meta["history"], meta["rng"]
-        history.setdefault("cpu_seconds", [0.0] * len(history["loss"]))
+        direct, state, epoch, history, rng_state = _load(checkpoint, record, direct, xp)
     resumed = epoch
     rng = np.random.default_rng(1000 + s.seed)
     if rng_state is not None:

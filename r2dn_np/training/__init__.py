@@ -1,2 +1,3 @@
 """Training: system identification (``train``), classification (``classify``), the linear
-baseline (``linear``), optimisers (``optim``) and losses (``losses``)."""
+baseline (``linear``), optimisers (``optim``), losses (``losses``) and the checkpoints every
+loop that resumes writes and reads (``checkpoint``)."""

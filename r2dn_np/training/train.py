@@ -54,11 +54,12 @@ from ..checks import certificates
 from ..loop import graph, parallel
 from ..interface import io, registry
 from . import optim
+from . import checkpoint as _checkpoint  # the module; "checkpoint" is fit's and refine's path argument
 from ..core.backend import asarray, namespace, to_numpy
 from ..data import sequences
 
 __all__ = ["Options", "Result", "Model", "RefineOptions", "get_model", "fit", "refine", "simulate", "evaluate",
-           "load_model", "pretrained", "check_input", "save_checkpoint", "load_checkpoint"]
+           "load_model", "pretrained", "check_input"]
 
 SCHEDULES = ("exponential", "plateau", "constant")
 _CHECKPOINT_KIND = "r2dn_np.training.train checkpoint"
@@ -539,7 +540,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
                    "scaler": scaler.to_dict()}
     state = None
     if resume and checkpoint is not None and os.path.exists(checkpoint):
-        state = load_checkpoint(checkpoint, module, cfg, fingerprint, xp)
+        state = _load_state(checkpoint, module, cfg, fingerprint, xp)
     resumed_from = 0 if state is None else state.epoch
     if state is None:
         if params is None:
@@ -577,7 +578,7 @@ def fit(module, cfg, data, opts=None, *, params=None, backend=None, checkpoint=N
                        history)
         done_here += 1
         if checkpoint is not None:
-            save_checkpoint(checkpoint, cfg, state, fingerprint)
+            _save_state(checkpoint, state, fingerprint)
         if log is not None:
             mean_s = float(np.mean(history["seconds"]))
             left = mean_s * (opts.epochs - state.epoch)
@@ -783,7 +784,8 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     def validate(p):
         return evaluate(simulate(module, cfg, p, val_records, scaler), val_records, options.washout)[0]
 
-    # what a checkpoint must match to be continued; not the iterations (a run may be extended)
+    # what a checkpoint must match to be continued; not the iterations (a run may be extended). The
+    # kind is in it too, as in the files written before training/checkpoint.py, which still resume
     fingerprint = json.loads(json.dumps({
         "kind": _REFINE_KIND, "config": cfg.to_dict(), "model": cfg.model, "scaler": scaler.to_dict(),
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k not in ("iterations", "max_seconds")},
@@ -857,14 +859,18 @@ def refine(module, cfg, params, data, scaler, options=None, *, log=None, workers
     return (params if best[2] is None else unflatten(best[2])), history
 
 
+def _refine_templates(size):
+    """The trees of a refinement checkpoint: the last iterate and the best one (absent while
+    the start is the best)."""
+    return {"theta": np.zeros(size), "best_theta": np.zeros(size)}
+
+
 def _save_refine_checkpoint(path, fingerprint, theta, best, history):
     """The refinement's state after an iteration: the iterate, the best one and the history."""
-    arrays = {"theta": np.asarray(theta, dtype=np.float64)}
-    if best[2] is not None:
-        arrays["best_theta"] = np.asarray(best[2], dtype=np.float64)
-    io.write_arrays(path, arrays, {"format": io.FORMAT, "format_version": io.FORMAT_VERSION, "kind": _REFINE_KIND,
-                                   "fingerprint": fingerprint, "best_iteration": best[0], "best_val": best[1],
-                                   "history": history})
+    _checkpoint.write(path, _REFINE_KIND, fingerprint,
+                     {"theta": np.asarray(theta, dtype=np.float64),
+                      "best_theta": None if best[2] is None else np.asarray(best[2], dtype=np.float64)},
+                     {"best_iteration": best[0], "best_val": best[1], "history": history})
 
 
 def _load_refine_checkpoint(path, fingerprint, size):
@@ -873,107 +879,56 @@ def _load_refine_checkpoint(path, fingerprint, size):
     Raises
     ------
     io.FormatError
-        Not a refinement checkpoint, one of another refinement (model, options, data or start),
-        or a field missing or malformed."""
-    arrays, meta = io.read_arrays(path)
-    if meta.get("kind") != _REFINE_KIND:
-        raise io.FormatError(f"{path}: not a refinement checkpoint")
-    if meta.get("fingerprint") != fingerprint:
-        raise io.FormatError(f"{path}: checkpoint of a different refinement (model, options, data or starting "
-                             "parameters differ); delete it or choose another output folder")
-    history = meta.get("history")
+        Not a refinement checkpoint, one of another refinement (model, options, data or start;
+        named), or a field missing or malformed."""
     keys = ("loss", "val_nrmse", "seconds", "evaluations")
-    if not (isinstance(history, dict) and all(isinstance(history.get(k), list) for k in keys)
-            and len({len(history[k]) for k in keys}) == 1 and history["loss"]):
-        raise io.FormatError(f"{path}: refinement checkpoint field 'history' is missing or malformed")
-    best_it = meta.get("best_iteration")
-    if not (isinstance(best_it, int) and 0 <= best_it < len(history["loss"])):
-        raise io.FormatError(f"{path}: refinement checkpoint field 'best_iteration' is missing or malformed")
-    for key in ("theta",) + (("best_theta",) if best_it else ()):
-        a = arrays.get(key)
-        if a is None or a.shape != (size,) or a.dtype != np.float64 or not np.all(np.isfinite(a)):
-            raise io.FormatError(f"{path}: refinement checkpoint field {key!r} is missing or malformed")
-    history = {k: list(history[k]) for k in keys}
-    return history, [best_it, history["val_nrmse"][best_it], arrays["best_theta"] if best_it else None], arrays["theta"]
+
+    def history_ok(h):
+        return (isinstance(h, dict) and all(isinstance(h.get(k), list) for k in keys)
+                and len({len(h[k]) for k in keys}) == 1 and bool(h["loss"]))
+
+    ck = _checkpoint.read(path, _REFINE_KIND, fingerprint, _refine_templates(size), optional=("best_theta",),
+                         fields={"history": history_ok, "best_iteration": _checkpoint.count})
+    history = {k: list(ck.fields["history"][k]) for k in keys}
+    best_it, best_theta = ck.fields["best_iteration"], ck.trees["best_theta"]
+    if best_it >= len(history["loss"]) or (best_it > 0) != (best_theta is not None):
+        raise io.FormatError(f"{path}: checkpoint field 'best_iteration' is missing or malformed")
+    return history, [best_it, history["val_nrmse"][best_it], best_theta], ck.trees["theta"]
 
 
-def save_checkpoint(path, cfg, state, fingerprint):
-    """Write the whole training state to one ``.npz`` (arrays) with a JSON record (the rest)."""
-    path = _validate.path("path", path)
-    if not isinstance(state, _State):
-        raise TypeError(f"state must be the training state of train.fit; got {type(state).__name__}")
-    if not isinstance(fingerprint, dict):
-        raise TypeError(f"fingerprint must be a dict; got {type(fingerprint).__name__}")
-    arrays = {}
-    for prefix, container in (("params", state.params), ("adam_m", state.adam.m), ("adam_v", state.adam.v),
-                              ("best", state.best_params)):
-        for name, leaf in tree.paths(container):
-            arrays[f"{prefix}.{name}"] = np.array(to_numpy(leaf))
-    meta = {
-        "format": io.FORMAT, "format_version": io.FORMAT_VERSION, "kind": _CHECKPOINT_KIND,
-        "fingerprint": fingerprint, "adam_step": state.adam.step, "epoch": state.epoch,
-        "rng": state.rng, "plateau": list(state.plateau), "best_val": state.best_val,
-        "best_epoch": state.best_epoch, "since_best": state.since_best, "history": state.history,
-    }
-    io.write_arrays(path, arrays, meta)
+def _save_state(path, state, fingerprint):
+    """Write the whole training state of :func:`fit`: the trees of parameters and Adam's moments,
+    the rest as fields."""
+    _checkpoint.write(path, _CHECKPOINT_KIND, fingerprint,
+                     {"params": state.params, "adam_m": state.adam.m, "adam_v": state.adam.v,
+                      "best": state.best_params},
+                     {"adam_step": state.adam.step, "epoch": state.epoch, "rng": state.rng,
+                      "plateau": list(state.plateau), "best_val": state.best_val, "best_epoch": state.best_epoch,
+                      "since_best": state.since_best, "history": state.history})
 
 
-def load_checkpoint(path, module, cfg, fingerprint, xp):
-    """Read a checkpoint written by :func:`save_checkpoint` for the same run.
+def _load_state(path, module, cfg, fingerprint, xp):
+    """The training state of a checkpoint of :func:`fit` of the same run.
 
     Raises
     ------
     io.FormatError
-        Not a checkpoint, one of another run, or a field missing or malformed (named).
+        Not a training checkpoint, one of another run (what differs named), or an array or
+        field missing or malformed (named).
     """
-    path = _validate.path("path", path)
-    _check_model(module, cfg)
-    if not isinstance(fingerprint, dict) or not isinstance(fingerprint.get("options"), dict):
-        raise TypeError(f"fingerprint must be the dict train.fit makes; got {type(fingerprint).__name__}")
-    arrays, meta = io.read_arrays(path)
-    if meta.get("kind") != _CHECKPOINT_KIND:
-        raise io.FormatError(f"{path}: not a training checkpoint")
-    if meta.get("fingerprint") != fingerprint:
-        raise io.FormatError(
-            f"{path}: checkpoint of a different run (model, options or data differ); "
-            "delete it or choose another output folder"
-        )
     template = module.init(cfg, seed=0, backend="numpy", dtype=fingerprint["options"]["dtype"])
-
-    def part(prefix):
-        values = {}
-        for name, ref in tree.paths(template):
-            key = f"{prefix}.{name}"
-            if key not in arrays or arrays[key].shape != ref.shape or arrays[key].dtype != ref.dtype:
-                raise io.FormatError(f"{path}: field {key!r} is missing or of the wrong shape or dtype")
-            values[name] = xp.asarray(arrays[key])
-        return tree.from_paths(template, values)
-
-    def field(key, check):
-        try:
-            if key not in meta or not check(meta[key]):
-                raise TypeError
-        except (TypeError, ValueError):
-            raise io.FormatError(f"{path}: checkpoint field {key!r} is missing or malformed") from None
-        return meta[key]
-
-    def count(v):
-        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    for key in ("adam_step", "epoch", "best_epoch", "since_best"):
-        field(key, count)
-    field("best_val", number)
-    field("rng", lambda v: isinstance(v, dict) and "bit_generator" in v)
-    field("plateau", lambda v: isinstance(v, list) and len(v) == 3 and all(map(number, v)) and count(v[2]))
-    field("history", lambda v: isinstance(v, dict) and all(isinstance(v.get(k), list)
-                                                           for k in ("loss", "val_nrmse", "lr", "seconds")))
-    for key, leaf in arrays.items():
-        if leaf.dtype.kind == "f" and not np.all(np.isfinite(leaf)):
-            raise io.FormatError(f"{path}: field {key!r} contains NaN or Inf")
-    lr, best, wait = meta["plateau"]
-    return _State(part("params"), optim.AdamState(part("adam_m"), part("adam_v"), int(meta["adam_step"])),
-                  part("best"), int(meta["epoch"]), meta["rng"], optim.PlateauState(float(lr), float(best), int(wait)),
-                  float(meta["best_val"]), int(meta["best_epoch"]), int(meta["since_best"]), meta["history"])
+    fields = {key: _checkpoint.count for key in ("adam_step", "epoch", "best_epoch", "since_best")}
+    fields.update(
+        best_val=_checkpoint.number,
+        rng=lambda v: isinstance(v, dict) and "bit_generator" in v,
+        plateau=lambda v: (isinstance(v, list) and len(v) == 3 and all(map(_checkpoint.number, v))
+                           and _checkpoint.count(v[2])),
+        history=lambda v: isinstance(v, dict) and all(isinstance(v.get(k), list)
+                                                      for k in ("loss", "val_nrmse", "lr", "seconds")))
+    ck = _checkpoint.read(path, _CHECKPOINT_KIND, fingerprint, dict.fromkeys(("params", "adam_m", "adam_v", "best"),
+                                                                             template), fields=fields, xp=xp)
+    t, f = ck.trees, ck.fields
+    lr, best, wait = f["plateau"]
+    return _State(t["params"], optim.AdamState(t["adam_m"], t["adam_v"], int(f["adam_step"])), t["best"],
+                  int(f["epoch"]), f["rng"], optim.PlateauState(float(lr), float(best), int(wait)),
+                  float(f["best_val"]), int(f["best_epoch"]), int(f["since_best"]), f["history"])
