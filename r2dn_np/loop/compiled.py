@@ -196,7 +196,7 @@ def _step_weights(layer, e):
     if hit is not None and hit[0] is e and hit[1] == layer:
         return hit[2]
     ny = int(e.C2.shape[0])
-    D22T = np.zeros((int(e.B2.shape[1]), ny), e.A.dtype) if e.D22 is None else e.D22.T
+    D22T = np.zeros((int(e.B2.shape[1]), ny), e.B1.dtype) if e.D22 is None else e.D22.T
     AC, a, F = _lti(e, forward=True)  # a factored A: Mx = [V C1^T C2^T], F = U^T
     Mx = np.concatenate([AC, e.C2.T], axis=1)
     Mu = np.concatenate([e.B2.T, e.D12.T, D22T], axis=1)

@@ -129,7 +129,7 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     stacked caches (None unless ``keep_cache``)."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    nx, nv = int(e.B1.shape[0]), int(e.C1.shape[0])
     U2 = _rows(U)
     X = allocator.empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
@@ -139,7 +139,7 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     V = xp.reshape(mm(U2, e.D12.mT), (T, B, nv))  # becomes v_t in the loop
     V += e.bv
     W = allocator.empty(xp, (T, B, nv), U.dtype)
-    fast = _fast(phi, jit, U, e.A)
+    fast = _fast(phi, jit, U, e.B1)
     if fast is not None:
         phi_cache = compiled.rollout(*fast, e, X, V, W, keep_cache)
         return X, W, None if phi_cache is None else _Stack(phi_cache)
@@ -230,7 +230,7 @@ def _forward(explicit, phi, x0, U, checkpoint_every, jit):
         return X[-1, ...], _outputs(e, U, X, W), Cache(U, X, W, stack.tree)
     T, B = int(U.shape[0]), int(U.shape[1])
     segments = _segments(T, checkpoint_every)
-    Xc = xp.empty((len(segments), B, int(e.A.shape[0])), dtype=U.dtype)
+    Xc = xp.empty((len(segments), B, int(e.B1.shape[0])), dtype=U.dtype)
     Y = xp.empty((T, B, int(e.C2.shape[0])), dtype=U.dtype)
     x = x0
     for i, (s, f) in enumerate(segments):
@@ -277,7 +277,7 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     adjoint of its first state, its weight gradients (a dict) and ``dU``."""
     xp = array_namespace(dY)
     T, B, nu = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    nx, nv = int(e.B1.shape[0]), int(e.C1.shape[0])
     dY2 = _rows(dY)
     U2 = _rows(U)
 
@@ -287,7 +287,7 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
     dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
     dV = allocator.empty(xp, (T, B, nv), dY.dtype)
-    fast = _fast(phi, jit, dY, e.A, X, W)
+    fast = _fast(phi, jit, dY, e.B1, X, W)
     if fast is not None:
         grad_stack = _Stack(compiled.bptt(*fast, e, stack.tree, dXs, dWs, dV))
     else:
@@ -346,7 +346,7 @@ def _backward(explicit, phi, cache, dY, dxT, jit):
     xp = array_namespace(dY)
     U = cache.U
     T, B, nu = (int(s) for s in U.shape)
-    dx = xp.zeros((B, int(e.A.shape[0])), dtype=dY.dtype) if dxT is None else dxT
+    dx = xp.zeros((B, int(e.B1.shape[0])), dtype=dY.dtype) if dxT is None else dxT
     if cache.checkpoint_every is None:
         stack = _Stack(cache.phi_cache)
         dx, grads, dU = _segment_backward(e, phi, U, cache.X, cache.W, stack, dY, dx, jit)
@@ -376,7 +376,7 @@ def step(explicit, phi, x, u, jit=None):
     x_next : (B, nx); y : (B, ny)
     """
     e = explicit
-    fast = _fast(phi, jit, x, u, e.A)
+    fast = _fast(phi, jit, x, u, e.B1)
     if fast is not None:
         return compiled.step(*fast, e, x, u)
     w, _ = phi.forward(e.phi, x @ e.C1.mT + u @ e.D12.mT + e.bv)
