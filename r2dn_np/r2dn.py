@@ -715,7 +715,9 @@ def _structured_map(cfg, d):
     # (T7): A = T^-1 (diag(a) + U V^T) T = diag(a) + (T^-1 U)(T V)^T, no solve; the time loop steps
     # with the factors (T8), the dense A (O(nx^2 rank)) is for whoever reads the explicit model
     Ut, Vt = U / col, V * col
-    A = Ut @ Vt.mT + linalg.eye_like(nx, d.Wa) * a
+    A = linalg.eye_like(nx, d.Wa)
+    A *= a  # in place: one nx x nx buffer fewer at large nx
+    A += Ut @ Vt.mT
     out = dict(A=A, A_lowrank=feedback.LowRank(a, Ut, Vt), B1=B1 / col, C1=C1 * row)
     if cfg.kind == "lipschitz":
         out.update(B2=B2 / col, C2=C2 * row)
