@@ -13,7 +13,9 @@ parameters (``docs/derivations/r2dn.md`` sections 2 and 3, ``docs/guarantees.md`
 
 ``lti="diagonal"`` / ``"diagonal_plus_lowrank"`` (contracting and fixed-gamma Lipschitz kinds)
 replaces the dense LTI part by ``A = diag(a) + U V^T`` from a map with no ``nx x nx``
-factorisation, guaranteed in a learned diagonal metric (section 7 of ``docs/derivations/r2dn.md``).
+factorisation, guaranteed in a learned diagonal metric (section 7 of ``docs/derivations/r2dn.md``);
+its explicit model carries ``A`` factored as well (``A_lowrank``), so a time step and the gradient
+of ``A`` cost O(nx r), (T8) there.
 
 This module holds only the parameterisation: free parameters, ``init`` and the map to explicit
 weights with its VJP, one map per kind. The rest of the model protocol (``docs/protocol.md``:
@@ -46,7 +48,7 @@ import numpy as np
 from array_api_compat import array_namespace, device
 
 from .core import _validate, linalg, supply
-from .loop import feedback_model
+from .loop import feedback, feedback_model
 from . import lbdn
 from .core._config import JSONConfig
 from .core._random import lecun_normal
@@ -238,6 +240,9 @@ class Explicit(NamedTuple):
     bv: object
     by: object
     phi: lbdn.Explicit
+    # structured LTI part: A = diag(a) + U V^T as factors, which the time loop steps with, (T8) of
+    # docs/derivations/r2dn.md; the dense A above is formed for whoever reads the explicit model
+    A_lowrank: Optional[feedback.LowRank] = None
 
 
 class Grads(NamedTuple):
@@ -707,31 +712,46 @@ def _structured_map(cfg, d):
     base = Explicit(None, B1, B2, C1, C2, D12, D21, D22, d.bx, d.bv, by, None)  # A0 is never formed
     tau = xp.exp(d.log_t)
     col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
-    # (T7): A = T^-1 (diag(a) + U V^T) T = diag(a) + (T^-1 U)(T V)^T, O(nx^2 rank), no solve
-    A = (U / col) @ (V * col).mT + linalg.eye_like(nx, d.Wa) * a
-    out = dict(A=A, B1=B1 / col, C1=C1 * row)
+    # (T7): A = T^-1 (diag(a) + U V^T) T = diag(a) + (T^-1 U)(T V)^T, no solve; the time loop steps
+    # with the factors (T8), the dense A (O(nx^2 rank)) is for whoever reads the explicit model
+    Ut, Vt = U / col, V * col
+    A = linalg.eye_like(nx, d.Wa)
+    A *= a  # in place: one nx x nx buffer fewer at large nx
+    A += Ut @ Vt.mT
+    out = dict(A=A, A_lowrank=feedback.LowRank(a, Ut, Vt), B1=B1 / col, C1=C1 * row)
     if cfg.kind == "lipschitz":
         out.update(B2=B2 / col, C2=C2 * row)
     cache = StructuredCache(d, s, th, a, rho, kappa, Oa, La, Ob, Lb, U, V, tau, base, splits)
     return base._replace(**out), cache
 
 
+def _lowrank_cotangent(cfg, de, Ut, Vt):
+    """The cotangents of the factors ``(a, Ut, Vt)`` of ``A = diag(a) + Ut Vt^T``: those the time
+    loop returns (``de.A_lowrank``, (T8c)) plus those of the dense ``A`` where a caller gives one
+    (``diag(dA)``, ``dA Vt``, ``dA^T Ut``, O(nx^2 rank)); zeros where neither is given."""
+    xp = array_namespace(Ut)
+    lr = de.A_lowrank
+    da, dUt, dVt = (xp.zeros((cfg.nx,), dtype=Ut.dtype), xp.zeros_like(Ut), xp.zeros_like(Vt)) if lr is None else lr
+    if de.A is not None:
+        da, dUt, dVt = da + xp.linalg.diagonal(de.A), dUt + de.A @ Vt, dVt + de.A.mT @ Ut
+    return da, dUt, dVt
+
+
 def _in_metric_vjp(cfg, cache, de):
     """Back through (T7): the base model's cotangents, with ``A`` given as ``(da, dU, dV)`` (the
-    cotangents of ``diag(a) + U V^T``'s factors, from products with the dense ``dA`` only), and
-    that of ``log_t``."""
+    cotangents of ``diag(a) + U V^T``'s factors, from the factored cotangent of (T8) and products
+    with a dense ``dA`` where one is given), and that of ``log_t``."""
     xp = array_namespace(cache.tau)
     nx = cfg.nx
     tau, base, U, V = cache.tau, cache.base, cache.U, cache.V
     col, row = xp.reshape(tau, (nx, 1)), xp.reshape(tau, (1, nx))
-    dA = de.A if de.A is not None else xp.zeros((nx, nx), dtype=tau.dtype)
     Ut, Vt = U / col, V * col
     # A = diag(a) + Ut Vt^T, Ut = T^-1 U, Vt = T V
-    dUt, dVt = dA @ Vt, dA.mT @ Ut
+    da, dUt, dVt = _lowrank_cotangent(cfg, de, Ut, Vt)
     # d log_t_k = sum_i dA_ik A_ik - sum_j dA_kj A_kj; the diagonal cancels
     dlog = xp.sum(Vt * dVt, axis=1) - xp.sum(Ut * dUt, axis=1)
-    factors = (xp.linalg.diagonal(dA), dUt / col, dVt * col)
-    out = {"A": None}
+    factors = (da, dUt / col, dVt * col)
+    out = {"A": None, "A_lowrank": None}
     for name, side in (("B1", "rows"), ("C1", "cols")) + (
             (("B2", "rows"), ("C2", "cols")) if cfg.kind == "lipschitz" else ()):
         g = getattr(de, name)

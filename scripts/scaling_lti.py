@@ -7,6 +7,10 @@ contracting kind, nu 2, nv 16, ny 1, an LBDN of one hidden layer of 32, batch B 
 - ``map_s``: ``direct_to_explicit`` alone (fastest of the repeats);
 - ``grad_s``: ``value_and_grad`` (map + rollout + BPTT + map VJP, mean-squared loss, ``workers=1``),
   median and minimum of the repeats after one warm-up;
+
+both in CPU seconds of this process (``time.process_time``; run with ``OMP_NUM_THREADS=1``), which a
+machine shared with other work disturbs far less than wall time. The structured parts' time loop
+steps with A factored, O(nx r) per step (``docs/derivations/r2dn.md`` (T8));
 - ``peak_mib``: peak traced memory of one ``value_and_grad`` (``tracemalloc``: NumPy's buffers are
   traced), parameters and inputs excluded;
 - ``params``: free parameters.
@@ -59,12 +63,12 @@ def measure(nx, lti, rank, B, T, repeats):
     map_times, grad_times = [], []
     grad()  # warm-up (and NumPy's buffer reuse, as in training)
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         r2dn.direct_to_explicit(cfg, direct)
-        map_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        map_times.append(time.process_time() - t0)
+        t0 = time.process_time()
         grad()
-        grad_times.append(time.perf_counter() - t0)
+        grad_times.append(time.process_time() - t0)
     tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
@@ -86,7 +90,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     rows = []
-    print(f"{'nx':>5} {'lti':<22} {'params':>9} {'map s':>9} {'grad med s':>10} {'grad min s':>10} {'peak MiB':>9}",
+    print(f"{'nx':>5} {'lti':<22} {'params':>9} {'map s':>9} {'grad med s':>10} {'grad min s':>10} {'peak MiB':>9}"
+          "  (CPU seconds)",
           flush=True)
     for nx in args.nx:
         for lti, rank in LTIS:

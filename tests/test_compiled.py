@@ -77,9 +77,13 @@ def test_ren_compiled_equals_array_api(cfg, T, B, dtype, seed, checkpoint):
                        S=[[0.2, 0.0], [0.0, 0.1]], R=[[2.0, 0.0], [0.0, 1.0]])),
     (r2dn, r2dn.Config(2, 5, 6, 5, hidden=(4,), identity_output=True)),
     (r2dn, r2dn.Config(2, 5, 6, 3, hidden=(4,), kind="lipschitz", learn_gamma=True, learn_multiplier=True)),
+    # A factored (docs/derivations/r2dn.md (T8)): the loops step with a*x + (x V) U^T
+    (r2dn, r2dn.Config(2, 6, 5, 3, hidden=(4,), activation="relu", lti="diagonal_plus_lowrank", rank=2)),
+    (r2dn, r2dn.Config(2, 6, 5, 3, hidden=(4,), kind="lipschitz", gamma=2.0, lti="diagonal")),
     (ren, ren.Config(2, 5, 9, 3, activation="relu", kind="lipschitz", gamma=3.0, d22="free")),
     (ren, ren.Config(2, 5, 9, 5, activation="sigmoid", identity_output=True)),
-], ids=["deep-relu", "one-layer", "qsr", "identity-output", "learned-gamma", "ren-relu", "ren-identity"])
+], ids=["deep-relu", "one-layer", "qsr", "identity-output", "learned-gamma", "lowrank-A", "diagonal-A", "ren-relu",
+        "ren-identity"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_every_option_on_a_long_sequence(module, cfg, dtype):
     """60 steps and 7 sequences: rounding differences must not grow along the sequence."""
@@ -272,6 +276,22 @@ def test_compiled_step_equals_array_api_step(cfg, B, dtype, seed):
     fast = module.step(cfg, explicit, x, u, jit=True)
     ref = module.step(cfg, explicit, x, u, jit=False)
     assert_same(fast, ref, dtype)
+
+
+@pytest.mark.parametrize("cfg", [
+    r2dn.Config(2, 6, 5, 3, hidden=(4,), lti="diagonal_plus_lowrank", rank=3),
+    r2dn.Config(2, 6, 5, 3, hidden=(4, 2), activation="relu", kind="lipschitz", gamma=2.0, lti="diagonal_plus_lowrank",
+                rank=1),
+    r2dn.Config(2, 6, 5, 3, hidden=(4,), lti="diagonal")], ids=["lowrank", "lowrank-lipschitz", "diagonal"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_compiled_step_with_A_factored(cfg, dtype):
+    """The compiled step widens ``x [V C1^T C2^T]`` to ``x [A^T C1^T C2^T]`` with ``a*x + (x V) U^T``."""
+    direct = tree.map(lambda a: a.astype(dtype), perturbed(r2dn.init(cfg, seed=2, dtype=dtype), np.random.default_rng(2)))
+    explicit, _ = r2dn.direct_to_explicit(cfg, direct)
+    assert explicit.A_lowrank is not None
+    rng = np.random.default_rng(2)
+    x, u = rng.standard_normal((3, cfg.nx)).astype(dtype), rng.standard_normal((3, cfg.nu)).astype(dtype)
+    assert_same(r2dn.step(cfg, explicit, x, u, jit=True), r2dn.step(cfg, explicit, x, u, jit=False), dtype)
 
 
 def test_step_checks_new_weights_and_every_input(spy):

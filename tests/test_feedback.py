@@ -12,6 +12,7 @@ from r2dn_np.loop import compiled, feedback
 from r2dn_np.training import losses
 from r2dn_np import r2dn
 from r2dn_np.core.static_map import Phi
+from r2dn_np.checks.testing import check_vjp
 
 from helpers import examples_for, host, put
 
@@ -184,3 +185,94 @@ def test_buffer_reuse_can_be_switched_off():
         allocator.reuse_buffers(previous)
     with pytest.raises(TypeError, match="enabled"):
         allocator.reuse_buffers("no")
+
+
+# --- A in factored form: the R2DN's structured LTI part, (T8) of docs/derivations/r2dn.md --------
+
+
+def _structured(xp, kind, rank, seed, T=6, B=3):
+    cfg = r2dn.Config(2, 5, 4, 2, hidden=(3,), activation="tanh", kind=kind, gamma=2.0,
+                      lti="diagonal_plus_lowrank" if rank else "diagonal", rank=rank)
+    rng = np.random.default_rng(seed)
+    direct = r2dn.init(cfg, seed, backend=xp)
+    direct = tree.map(lambda a: a + xp.astype(put(xp, 0.3 * rng.standard_normal(a.shape)), a.dtype), direct)
+    cast = lambda a: put(xp, a)  # noqa: E731
+    x0, U = cast(rng.standard_normal((B, cfg.nx))), cast(rng.standard_normal((T, B, cfg.nu)))
+    dY, dxT = cast(rng.standard_normal((T, B, cfg.ny))), cast(rng.standard_normal((B, cfg.nx)))
+    return cfg, r2dn.direct_to_explicit(cfg, direct)[0], x0, U, dY, dxT
+
+
+def _close(a, b, name):
+    a, b = host(a), host(b)
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * max(1.0, np.abs(b).max(initial=0.0)), err_msg=name)
+
+
+def test_factored_A_steps_and_backpropagates_as_the_dense_one(xp):
+    """The loop with ``A_lowrank`` is the loop with the dense A it equals; the factors' cotangents are
+    (T8c), ``(diag(dA), dA V, dA^T U)`` of the dense loop's ``dA``, which the factored loop never forms."""
+
+    @settings(max_examples=examples_for(xp, 12), deadline=None)
+    @given(seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["contracting", "lipschitz"]),
+           rank=st.sampled_from([0, 1, 3]), k=st.sampled_from([None, 1, 4]), jit=st.booleans())
+    def check(seed, kind, rank, k, jit):
+        cfg, e, x0, U, dY, dxT = _structured(xp, kind, rank, seed)
+        dense = e._replace(A_lowrank=None)
+        phi = r2dn.phi(cfg)
+        xT, Y, cache = feedback.forward(e, phi, x0, U, k, jit)
+        xT_d, Y_d, cache_d = feedback.forward(dense, phi, x0, U, k, jit)
+        _close(Y, Y_d, "Y")
+        _close(xT, xT_d, "xT")
+        de, dx0, dU = feedback.backward(e, phi, cache, dY, dxT, jit)
+        de_d, dx0_d, dU_d = feedback.backward(dense, phi, cache_d, dY, dxT, jit)
+        assert de.A is None and de_d.A_lowrank is None
+        lr, dA = e.A_lowrank, host(de_d.A)
+        _close(de.A_lowrank.a, np.diag(dA), "a")
+        _close(de.A_lowrank.U, dA @ host(lr.V), "U")
+        _close(de.A_lowrank.V, dA.T @ host(lr.U), "V")
+        for (name, a), (_, b) in zip(tree.paths((de._replace(A_lowrank=None), dx0, dU)),
+                                     tree.paths((de_d._replace(A=None), dx0_d, dU_d))):
+            _close(a, b, name)
+        for a, b in zip(feedback.step(e, phi, x0, U[0, ...], jit), feedback.step(dense, phi, x0, U[0, ...], jit)):
+            _close(a, b, "step")
+
+    check()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_factored_A_is_all_the_loop_reads(jit):
+    """With ``A_lowrank`` given, the dense A is never read: a NaN one changes nothing."""
+    cfg, e, x0, U, dY, dxT = _structured(np, "contracting", 2, 3)
+    phi = r2dn.phi(cfg)
+    blind = e._replace(A=np.full_like(e.A, np.nan))
+    xT, Y, cache = feedback.forward(e, phi, x0, U, None, jit)
+    xT_b, Y_b, cache_b = feedback.forward(blind, phi, x0, U, None, jit)
+    assert np.array_equal(Y, Y_b) and np.array_equal(xT, xT_b)
+    g = feedback.backward(e, phi, cache, dY, dxT, jit)
+    g_b = feedback.backward(blind, phi, cache_b, dY, dxT, jit)
+    for (name, a), (_, b) in zip(tree.paths(g), tree.paths(g_b)):
+        assert np.array_equal(a, b), name
+    assert all(np.array_equal(a, b) for a, b in zip(feedback.step(e, phi, x0, U[0], jit),
+                                                    feedback.step(blind, phi, x0, U[0], jit)))
+
+
+@pytest.mark.parametrize("kind, rank, jit, k", [("contracting", 2, True, None), ("lipschitz", 3, False, 2),
+                                                 ("contracting", 0, False, None), ("lipschitz", 1, True, 4)])
+def test_factored_A_gradient_against_finite_differences(kind, rank, jit, k):
+    """BPTT with A factored, (T8b)-(T8c): the cotangents of ``(a, U, V)``, B1, C1, x0 and U against
+    finite differences of the rollout's ``(xT, Y)``."""
+    cfg, e, x0, U, _, _ = _structured(np, kind, rank, 5, T=7, B=2)
+    phi = r2dn.phi(cfg)
+
+    def f(p):
+        lr, B1, C1, x, u = p
+        xT, Y, _ = feedback.forward(e._replace(A_lowrank=lr, B1=B1, C1=C1), phi, x, u, k, jit)
+        return xT, Y
+
+    def vjp(p, c):
+        lr, B1, C1, x, u = p
+        ep = e._replace(A_lowrank=lr, B1=B1, C1=C1)
+        _, _, cache = feedback.forward(ep, phi, x, u, k, jit)
+        de, dx0, dU = feedback.backward(ep, phi, cache, c[1], c[0], jit)
+        return de.A_lowrank, de.B1, de.C1, dx0, dU
+
+    check_vjp(f, vjp, (e.A_lowrank, e.B1, e.C1, x0, U), rtol=1e-6)

@@ -172,8 +172,9 @@ def test_sampled_contraction_control_must_fail():
     cfg, e, cache = _near_boundary("contracting")
     rng = np.random.default_rng(0)
     assert verify.contraction_step(r2dn, cfg, e, certificates.metric(cache), rng) <= 1e-9
-    rad = np.abs(np.linalg.eigvals(e.A)).max()
-    bad = e._replace(A=e.A * (1.05 / rad), B1=0.0 * e.B1)
+    k = 1.05 / np.abs(np.linalg.eigvals(e.A)).max()
+    lr = e.A_lowrank  # the time loop steps with the factors (T8): scale A in both forms
+    bad = e._replace(A=k * e.A, A_lowrank=lr._replace(a=k * lr.a, U=k * lr.U), B1=0.0 * e.B1)
     assert verify.contraction_step(r2dn, cfg, bad, certificates.metric(cache), rng) > 0.0
 
 

@@ -178,28 +178,54 @@ def eq_backward(code, D11, w, dw, dz, acc):
 # (np.dot into a buffer), which at these sizes, 4 rows included, beat compiled loops 1.5-3x.
 
 
+# The R2DN's loops also take A factored, A = diag(a) + U V^T (docs/derivations/r2dn.md (T8)): then
+# AC = [V C1^T] and AB1 = [U B1], and the state part is a*x + (g's first r columns) F, with F = U^T
+# forward and V^T backward. A dense A comes with an empty ``a``.
+
+
 @_jit()
-def lbdn_rollout(X, V, W, AC, B1T, code, dims, Wt, b, out_bias, S, keep, g, sx):
+def lti_state(out, x, g, a, F, m, sx):
+    """``out += x A^T`` (forward; ``out += lam A`` backward) from ``g = x [A^T ...]``: g's first nx
+    columns for a dense A (``a`` empty), else ``a*x + g[:, :r] F`` (``m`` (B, r) and ``sx`` buffers)."""
+    if a.shape[0] == 0:
+        add_cols(out, g, 0)
+        return
+    B, nx = x.shape
+    r = m.shape[1]
+    for i in range(B):
+        for q in range(r):
+            m[i, q] = g[i, q]
+        for q in range(nx):
+            out[i, q] += a[q] * x[i, q]
+    if r > 0:
+        np.dot(m, F, sx)
+        out += sx
+
+
+@_jit()
+def lbdn_rollout(X, V, W, AC, B1T, a, F, m, code, dims, Wt, b, out_bias, S, keep, g, sx):
     """``keep``: ``S`` holds every step's caches; else one step's, overwritten (a forward-only
     stretch)."""
-    T, nx = V.shape[0], X.shape[2]
+    T, nv = V.shape[0], V.shape[2]
+    k = AC.shape[1] - nv  # nx, or r for a factored A
     for t in range(T):
         np.dot(X[t], AC, g)
-        add_cols(V[t], g, nx)
+        add_cols(V[t], g, k)
         lbdn_forward(code, dims, Wt, b, out_bias, V[t], S, T if keep else 1, t if keep else 0, W[t])
-        add_cols(X[t + 1], g, 0)
+        lti_state(X[t + 1], X[t], g, a, F, m, sx)
         np.dot(W[t], B1T, sx)
         X[t + 1] += sx
 
 
 @_jit()
-def lbdn_bptt(dX, dW, dV, AB1, C1, code, dims, Wn, S, dZ, g, sx):
-    T, nx = dV.shape[0], dX.shape[2]
+def lbdn_bptt(dX, dW, dV, AB1, C1, a, F, m, code, dims, Wn, S, dZ, g, sx):
+    T, nv = dV.shape[0], dV.shape[2]
+    k = AB1.shape[1] - nv
     for t in range(T - 1, -1, -1):
         np.dot(dX[t + 1], AB1, g)
-        add_cols(dW[t], g, nx)
+        add_cols(dW[t], g, k)
         lbdn_backward(code, dims, Wn, S, dZ, T, t, dW[t], dV[t])
-        add_cols(dX[t], g, 0)
+        lti_state(dX[t], dX[t + 1], g, a, F, m, sx)
         np.dot(dV[t], C1, sx)
         dX[t] += sx
 
@@ -231,14 +257,23 @@ def eq_bptt(dX, dW, dV, AB1, C1, code, D11, W, g, sx, acc):
 # --- one step, for control loops (feedback.step) -------------------------------------------------
 # x meets [A^T C1^T C2^T] (Mx), u meets [B2^T D12^T D22^T] (Mu) and w meets
 # [B1^T D21^T] (N); ``c`` holds the biases [bx bv by]. Buffers are made here: a control step is
-# a few microseconds of arithmetic, and every array made in Python costs as much.
+# a few microseconds of arithmetic, and every array made in Python costs as much. A factored A
+# (``a`` not empty): Mx = [V C1^T C2^T] and F = U^T, (T8a).
 
 
 @_jit()
-def _step_inputs(x, u, Mx, Mu, c, nv):
+def _step_inputs(x, u, Mx, Mu, c, nv, a, F):
     B, nx = x.shape
     g = np.empty((B, Mx.shape[1]), x.dtype)
     np.dot(x, Mx, g)
+    if a.shape[0] > 0:  # widen g to Mu's columns: [x A^T, x C1^T, x C2^T]
+        r = F.shape[0]
+        full = np.zeros((B, Mu.shape[1]), x.dtype)
+        lti_state(full[:, :nx], x, g, a, F, np.empty((B, r), x.dtype), np.empty((B, nx), x.dtype))
+        for i in range(B):
+            for q in range(Mu.shape[1] - nx):
+                full[i, nx + q] = g[i, r + q]
+        g = full
     gu = np.empty_like(g)
     np.dot(u, Mu, gu)
     g += gu
@@ -267,9 +302,9 @@ def _step_outputs(x, g, w, N, c):
 
 
 @_jit()
-def lbdn_step(x, u, Mx, Mu, N, c, code, dims, Wt, b, out_bias):
+def lbdn_step(x, u, Mx, Mu, N, c, a, F, code, dims, Wt, b, out_bias):
     nv = N.shape[0]
-    g, v = _step_inputs(x, u, Mx, Mu, c, nv)
+    g, v = _step_inputs(x, u, Mx, Mu, c, nv, a, F)
     B = x.shape[0]
     S = np.empty(B * np.sum(dims[1:-1]), x.dtype)
     w = np.empty((B, nv), x.dtype)
@@ -280,7 +315,7 @@ def lbdn_step(x, u, Mx, Mu, N, c, code, dims, Wt, b, out_bias):
 @_jit()
 def eq_step(x, u, Mx, Mu, N, c, code, D11):
     nv = N.shape[0]
-    g, v = _step_inputs(x, u, Mx, Mu, c, nv)
+    g, v = _step_inputs(x, u, Mx, Mu, c, nv, np.empty(0, x.dtype), np.empty((0, x.shape[1]), x.dtype))
     w = np.empty((x.shape[0], nv), x.dtype)
     eq_forward(code, D11, v, w)
     return _step_outputs(x, g, w, N, c)

@@ -109,6 +109,19 @@ def _hidden_stack(dims, T, B, dtype):
     return flat, tuple(views)
 
 
+def _lti(e, forward):
+    """The LTI part's packed weights: ``(AC, a, F)`` forward, ``(AB1, a, F)`` backward. A dense A:
+    ``[A^T C1^T]`` or ``[A B1]`` with an empty ``a`` and F; a factored A (``feedback.LowRank``,
+    ``docs/derivations/r2dn.md`` (T8)): ``[V C1^T]`` and F = U^T, or ``[U B1]`` and F = V^T."""
+    lr = getattr(e, "A_lowrank", None)
+    if lr is None:
+        nx = int(e.A.shape[0])
+        M = np.concatenate([e.A.T, e.C1.T] if forward else [e.A, e.B1], axis=1)
+        return M, np.empty(0, e.A.dtype), np.empty((0, nx), e.A.dtype)
+    M = np.concatenate([lr.V, e.C1.T] if forward else [lr.U, e.B1], axis=1)
+    return M, _c(lr.a), _c((lr.U if forward else lr.V).T)
+
+
 def rollout(layer, activation, e, X, V, W, keep_cache=True):
     """The recurrence of ``feedback._rollout`` over prefilled buffers: ``X[0]`` the initial state
     and ``X[1:]``, ``V`` the input parts of ``x_{t+1}`` and ``v_t``; fills ``X``, ``V`` and ``W``
@@ -120,14 +133,16 @@ def rollout(layer, activation, e, X, V, W, keep_cache=True):
     k = _build()
     T, B, nx = X.shape[0] - 1, X.shape[1], X.shape[2]
     nv = V.shape[2]
-    AC, B1T = np.concatenate([e.A.T, e.C1.T], axis=1), _c(e.B1.T)
-    g, sx = np.empty((B, nx + nv), X.dtype), np.empty((B, nx), X.dtype)
+    B1T, sx = _c(e.B1.T), np.empty((B, nx), X.dtype)
     if layer == "equilibrium":
+        AC, g = np.concatenate([e.A.T, e.C1.T], axis=1), np.empty((B, nx + nv), X.dtype)
         k.eq_rollout(X, V, W, AC, B1T, _code(activation), _c(e.phi.D11), g, sx)
         return equilibrium.Cache(W) if keep_cache else None
     dims, Wt, _, bias, out_bias = _lbdn_weights(e.phi.W, e.phi.b)
     flat, S = _hidden_stack(dims, T if keep_cache else 1, B, X.dtype)
-    k.lbdn_rollout(X, V, W, AC, B1T, _code(activation), dims, Wt, bias, out_bias, flat, keep_cache, g, sx)
+    AC, a, F = _lti(e, forward=True)
+    g, m = np.empty((B, AC.shape[1]), X.dtype), np.empty((B, F.shape[0]), X.dtype)
+    k.lbdn_rollout(X, V, W, AC, B1T, a, F, m, _code(activation), dims, Wt, bias, out_bias, flat, keep_cache, g, sx)
     return lbdn.Cache(V, S) if keep_cache else None
 
 
@@ -139,9 +154,9 @@ def bptt(layer, activation, e, phi_cache, dX, dW, dV):
 
     k = _build()
     T, B, nx, nv = dV.shape[0], dX.shape[1], dX.shape[2], dV.shape[2]
-    AB1, C1 = np.concatenate([e.A, e.B1], axis=1), _c(e.C1)
-    g, sx = np.empty((B, nx + nv), dX.dtype), np.empty((B, nx), dX.dtype)
+    C1, sx = _c(e.C1), np.empty((B, nx), dX.dtype)
     if layer == "equilibrium":
+        AB1, g = np.concatenate([e.A, e.B1], axis=1), np.empty((B, nx + nv), dX.dtype)
         k.eq_bptt(dX, dW, dV, AB1, C1, _code(activation), _c(e.phi.D11), phi_cache.w, g, sx,
                   np.empty(nv, dX.dtype))
         return equilibrium.GradCache(dV)
@@ -149,7 +164,9 @@ def bptt(layer, activation, e, phi_cache, dX, dW, dV):
     S = phi_cache.S
     S_flat = S[0].base if len(S) and _packed(S) else _pack(S, dX.dtype)
     dZ_flat, dZ = _hidden_stack(dims, T, B, dX.dtype)
-    k.lbdn_bptt(dX, dW, dV, AB1, C1, _code(activation), dims, Wn, S_flat, dZ_flat, g, sx)
+    AB1, a, F = _lti(e, forward=False)
+    g, m = np.empty((B, AB1.shape[1]), dX.dtype), np.empty((B, F.shape[0]), dX.dtype)
+    k.lbdn_bptt(dX, dW, dV, AB1, C1, a, F, m, _code(activation), dims, Wn, S_flat, dZ_flat, g, sx)
     return dZ + (dW,)
 
 
@@ -179,22 +196,23 @@ def _step_weights(layer, e):
     if hit is not None and hit[0] is e and hit[1] == layer:
         return hit[2]
     ny = int(e.C2.shape[0])
-    D22T = np.zeros((int(e.B2.shape[1]), ny), e.A.dtype) if e.D22 is None else e.D22.T
-    Mx = np.concatenate([e.A.T, e.C1.T, e.C2.T], axis=1)
+    D22T = np.zeros((int(e.B2.shape[1]), ny), e.B1.dtype) if e.D22 is None else e.D22.T
+    AC, a, F = _lti(e, forward=True)  # a factored A: Mx = [V C1^T C2^T], F = U^T
+    Mx = np.concatenate([AC, e.C2.T], axis=1)
     Mu = np.concatenate([e.B2.T, e.D12.T, D22T], axis=1)
     N = np.concatenate([e.B1.T, e.D21.T], axis=1)
     c = np.concatenate([e.bx, e.bv, e.by])
     phi = (_c(e.phi.D11),) if layer == "equilibrium" else _lbdn_weights(e.phi.W, e.phi.b)
-    _STEP["last"] = (e, layer, (Mx, Mu, N, c, phi))
-    return Mx, Mu, N, c, phi
+    _STEP["last"] = (e, layer, (Mx, Mu, N, c, a, F, phi))
+    return Mx, Mu, N, c, a, F, phi
 
 
 def step(layer, activation, e, x, u):
     """``feedback.step`` in one compiled call: ``(x_next, y)``. The packed weights of the last
     ``explicit`` stepped are kept, so a control loop that steps one model pays for them once."""
-    Mx, Mu, N, c, phi = _step_weights(layer, e)
+    Mx, Mu, N, c, a, F, phi = _step_weights(layer, e)
     x, u = _c(x), _c(u)  # a strided view would compile a slower kernel of its own
     if layer == "equilibrium":
         return _kernels.eq_step(x, u, Mx, Mu, N, c, _ACTIVATIONS[activation], phi[0])
     dims, Wt, _, bias, out_bias = phi
-    return _kernels.lbdn_step(x, u, Mx, Mu, N, c, _ACTIVATIONS[activation], dims, Wt, bias, out_bias)
+    return _kernels.lbdn_step(x, u, Mx, Mu, N, c, a, F, _ACTIVATIONS[activation], dims, Wt, bias, out_bias)

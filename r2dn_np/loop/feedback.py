@@ -19,6 +19,12 @@ without synchronising. A ``phi`` whose ``forward``/``backward`` take ``out=`` (t
 its per-step caches straight into the stacked buffers (``kernels.py``) instead of returning
 arrays that the loop copies.
 
+An explicit model may carry ``A`` in factored form as well, ``A_lowrank = LowRank(a, U, V)`` with
+``A = diag(a) + U V^T`` (the R2DN's structured LTI part, ``docs/derivations/r2dn.md`` (T8)). Then
+the loops never touch the dense ``A``: a step's state part is ``a*x + (x V) U^T``, O(nx r) instead of
+O(nx^2), and the gradient of ``A`` comes back as the factors' cotangents ``(a, U, V)`` from
+whole-stretch products, with the dense one None.
+
 Checkpointed BPTT (``checkpoint_every=k``): the forward pass keeps only the state at the
 start of every segment of ``k`` steps; the backward pass reruns each segment from its
 checkpoint, then backpropagates through it. Memory of the stored sequences falls from
@@ -37,9 +43,24 @@ from array_api_compat import array_namespace
 from ..core import allocator, kernels, tree
 from . import compiled
 
-__all__ = ["Cache", "forward", "backward", "step"]
+__all__ = ["Cache", "LowRank", "forward", "backward", "step"]
 
 mm = kernels.matmul  # a @ b, and cuBLAS directly while a CUDA graph is recorded (kernels.py)
+
+
+class LowRank(NamedTuple):
+    """``A = diag(a) + U V^T`` in factored form: what an explicit model's ``A_lowrank`` holds, and the
+    shape of its cotangent (``docs/derivations/r2dn.md`` (T8))."""
+
+    a: object  # (nx,)
+    U: object  # (nx, r)
+    V: object  # (nx, r)
+
+
+def _lowrank(e):
+    """The explicit model's factored ``A`` (a ``LowRank``), or None where it has only the dense one
+    (the REN's explicit model has no such field)."""
+    return getattr(e, "A_lowrank", None)
 
 
 class Cache(NamedTuple):
@@ -108,7 +129,7 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     stacked caches (None unless ``keep_cache``)."""
     xp = array_namespace(U)
     T, B, _ = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    nx, nv = int(e.B1.shape[0]), int(e.C1.shape[0])
     U2 = _rows(U)
     X = allocator.empty(xp, (T + 1, B, nx), U.dtype)
     X[0, ...] = x0
@@ -118,7 +139,7 @@ def _rollout(e, phi, x0, U, keep_cache, jit=None):
     V = xp.reshape(mm(U2, e.D12.mT), (T, B, nv))  # becomes v_t in the loop
     V += e.bv
     W = allocator.empty(xp, (T, B, nv), U.dtype)
-    fast = _fast(phi, jit, U, e.A)
+    fast = _fast(phi, jit, U, e.B1)
     if fast is not None:
         phi_cache = compiled.rollout(*fast, e, X, V, W, keep_cache)
         return X, W, None if phi_cache is None else _Stack(phi_cache)
@@ -130,14 +151,17 @@ def _forward_loop(e, phi, X, V, W, keep_cache):
     ``V`` and ``W`` and returns phi's stacked caches (None unless ``keep_cache``)."""
     xp = array_namespace(V)
     T, nx = int(V.shape[0]), int(X.shape[2])
-    # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step
-    AC = xp.concat([e.A.mT, e.C1.mT], axis=1)
+    # x_t enters both x_{t+1} and v_t: one product with [A^T C1^T] per step; with A factored, with
+    # [V C1^T], whose first r columns are x_t V, (T8a)
+    lr = _lowrank(e)
+    k = nx if lr is None else int(lr.V.shape[1])
+    AC = xp.concat([e.A.mT if lr is None else lr.V, e.C1.mT], axis=1)
     B1T = e.B1.mT
     stack = None
     into = _writes_into(phi.forward)
     for t in range(T):
         xa = mm(X[t, ...], AC)
-        V[t, ...] += xa[:, nx:]
+        V[t, ...] += xa[:, k:]
         if into and stack is not None:
             w, _ = phi.forward(e.phi, V[t, ...], out=stack.at(t))
         else:
@@ -147,7 +171,11 @@ def _forward_loop(e, phi, X, V, W, keep_cache):
                     stack = _Stack.like(xp, c, T)
                 stack.store(c, t)
         W[t, ...] = w
-        X[t + 1, ...] += xa[:, :nx]
+        if lr is None:
+            X[t + 1, ...] += xa[:, :nx]
+        else:
+            X[t + 1, ...] += lr.a * X[t, ...]
+            X[t + 1, ...] += mm(xa[:, :k], lr.U.mT)
         X[t + 1, ...] += mm(w, B1T)
     return stack
 
@@ -170,7 +198,8 @@ def forward(explicit, phi, x0, U, checkpoint_every=None, jit=None):
     Parameters
     ----------
     explicit : container with fields ``A, B1, B2, C1, C2, D12, D21, D22, bx, bv, by, phi``
-        (``D22`` may be None for a zero feedthrough).
+        (``D22`` may be None for a zero feedthrough), and optionally ``A_lowrank`` (a ``LowRank``:
+        the loop then steps with the factors and never reads ``A``).
     phi : static_map.Phi
     x0 : (B, nx) initial state.
     U : (T, B, nu) inputs.
@@ -201,7 +230,7 @@ def _forward(explicit, phi, x0, U, checkpoint_every, jit):
         return X[-1, ...], _outputs(e, U, X, W), Cache(U, X, W, stack.tree)
     T, B = int(U.shape[0]), int(U.shape[1])
     segments = _segments(T, checkpoint_every)
-    Xc = xp.empty((len(segments), B, int(e.A.shape[0])), dtype=U.dtype)
+    Xc = xp.empty((len(segments), B, int(e.B1.shape[0])), dtype=U.dtype)
     Y = xp.empty((T, B, int(e.C2.shape[0])), dtype=U.dtype)
     x = x0
     for i, (s, f) in enumerate(segments):
@@ -217,12 +246,15 @@ def _reverse_loop(e, phi, stack, dXs, dWs, dV):
     ``dWs``, the state and phi adjoints of every step; returns phi's stacked gradient caches."""
     xp = array_namespace(dV)
     T, nx = int(dV.shape[0]), int(dXs.shape[2])
-    AB1 = xp.concat([e.A, e.B1], axis=1)  # dx_{t+1} reaches x_t and w_t in one product
+    # dx_{t+1} reaches x_t and w_t in one product; with A factored, [U B1], then V^T, (T8b)
+    lr = _lowrank(e)
+    k = nx if lr is None else int(lr.U.shape[1])
+    AB1 = xp.concat([e.A if lr is None else lr.U, e.B1], axis=1)
     grad_stack = None
     into = _writes_into(phi.backward)
     for t in range(T - 1, -1, -1):
         g = mm(dXs[t + 1, ...], AB1)
-        dWs[t, ...] += g[:, nx:]
+        dWs[t, ...] += g[:, k:]
         if into and grad_stack is not None:
             dv, _ = phi.backward(e.phi, stack.at(t), dWs[t, ...], out=grad_stack.at(t))
         else:
@@ -231,7 +263,11 @@ def _reverse_loop(e, phi, stack, dXs, dWs, dV):
                 grad_stack = _Stack.like(xp, gc, T)
             grad_stack.store(gc, t)
         dV[t, ...] = dv
-        dXs[t, ...] += g[:, :nx]
+        if lr is None:
+            dXs[t, ...] += g[:, :nx]
+        else:
+            dXs[t, ...] += lr.a * dXs[t + 1, ...]
+            dXs[t, ...] += mm(g[:, :k], lr.V.mT)
         dXs[t, ...] += mm(dv, e.C1)
     return grad_stack
 
@@ -241,7 +277,7 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     adjoint of its first state, its weight gradients (a dict) and ``dU``."""
     xp = array_namespace(dY)
     T, B, nu = (int(s) for s in U.shape)
-    nx, nv = int(e.A.shape[0]), int(e.C1.shape[0])
+    nx, nv = int(e.B1.shape[0]), int(e.C1.shape[0])
     dY2 = _rows(dY)
     U2 = _rows(U)
 
@@ -251,7 +287,7 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     dXs[:T, ...] = xp.reshape(mm(dY2, e.C2), (T, B, nx))
     dWs = xp.reshape(mm(dY2, e.D21), (T, B, nv))
     dV = allocator.empty(xp, (T, B, nv), dY.dtype)
-    fast = _fast(phi, jit, dY, e.A, X, W)
+    fast = _fast(phi, jit, dY, e.B1, X, W)
     if fast is not None:
         grad_stack = _Stack(compiled.bptt(*fast, e, stack.tree, dXs, dWs, dV))
     else:
@@ -263,8 +299,9 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
     dU2 += mm(dV2, e.D12)
     if e.D22 is not None:
         dU2 += mm(dY2, e.D22)
+    lr = _lowrank(e)
     grads = dict(
-        A=mm(dXn2.mT, X2),
+        A=mm(dXn2.mT, X2) if lr is None else None,
         B1=mm(dXn2.mT, W2),
         B2=mm(dXn2.mT, U2),
         C1=mm(dV2.mT, X2),
@@ -277,6 +314,8 @@ def _segment_backward(e, phi, U, X, W, stack, dY, dx, jit=None):
         by=xp.sum(dY2, axis=0),
         phi=phi.weight_grads(e.phi, stack.rows(), grad_stack.rows()),
     )
+    if lr is not None:  # (T8c): the factors' cotangents from (T*B) x r products, the dense one never formed
+        grads["A_lowrank"] = LowRank(xp.sum(dXn2 * X2, axis=0), mm(dXn2.mT, mm(X2, lr.V)), mm(X2.mT, mm(dXn2, lr.U)))
     return dXs[0, ...], grads, xp.reshape(dU2, (T, B, nu))
 
 
@@ -292,7 +331,8 @@ def backward(explicit, phi, cache, dY, dxT=None, jit=None):
 
     Returns
     -------
-    d_explicit : container like ``explicit`` (the same NamedTuple type).
+    d_explicit : container like ``explicit`` (the same NamedTuple type). With ``A_lowrank``, the
+        gradient of ``A`` is its ``A_lowrank`` (``LowRank`` of the factors' cotangents) and ``A`` is None.
     dx0 : (B, nx)
     dU : (T, B, nu)
     """
@@ -306,7 +346,7 @@ def _backward(explicit, phi, cache, dY, dxT, jit):
     xp = array_namespace(dY)
     U = cache.U
     T, B, nu = (int(s) for s in U.shape)
-    dx = xp.zeros((B, int(e.A.shape[0])), dtype=dY.dtype) if dxT is None else dxT
+    dx = xp.zeros((B, int(e.B1.shape[0])), dtype=dY.dtype) if dxT is None else dxT
     if cache.checkpoint_every is None:
         stack = _Stack(cache.phi_cache)
         dx, grads, dU = _segment_backward(e, phi, U, cache.X, cache.W, stack, dY, dx, jit)
@@ -336,11 +376,13 @@ def step(explicit, phi, x, u, jit=None):
     x_next : (B, nx); y : (B, ny)
     """
     e = explicit
-    fast = _fast(phi, jit, x, u, e.A)
+    fast = _fast(phi, jit, x, u, e.B1)
     if fast is not None:
         return compiled.step(*fast, e, x, u)
     w, _ = phi.forward(e.phi, x @ e.C1.mT + u @ e.D12.mT + e.bv)
-    x_next = x @ e.A.mT + w @ e.B1.mT + u @ e.B2.mT + e.bx
+    lr = _lowrank(e)
+    xa = x @ e.A.mT if lr is None else lr.a * x + (x @ lr.V) @ lr.U.mT  # (T8a)
+    x_next = xa + w @ e.B1.mT + u @ e.B2.mT + e.bx
     y = x @ e.C2.mT + w @ e.D21.mT + e.by
     if e.D22 is not None:
         y = y + u @ e.D22.mT
