@@ -164,6 +164,14 @@ def test_near_boundary_control_must_fail(kind):
     Oa = cache.Oa * (1.001 / np.linalg.norm(cache.Oa, 2))
     rep = certificates.certify(cfg, e, cache._replace(Oa=Oa))
     assert any(c.verdict == "fails" and "Omega_a" in c.name for c in rep.checks), rep.table()
+    # the factors the time loop steps with, tampered alone (the dense A the inequalities read is
+    # untouched): the probes see it
+    lr = e.A_lowrank
+    for bad in (lr._replace(a=1.001 * lr.a), lr._replace(U=1.001 * lr.U) if cfg.rank else None):
+        if bad is None:
+            continue
+        rep = certificates.certify(cfg, e._replace(A_lowrank=bad), cache)
+        assert not rep.holds and any(c.verdict == "fails" and "probes" in c.name for c in rep.checks), rep.table()
 
 
 def test_sampled_contraction_control_must_fail():

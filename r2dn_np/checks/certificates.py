@@ -541,7 +541,8 @@ def structured_splits(e):
 
 
 def structured_probes(e, probes=4, seed=0):
-    """(T6): the explicit model against the factors on random probe rows, relative error."""
+    """(T6): the explicit model against the factors on random probe rows, relative error: the dense
+    ``A`` the inequalities read and the factored ``A_lowrank`` the time loop steps with."""
     import numpy as np
 
     cfg, xp, base = e.cfg, e.xp, e.base
@@ -549,9 +550,18 @@ def structured_probes(e, probes=4, seed=0):
     rng = np.random.default_rng(seed)
     z, w, u = (xp.asarray(rng.standard_normal((probes, n))) for n in (cfg.nx, cfg.nv, cfg.nu))
     x_next, v, y = _structured_signals(cfg, e.cache, z, w, u)
-    got = [z @ base.A.mT + w @ base.B1.mT + (u @ base.B2.mT if lip else 0.0),
-           z @ base.C1.mT + (u @ base.D12.mT if lip else 0.0)]
+    inputs = w @ base.B1.mT + (u @ base.B2.mT if lip else 0.0)
+    got = [z @ base.A.mT + inputs, z @ base.C1.mT + (u @ base.D12.mT if lip else 0.0)]
     want = [x_next, v]
+    lowrank = getattr(e.explicit, "A_lowrank", None)
+    if lowrank is not None:
+        # the time loop steps with the factors A = diag(a) + U V^T, not with the dense A the LMIs
+        # read: both must be the model of the factors. In base coordinates A0 = T A T^-1 =
+        # diag(a) + (T U)(T^-1 V)^T.
+        tau = xp.reshape(_f64(e.cache.tau), (cfg.nx, 1))
+        a, U, V = (_f64(f) for f in lowrank)
+        got.append(a * z + (z @ (V / tau)) @ (tau * U).mT + inputs)
+        want.append(x_next)
     if lip:
         got.append(z @ base.C2.mT + w @ base.D21.mT + u @ base.D22.mT)
         want.append(y)
