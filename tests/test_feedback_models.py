@@ -80,7 +80,7 @@ def _phi_reference(cfg, explicit, v):
 
 def naive_rollout(cfg, explicit, x0, U):
     """The state-space equations one step at a time, no hoisting (section 1 of r2dn.md, ren.md)."""
-    e = {k: host(v) for k, v in explicit._asdict().items() if k != "phi"}
+    e = {k: host(v) for k, v in explicit._asdict().items() if k not in ("phi", "A_lowrank")}  # the dense A: the naive loop
     x = host(x0)
     ys = []
     for u in host(U):
