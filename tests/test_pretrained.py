@@ -59,6 +59,7 @@ def _f16_nrmse(model, washout=100):
 @pytest.mark.parametrize("name, pooled, level6", [
     # README rows (three decimals)
     ("f16_paper_r2dn", (0.169, 0.114, 0.266), (0.186, 0.120, 0.302)),
+    ("f16_best", (0.165, 0.102, 0.250), (0.181, 0.108, 0.283)),
 ])
 def test_f16_models_score_what_their_rows_say(name, pooled, level6):
     model = train.load_model(f"pretrained:{name}")
